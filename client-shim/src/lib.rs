@@ -1,0 +1,1 @@
+//! VMM side of vsmmu.

@@ -1,0 +1,17 @@
+//! Wire formats of vsmmu.
+//!
+//! Pure data, no I/O policy:
+//! - [`vfio_user`]: the vfio-user header, every command of the spec with its
+//!   payload, the VERSION capabilities JSON, and the vsmmu extension commands;
+//! - [`smmu`]: SMMUv3 architectural formats (registers, queues, commands,
+//!   events, stream table and context descriptors);
+//! - [`iommufd`]: iommufd uAPI records (ioctl structs, vEVENTQ records).
+//!
+//! Decoding never panics on any byte string: it returns typed errors.
+
+#[cfg(not(target_endian = "little"))]
+compile_error!("vsmmu's wire formats are little-endian and decoded in place");
+
+pub mod iommufd;
+pub mod smmu;
+pub mod vfio_user;
