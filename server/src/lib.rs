@@ -1,1 +1,3 @@
-//! vsmmud library.
+//! vsmmud: the SMMUv3 model served over vfio-user.
+
+pub mod host;

@@ -1,0 +1,1 @@
+//! The iommufd host backend (placeholder, being written).

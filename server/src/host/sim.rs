@@ -1,0 +1,1 @@
+//! The sim host backend (placeholder, being written).
