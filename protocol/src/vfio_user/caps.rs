@@ -66,7 +66,9 @@ impl VersionData {
             return Ok(VersionData::default());
         }
         let Some((&0, json)) = bytes.split_last() else {
-            return Err(DecodeError::Json("version data is not NUL-terminated".into()));
+            return Err(DecodeError::Json(
+                "version data is not NUL-terminated".into(),
+            ));
         };
         if json.contains(&0) {
             return Err(DecodeError::Json("NUL inside version data".into()));

@@ -37,7 +37,9 @@ pub const VERSION_MINOR: u16 = 2;
 
 /// The 16-byte header in front of every message.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
+)]
 pub struct Header {
     /// Chosen by the sender, echoed in the reply.
     pub msg_id: u16,
@@ -423,17 +425,29 @@ impl<'a> Request<'a> {
             }
             Command::DeviceGetInfo => {
                 let m = read_exact::<DeviceInfo>("device_info", payload)?;
-                check_argsz("device_info argsz", m.argsz, std::mem::size_of::<DeviceInfo>())?;
+                check_argsz(
+                    "device_info argsz",
+                    m.argsz,
+                    std::mem::size_of::<DeviceInfo>(),
+                )?;
                 Request::DeviceGetInfo(m)
             }
             Command::DeviceGetRegionInfo => {
                 let m = read_exact::<RegionInfo>("region_info", payload)?;
-                check_argsz("region_info argsz", m.argsz, std::mem::size_of::<RegionInfo>())?;
+                check_argsz(
+                    "region_info argsz",
+                    m.argsz,
+                    std::mem::size_of::<RegionInfo>(),
+                )?;
                 Request::DeviceGetRegionInfo(m)
             }
             Command::DeviceGetRegionIoFds => {
                 let m = read_exact::<RegionIoFds>("region_io_fds", payload)?;
-                check_argsz("region_io_fds argsz", m.argsz, std::mem::size_of::<RegionIoFds>())?;
+                check_argsz(
+                    "region_io_fds argsz",
+                    m.argsz,
+                    std::mem::size_of::<RegionIoFds>(),
+                )?;
                 Request::DeviceGetRegionIoFds(m)
             }
             Command::DeviceGetIrqInfo => {
@@ -503,7 +517,9 @@ impl<'a> Request<'a> {
                 let (feature, data) = read_prefix::<DeviceFeature>("device_feature", payload)?;
                 Request::DeviceFeature { feature, data }
             }
-            Command::MigDataRead => Request::MigDataRead(read_exact::<MigData>("mig_data_read", payload)?),
+            Command::MigDataRead => {
+                Request::MigDataRead(read_exact::<MigData>("mig_data_read", payload)?)
+            }
             Command::MigDataWrite => {
                 let (hdr, data) = read_prefix::<MigData>("mig_data_write", payload)?;
                 if hdr.size as usize != data.len() {
@@ -535,7 +551,10 @@ impl<'a> Request<'a> {
                 let (req, data) = read_prefix::<SimDma>("sim_dma", payload)?;
                 check_argsz("sim_dma argsz", req.argsz, payload.len())?;
                 if req.flags & !SIM_DMA_WRITE != 0 {
-                    return Err(DecodeError::Invalid(format!("sim_dma flags {:#x}", req.flags)));
+                    return Err(DecodeError::Invalid(format!(
+                        "sim_dma flags {:#x}",
+                        req.flags
+                    )));
                 }
                 if req.len == 0 || req.len > SIM_DMA_MAX_LEN {
                     return Err(DecodeError::Invalid(format!(
@@ -543,7 +562,11 @@ impl<'a> Request<'a> {
                         req.len
                     )));
                 }
-                let want = if req.flags & SIM_DMA_WRITE != 0 { req.len } else { 0 };
+                let want = if req.flags & SIM_DMA_WRITE != 0 {
+                    req.len
+                } else {
+                    0
+                };
                 if data.len() as u64 != want {
                     return Err(DecodeError::SizeMismatch {
                         what: "sim_dma data",
@@ -555,9 +578,16 @@ impl<'a> Request<'a> {
             }
             Command::VsmmuGetStats => {
                 let r = read_exact::<StatsRequest>("get_stats", payload)?;
-                check_argsz("get_stats argsz", r.argsz, std::mem::size_of::<StatsRequest>())?;
+                check_argsz(
+                    "get_stats argsz",
+                    r.argsz,
+                    std::mem::size_of::<StatsRequest>(),
+                )?;
                 if r.flags != 0 {
-                    return Err(DecodeError::Invalid(format!("get_stats flags {:#x}", r.flags)));
+                    return Err(DecodeError::Invalid(format!(
+                        "get_stats flags {:#x}",
+                        r.flags
+                    )));
                 }
                 Request::VsmmuGetStats(r)
             }
@@ -649,7 +679,13 @@ impl Message {
 
     /// An error reply to `req`: header only, as the spec demands.
     pub fn error_reply(req: &Header, errno: i32) -> Vec<u8> {
-        Message::new(req.msg_id, req.command, FLAG_TYPE_REPLY | FLAG_ERROR, errno as u32).finish()
+        Message::new(
+            req.msg_id,
+            req.command,
+            FLAG_TYPE_REPLY | FLAG_ERROR,
+            errno as u32,
+        )
+        .finish()
     }
 
     /// Appends a fixed structure.

@@ -4,11 +4,12 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 pub use vfio_bindings::bindings::vfio::{
     VFIO_DEVICE_FLAGS_PCI, VFIO_DEVICE_FLAGS_PLATFORM, VFIO_DEVICE_FLAGS_RESET,
-    VFIO_IRQ_INFO_AUTOMASKED, VFIO_IRQ_INFO_EVENTFD, VFIO_IRQ_INFO_MASKABLE, VFIO_IRQ_INFO_NORESIZE,
-    VFIO_IRQ_SET_ACTION_MASK, VFIO_IRQ_SET_ACTION_TRIGGER, VFIO_IRQ_SET_ACTION_TYPE_MASK,
-    VFIO_IRQ_SET_ACTION_UNMASK, VFIO_IRQ_SET_DATA_BOOL, VFIO_IRQ_SET_DATA_EVENTFD,
-    VFIO_IRQ_SET_DATA_NONE, VFIO_IRQ_SET_DATA_TYPE_MASK, VFIO_REGION_INFO_FLAG_CAPS,
-    VFIO_REGION_INFO_FLAG_MMAP, VFIO_REGION_INFO_FLAG_READ, VFIO_REGION_INFO_FLAG_WRITE,
+    VFIO_IRQ_INFO_AUTOMASKED, VFIO_IRQ_INFO_EVENTFD, VFIO_IRQ_INFO_MASKABLE,
+    VFIO_IRQ_INFO_NORESIZE, VFIO_IRQ_SET_ACTION_MASK, VFIO_IRQ_SET_ACTION_TRIGGER,
+    VFIO_IRQ_SET_ACTION_TYPE_MASK, VFIO_IRQ_SET_ACTION_UNMASK, VFIO_IRQ_SET_DATA_BOOL,
+    VFIO_IRQ_SET_DATA_EVENTFD, VFIO_IRQ_SET_DATA_NONE, VFIO_IRQ_SET_DATA_TYPE_MASK,
+    VFIO_REGION_INFO_FLAG_CAPS, VFIO_REGION_INFO_FLAG_MMAP, VFIO_REGION_INFO_FLAG_READ,
+    VFIO_REGION_INFO_FLAG_WRITE,
 };
 
 macro_rules! wire_struct {
@@ -351,12 +352,27 @@ mod layout_tests {
     #[test]
     fn kernel_layouts_match() {
         assert_eq!(size_of::<RegionInfo>(), size_of::<k::vfio_region_info>());
-        assert_eq!(offset_of!(RegionInfo, size), offset_of!(k::vfio_region_info, size));
-        assert_eq!(offset_of!(RegionInfo, offset), offset_of!(k::vfio_region_info, offset));
+        assert_eq!(
+            offset_of!(RegionInfo, size),
+            offset_of!(k::vfio_region_info, size)
+        );
+        assert_eq!(
+            offset_of!(RegionInfo, offset),
+            offset_of!(k::vfio_region_info, offset)
+        );
         assert_eq!(size_of::<IrqInfo>(), size_of::<k::vfio_irq_info>());
-        assert_eq!(offset_of!(IrqInfo, count), offset_of!(k::vfio_irq_info, count));
+        assert_eq!(
+            offset_of!(IrqInfo, count),
+            offset_of!(k::vfio_irq_info, count)
+        );
         assert_eq!(size_of::<IrqSet>(), size_of::<k::vfio_irq_set>());
-        assert_eq!(offset_of!(IrqSet, count), offset_of!(k::vfio_irq_set, count));
-        assert_eq!(size_of::<DeviceInfo>(), offset_of!(k::vfio_device_info, cap_offset));
+        assert_eq!(
+            offset_of!(IrqSet, count),
+            offset_of!(k::vfio_irq_set, count)
+        );
+        assert_eq!(
+            size_of::<DeviceInfo>(),
+            offset_of!(k::vfio_device_info, cap_offset)
+        );
     }
 }

@@ -27,7 +27,11 @@ fn header_bytes() {
     assert!(h.no_reply());
     assert_eq!(
         Header::decode(&[0; 15]),
-        Err(DecodeError::Truncated { what: "header", need: 16, got: 15 })
+        Err(DecodeError::Truncated {
+            what: "header",
+            need: 16,
+            got: 15
+        })
     );
 }
 
@@ -40,13 +44,19 @@ fn header_validation() {
     h.msg_size = 4097;
     assert_eq!(
         h.validate_command(4096),
-        Err(HeaderError::SizeTooLarge { size: 4097, max: 4096 })
+        Err(HeaderError::SizeTooLarge {
+            size: 4097,
+            max: 4096
+        })
     );
     h.msg_size = 16;
     h.flags = FLAG_TYPE_REPLY;
     assert_eq!(h.validate_command(4096), Err(HeaderError::NotACommand(1)));
     h.flags = 1 << 9;
-    assert_eq!(h.validate_command(4096), Err(HeaderError::UnknownFlags(1 << 9)));
+    assert_eq!(
+        h.validate_command(4096),
+        Err(HeaderError::UnknownFlags(1 << 9))
+    );
 }
 
 #[test]
@@ -54,7 +64,10 @@ fn command_numbers() {
     let nums: Vec<u16> = Command::ALL.iter().map(|c| *c as u16).collect();
     assert_eq!(
         nums,
-        [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 15, 16, 17, 18, 0x1000, 0x1001, 0x1002, 0x1003, 0x1004]
+        [
+            1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 15, 16, 17, 18, 0x1000, 0x1001, 0x1002,
+            0x1003, 0x1004
+        ]
     );
     assert_eq!(Command::try_from(14), Err(DecodeError::UnknownCommand(14)));
     assert_eq!(DecodeError::UnknownCommand(14).errno(), 38);
@@ -84,7 +97,14 @@ fn version_roundtrip_and_json() {
     assert_eq!(h.msg_size as usize, msg.len());
     assert_eq!(&msg[16..20], &[0, 0, 2, 0]);
     let req = Request::decode(&h, &msg[16..]).unwrap();
-    assert_eq!(req, Request::Version { major: 0, minor: 2, data });
+    assert_eq!(
+        req,
+        Request::Version {
+            major: 0,
+            minor: 2,
+            data
+        }
+    );
 }
 
 #[test]
@@ -92,10 +112,15 @@ fn version_json_rules() {
     // Absent JSON: defaults.
     assert_eq!(VersionData::decode(b""), Ok(VersionData::default()));
     // Missing NUL.
-    assert!(matches!(VersionData::decode(b"{}"), Err(DecodeError::Json(_))));
+    assert!(matches!(
+        VersionData::decode(b"{}"),
+        Err(DecodeError::Json(_))
+    ));
     // Unknown capabilities are ignored.
-    let d = VersionData::decode(b"{\"capabilities\":{\"twin_socket\":{\"supported\":true},\"max_msg_fds\":3}}\0")
-        .unwrap();
+    let d = VersionData::decode(
+        b"{\"capabilities\":{\"twin_socket\":{\"supported\":true},\"max_msg_fds\":3}}\0",
+    )
+    .unwrap();
     assert_eq!(d.capabilities.max_msg_fds, Some(3));
     // Wrong type.
     let e = VersionData::decode(b"{\"capabilities\":{\"max_msg_fds\":\"x\"}}\0").unwrap_err();
@@ -106,7 +131,13 @@ fn version_json_rules() {
 
 #[test]
 fn dma_map_bytes() {
-    let m = DmaMap { argsz: 32, flags: 3, offset: 0x1000, addr: 0x4000_0000, size: 0x20_0000 };
+    let m = DmaMap {
+        argsz: 32,
+        flags: 3,
+        offset: 0x1000,
+        addr: 0x4000_0000,
+        size: 0x20_0000,
+    };
     let msg = Message::command(2, Command::DmaMap).push(&m).finish();
     assert_eq!(msg.len(), 48);
     assert_eq!(
@@ -124,41 +155,91 @@ fn dma_map_bytes() {
     assert_eq!(e.errno(), 22);
     // Truncated.
     let e = Request::decode(&hdr(Command::DmaMap, 31), &m.as_bytes()[..31]).unwrap_err();
-    assert_eq!(e, DecodeError::Truncated { what: "dma_map", need: 32, got: 31 });
+    assert_eq!(
+        e,
+        DecodeError::Truncated {
+            what: "dma_map",
+            need: 32,
+            got: 31
+        }
+    );
 }
 
 #[test]
 fn fixed_requests_decode() {
-    let u = DmaUnmap { argsz: 24, flags: 0, addr: 0x1000, size: 0x1000 };
-    assert_eq!(Request::decode(&hdr(Command::DmaUnmap, 24), u.as_bytes()), Ok(Request::DmaUnmap(u)));
-    let i = DeviceInfo { argsz: 16, ..Default::default() };
-    assert_eq!(Request::decode(&hdr(Command::DeviceGetInfo, 16), i.as_bytes()), Ok(Request::DeviceGetInfo(i)));
-    let short = DeviceInfo { argsz: 8, ..Default::default() };
+    let u = DmaUnmap {
+        argsz: 24,
+        flags: 0,
+        addr: 0x1000,
+        size: 0x1000,
+    };
+    assert_eq!(
+        Request::decode(&hdr(Command::DmaUnmap, 24), u.as_bytes()),
+        Ok(Request::DmaUnmap(u))
+    );
+    let i = DeviceInfo {
+        argsz: 16,
+        ..Default::default()
+    };
+    assert_eq!(
+        Request::decode(&hdr(Command::DeviceGetInfo, 16), i.as_bytes()),
+        Ok(Request::DeviceGetInfo(i))
+    );
+    let short = DeviceInfo {
+        argsz: 8,
+        ..Default::default()
+    };
     assert!(Request::decode(&hdr(Command::DeviceGetInfo, 16), short.as_bytes()).is_err());
-    let r = RegionInfo { argsz: 32, index: 0, ..Default::default() };
+    let r = RegionInfo {
+        argsz: 32,
+        index: 0,
+        ..Default::default()
+    };
     assert_eq!(
         Request::decode(&hdr(Command::DeviceGetRegionInfo, 32), r.as_bytes()),
         Ok(Request::DeviceGetRegionInfo(r))
     );
-    let q = IrqInfo { argsz: 16, index: 3, ..Default::default() };
-    assert_eq!(Request::decode(&hdr(Command::DeviceGetIrqInfo, 16), q.as_bytes()), Ok(Request::DeviceGetIrqInfo(q)));
-    let f = RegionIoFds { argsz: 16, ..Default::default() };
+    let q = IrqInfo {
+        argsz: 16,
+        index: 3,
+        ..Default::default()
+    };
+    assert_eq!(
+        Request::decode(&hdr(Command::DeviceGetIrqInfo, 16), q.as_bytes()),
+        Ok(Request::DeviceGetIrqInfo(q))
+    );
+    let f = RegionIoFds {
+        argsz: 16,
+        ..Default::default()
+    };
     assert_eq!(
         Request::decode(&hdr(Command::DeviceGetRegionIoFds, 16), f.as_bytes()),
         Ok(Request::DeviceGetRegionIoFds(f))
     );
-    assert_eq!(Request::decode(&hdr(Command::DeviceReset, 0), &[]), Ok(Request::DeviceReset));
+    assert_eq!(
+        Request::decode(&hdr(Command::DeviceReset, 0), &[]),
+        Ok(Request::DeviceReset)
+    );
     assert!(Request::decode(&hdr(Command::DeviceReset, 1), &[0]).is_err());
     assert_eq!(
-        Request::decode(&hdr(Command::DmaRead, 16), &[0; 16]).unwrap_err().errno(),
+        Request::decode(&hdr(Command::DmaRead, 16), &[0; 16])
+            .unwrap_err()
+            .errno(),
         38
     );
 }
 
 #[test]
 fn region_access() {
-    let a = RegionAccess { offset: 0x20, region: 0, count: 4 };
-    let msg = Message::command(3, Command::RegionWrite).push(&a).bytes(&[1, 2, 3, 4]).finish();
+    let a = RegionAccess {
+        offset: 0x20,
+        region: 0,
+        count: 4,
+    };
+    let msg = Message::command(3, Command::RegionWrite)
+        .push(&a)
+        .bytes(&[1, 2, 3, 4])
+        .finish();
     assert_eq!(
         &msg[16..],
         &[0x20, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 1, 2, 3, 4]
@@ -166,12 +247,25 @@ fn region_access() {
     let h = Header::decode(&msg).unwrap();
     assert_eq!(
         Request::decode(&h, &msg[16..]),
-        Ok(Request::RegionWrite { access: a, data: &[1, 2, 3, 4] })
+        Ok(Request::RegionWrite {
+            access: a,
+            data: &[1, 2, 3, 4]
+        })
     );
     // count disagrees with data.
     let e = Request::decode(&hdr(Command::RegionWrite, 19), &msg[16..35]).unwrap_err();
-    assert_eq!(e, DecodeError::SizeMismatch { what: "region_write count", field: 4, actual: 3 });
-    assert_eq!(Request::decode(&hdr(Command::RegionRead, 16), a.as_bytes()), Ok(Request::RegionRead(a)));
+    assert_eq!(
+        e,
+        DecodeError::SizeMismatch {
+            what: "region_write count",
+            field: 4,
+            actual: 3
+        }
+    );
+    assert_eq!(
+        Request::decode(&hdr(Command::RegionRead, 16), a.as_bytes()),
+        Ok(Request::RegionRead(a))
+    );
     assert!(Request::decode(&hdr(Command::RegionRead, 20), &msg[16..]).is_err());
 }
 
@@ -184,12 +278,19 @@ fn set_irqs() {
         start: 0,
         count: 1,
     };
-    assert_eq!(s.as_bytes(), &[20, 0, 0, 0, 0x24, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]);
+    assert_eq!(
+        s.as_bytes(),
+        &[20, 0, 0, 0, 0x24, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]
+    );
     assert_eq!(
         Request::decode(&hdr(Command::DeviceSetIrqs, 20), s.as_bytes()),
         Ok(Request::DeviceSetIrqs { set: s, data: &[] })
     );
-    let b = IrqSet { argsz: 21, flags: VFIO_IRQ_SET_DATA_BOOL | VFIO_IRQ_SET_ACTION_TRIGGER, ..s };
+    let b = IrqSet {
+        argsz: 21,
+        flags: VFIO_IRQ_SET_DATA_BOOL | VFIO_IRQ_SET_ACTION_TRIGGER,
+        ..s
+    };
     let mut p = b.as_bytes().to_vec();
     p.push(1);
     assert_eq!(
@@ -201,8 +302,18 @@ fn set_irqs() {
 
 #[test]
 fn write_multi() {
-    let e1 = WriteMultiEntry { offset: 0x98, region: 0, count: 4, data: [5, 0, 0, 0, 0, 0, 0, 0] };
-    let e2 = WriteMultiEntry { offset: 0x100ac, region: 0, count: 4, data: [1, 0, 0, 0, 0, 0, 0, 0] };
+    let e1 = WriteMultiEntry {
+        offset: 0x98,
+        region: 0,
+        count: 4,
+        data: [5, 0, 0, 0, 0, 0, 0, 0],
+    };
+    let e2 = WriteMultiEntry {
+        offset: 0x100ac,
+        region: 0,
+        count: 4,
+        data: [1, 0, 0, 0, 0, 0, 0, 0],
+    };
     let msg = Message::command(4, Command::RegionWriteMulti)
         .push(&WriteMultiHeader { wr_cnt: 2 })
         .push(&e1)
@@ -210,7 +321,10 @@ fn write_multi() {
         .finish();
     assert_eq!(msg.len(), 16 + 8 + 48);
     let h = Header::decode(&msg).unwrap();
-    assert_eq!(Request::decode(&h, &msg[16..]), Ok(Request::RegionWriteMulti(vec![e1, e2])));
+    assert_eq!(
+        Request::decode(&h, &msg[16..]),
+        Ok(Request::RegionWriteMulti(vec![e1, e2]))
+    );
     let e = Request::decode(&hdr(Command::RegionWriteMulti, 32), &msg[16..48]).unwrap_err();
     assert_eq!(e.errno(), 22);
     let bad = WriteMultiEntry { count: 9, ..e1 };
@@ -226,28 +340,51 @@ fn write_multi() {
 
 #[test]
 fn feature_and_migration() {
-    let f = DeviceFeature { argsz: 16, flags: DEVICE_FEATURE_GET | DEVICE_FEATURE_MIGRATION };
+    let f = DeviceFeature {
+        argsz: 16,
+        flags: DEVICE_FEATURE_GET | DEVICE_FEATURE_MIGRATION,
+    };
     assert_eq!(f.as_bytes(), &[16, 0, 0, 0, 1, 0, 1, 0]);
     assert_eq!(
         Request::decode(&hdr(Command::DeviceFeature, 8), f.as_bytes()),
-        Ok(Request::DeviceFeature { feature: f, data: &[] })
+        Ok(Request::DeviceFeature {
+            feature: f,
+            data: &[]
+        })
     );
-    let r = MigData { argsz: 4104, size: 4096 };
-    assert_eq!(Request::decode(&hdr(Command::MigDataRead, 8), r.as_bytes()), Ok(Request::MigDataRead(r)));
+    let r = MigData {
+        argsz: 4104,
+        size: 4096,
+    };
+    assert_eq!(
+        Request::decode(&hdr(Command::MigDataRead, 8), r.as_bytes()),
+        Ok(Request::MigDataRead(r))
+    );
     let w = MigData { argsz: 8, size: 3 };
     let mut p = w.as_bytes().to_vec();
     p.extend_from_slice(&[9, 9, 9]);
     assert_eq!(
         Request::decode(&hdr(Command::MigDataWrite, 11), &p),
-        Ok(Request::MigDataWrite { hdr: w, data: &[9, 9, 9] })
+        Ok(Request::MigDataWrite {
+            hdr: w,
+            data: &[9, 9, 9]
+        })
     );
     assert!(Request::decode(&hdr(Command::MigDataWrite, 10), &p[..10]).is_err());
 }
 
 #[test]
 fn vsmmu_extension() {
-    let d = VsmmuDevice { argsz: 16, flags: 0, vsid: 0x42, reserved: 0 };
-    assert_eq!(d.as_bytes(), &[16, 0, 0, 0, 0, 0, 0, 0, 0x42, 0, 0, 0, 0, 0, 0, 0]);
+    let d = VsmmuDevice {
+        argsz: 16,
+        flags: 0,
+        vsid: 0x42,
+        reserved: 0,
+    };
+    assert_eq!(
+        d.as_bytes(),
+        &[16, 0, 0, 0, 0, 0, 0, 0, 0x42, 0, 0, 0, 0, 0, 0, 0]
+    );
     assert_eq!(
         Request::decode(&hdr(Command::VsmmuAttachDevice, 16), d.as_bytes()),
         Ok(Request::VsmmuAttachDevice(d))
@@ -257,30 +394,63 @@ fn vsmmu_extension() {
 
     let rec = [0x0000_0042_0000_0010u64, 0, 0x1000, 0];
     let msg = Message::command(9, Command::VsmmuSimInject)
-        .push(&SimInjectHeader { argsz: 40, count: 1 })
+        .push(&SimInjectHeader {
+            argsz: 40,
+            count: 1,
+        })
         .push(&rec)
         .finish();
     assert_eq!(&msg[16..24], &[40, 0, 0, 0, 1, 0, 0, 0]);
     assert_eq!(&msg[24..32], &[0x10, 0, 0, 0, 0x42, 0, 0, 0]);
     let h = Header::decode(&msg).unwrap();
-    assert_eq!(Request::decode(&h, &msg[16..]), Ok(Request::VsmmuSimInject(vec![rec])));
+    assert_eq!(
+        Request::decode(&h, &msg[16..]),
+        Ok(Request::VsmmuSimInject(vec![rec]))
+    );
     let e = Request::decode(&hdr(Command::VsmmuSimInject, 39), &msg[16..55]).unwrap_err();
     assert_eq!(e.errno(), 22);
 
-    let dma = SimDma { argsz: 36, flags: SIM_DMA_WRITE, vsid: 1, ssid: SIM_DMA_NO_SSID, iova: 0x1000, len: 4 };
+    let dma = SimDma {
+        argsz: 36,
+        flags: SIM_DMA_WRITE,
+        vsid: 1,
+        ssid: SIM_DMA_NO_SSID,
+        iova: 0x1000,
+        len: 4,
+    };
     let mut p = dma.as_bytes().to_vec();
     p.extend_from_slice(&[1, 2, 3, 4]);
     assert_eq!(
         Request::decode(&hdr(Command::VsmmuSimDma, 36), &p),
-        Ok(Request::VsmmuSimDma { req: dma, data: &[1, 2, 3, 4] })
+        Ok(Request::VsmmuSimDma {
+            req: dma,
+            data: &[1, 2, 3, 4]
+        })
     );
-    let rd = SimDma { argsz: 32, flags: 0, len: 4, ..dma };
-    assert!(Request::decode(&hdr(Command::VsmmuSimDma, 36), &[rd.as_bytes(), &[0u8; 4][..]].concat()).is_err());
-    let big = SimDma { argsz: 32, flags: 0, len: 4097, ..dma };
+    let rd = SimDma {
+        argsz: 32,
+        flags: 0,
+        len: 4,
+        ..dma
+    };
+    assert!(Request::decode(
+        &hdr(Command::VsmmuSimDma, 36),
+        &[rd.as_bytes(), &[0u8; 4][..]].concat()
+    )
+    .is_err());
+    let big = SimDma {
+        argsz: 32,
+        flags: 0,
+        len: 4097,
+        ..dma
+    };
     assert!(Request::decode(&hdr(Command::VsmmuSimDma, 32), big.as_bytes()).is_err());
 
     let s = StatsRequest { argsz: 8, flags: 0 };
-    assert_eq!(Request::decode(&hdr(Command::VsmmuGetStats, 8), s.as_bytes()), Ok(Request::VsmmuGetStats(s)));
+    assert_eq!(
+        Request::decode(&hdr(Command::VsmmuGetStats, 8), s.as_bytes()),
+        Ok(Request::VsmmuGetStats(s))
+    );
 }
 
 #[test]
@@ -290,7 +460,9 @@ fn replies() {
     assert_eq!(e, [7, 0, 2, 0, 16, 0, 0, 0, 0x21, 0, 0, 0, 17, 0, 0, 0]);
     let ok = Message::reply(&req).finish();
     assert_eq!(ok, [7, 0, 2, 0, 16, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0]);
-    let posted = Message::command(1, Command::RegionWrite).no_reply().finish();
+    let posted = Message::command(1, Command::RegionWrite)
+        .no_reply()
+        .finish();
     assert_eq!(posted[8], 0x10);
 }
 
@@ -308,9 +480,16 @@ fn decode_garbage_never_panics() {
                     seed as u8
                 })
                 .collect();
-            let h = Header { command: cmd, msg_size: (16 + len) as u32, ..Default::default() };
+            let h = Header {
+                command: cmd,
+                msg_size: (16 + len) as u32,
+                ..Default::default()
+            };
             let _ = Request::decode(&h, &bytes);
-            let h = Header { command: 0x1000 + cmd % 5, ..h };
+            let h = Header {
+                command: 0x1000 + cmd % 5,
+                ..h
+            };
             let _ = Request::decode(&h, &bytes);
         }
     }

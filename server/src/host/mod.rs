@@ -123,6 +123,12 @@ pub trait HostIommu {
     /// Allocates the vEVENTQ with `depth` entries, replacing any existing one.
     fn alloc_veventq(&mut self, depth: u32) -> Result<(), HostError>;
 
+    /// Sequence number of the first event of a new vEVENTQ (the kernel
+    /// starts every vEVENTQ at 0).
+    fn veventq_first_seq(&self) -> u32 {
+        0
+    }
+
     /// Frees the vEVENTQ (close fd, destroy, in the kernel's order).
     fn free_veventq(&mut self);
 

@@ -1,0 +1,619 @@
+//! A blocking vfio-user client for `vsmmud`, as a VMM uses it.
+
+use std::io::{IoSlice, Read};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command as Process, Stdio};
+
+use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+use vsmmu_protocol::vfio_user::{
+    self as vu, Capabilities, Command, DeviceInfo, DmaMap, DmaUnmap, Header, IrqInfo, IrqSet,
+    Message, RegionAccess, RegionInfo, SimDma, SimDmaReply, SimInjectHeader, SimInjectReply,
+    StatsRequest, VersionData, VersionHeader, VsmmuCap, VsmmuDevice, WriteMultiEntry,
+    WriteMultiHeader, HEADER_SIZE,
+};
+use zerocopy::{FromBytes, IntoBytes};
+
+/// A client-side failure.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// Socket or process error.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+    /// The server answered with an error reply.
+    #[error("{command:?} failed with errno {errno} ({})", std::io::Error::from_raw_os_error(*errno))]
+    Remote {
+        /// The command.
+        command: Command,
+        /// errno from the reply.
+        errno: i32,
+    },
+    /// The server closed the connection (it exited or dropped us).
+    #[error("the server closed the connection")]
+    ServerGone,
+    /// A reply that does not follow the protocol.
+    #[error("protocol: {0}")]
+    Protocol(String),
+}
+
+impl ClientError {
+    /// The errno of a remote error, or of the local failure.
+    pub fn errno(&self) -> i32 {
+        match self {
+            ClientError::Remote { errno, .. } => *errno,
+            ClientError::Io(e) => e.raw_os_error().unwrap_or(libc::EIO),
+            ClientError::ServerGone => libc::EPIPE,
+            ClientError::Protocol(_) => libc::EPROTO,
+        }
+    }
+}
+
+type Result<T> = std::result::Result<T, ClientError>;
+
+/// How to start `vsmmud`.
+#[derive(Debug, Clone)]
+pub struct SpawnOptions {
+    /// The `vsmmud` binary.
+    pub binary: PathBuf,
+    /// Extra arguments (e.g. `--sim-veventq-depth 2`).
+    pub args: Vec<String>,
+    /// `--seccomp` mode (`kill`, `trap`, `log`, `off`).
+    pub seccomp: String,
+}
+
+impl SpawnOptions {
+    /// Defaults: the given binary, seccomp `kill`.
+    pub fn new(binary: impl Into<PathBuf>) -> Self {
+        SpawnOptions {
+            binary: binary.into(),
+            args: Vec::new(),
+            seccomp: "kill".into(),
+        }
+    }
+}
+
+/// A vfio-user connection to `vsmmud`.
+#[derive(Debug)]
+pub struct Client {
+    sock: UnixStream,
+    next_id: u16,
+    child: Option<Child>,
+    caps: Capabilities,
+}
+
+/// The fd number the spawned server finds its socket at.
+const CHILD_FD: RawFd = 3;
+
+impl Client {
+    /// Connects to a server listening at `path`.
+    pub fn connect(path: impl AsRef<Path>) -> Result<Self> {
+        Ok(Client::from_stream(UnixStream::connect(path)?))
+    }
+
+    /// Wraps a connected stream.
+    pub fn from_stream(sock: UnixStream) -> Self {
+        Client {
+            sock,
+            next_id: 1,
+            child: None,
+            caps: Capabilities::default(),
+        }
+    }
+
+    /// Starts `vsmmud` on one end of a socketpair (`--fd 3`) and connects
+    /// through the other.
+    pub fn spawn(opts: &SpawnOptions) -> Result<Self> {
+        let (ours, theirs) = UnixStream::pair()?;
+        let theirs_fd = theirs.as_raw_fd();
+        let mut cmd = Process::new(&opts.binary);
+        cmd.arg("--fd")
+            .arg(CHILD_FD.to_string())
+            .arg("--seccomp")
+            .arg(&opts.seccomp)
+            .args(&opts.args)
+            .stdin(Stdio::null());
+        // SAFETY: the closure runs in the forked child before exec and only
+        // calls async-signal-safe functions (dup2, fcntl) on descriptors
+        // that exist in the child.
+        unsafe {
+            cmd.pre_exec(move || {
+                if theirs_fd == CHILD_FD {
+                    let flags = libc::fcntl(CHILD_FD, libc::F_GETFD);
+                    if flags < 0
+                        || libc::fcntl(CHILD_FD, libc::F_SETFD, flags & !libc::FD_CLOEXEC) < 0
+                    {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                } else if libc::dup2(theirs_fd, CHILD_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn()?;
+        drop(theirs);
+        let mut c = Client::from_stream(ours);
+        c.child = Some(child);
+        Ok(c)
+    }
+
+    /// The spawned server process, if this client started it.
+    pub fn child(&mut self) -> Option<&mut Child> {
+        self.child.as_mut()
+    }
+
+    /// Process id of the spawned server.
+    pub fn server_pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// The socket.
+    pub fn socket(&self) -> &UnixStream {
+        &self.sock
+    }
+
+    /// Capabilities the server replied with.
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    /// True when the server closed its end (it died or dropped us).
+    pub fn server_gone(&self) -> bool {
+        let mut fds = [nix::poll::PollFd::new(
+            self.sock.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO) {
+            Ok(0) => false,
+            Ok(_) => {
+                let rev = fds[0].revents().unwrap_or(nix::poll::PollFlags::empty());
+                if rev.intersects(nix::poll::PollFlags::POLLHUP | nix::poll::PollFlags::POLLERR) {
+                    return true;
+                }
+                // Readable with no request in flight: EOF if a peek reads 0.
+                let mut b = [0u8; 1];
+                matches!(
+                    nix::sys::socket::recv(
+                        self.sock.as_raw_fd(),
+                        &mut b,
+                        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT
+                    ),
+                    Ok(0)
+                )
+            }
+            Err(_) => true,
+        }
+    }
+
+    fn id(&mut self) -> u16 {
+        let id = self.next_id;
+        self.next_id = self.next_id.wrapping_add(1);
+        id
+    }
+
+    /// Sends raw message bytes with fds.
+    pub fn send_raw(&mut self, bytes: &[u8], fds: &[BorrowedFd<'_>]) -> Result<()> {
+        let raw: Vec<RawFd> = fds.iter().map(|f| f.as_raw_fd()).collect();
+        let mut off = 0;
+        while off < bytes.len() {
+            let iov = [IoSlice::new(&bytes[off..])];
+            let rights = [ControlMessage::ScmRights(&raw)];
+            let cmsgs: &[ControlMessage] = if off == 0 && !raw.is_empty() {
+                &rights
+            } else {
+                &[]
+            };
+            match sendmsg::<()>(
+                self.sock.as_raw_fd(),
+                &iov,
+                cmsgs,
+                MsgFlags::MSG_NOSIGNAL,
+                None,
+            ) {
+                Ok(n) => off += n,
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(nix::errno::Errno::EPIPE) | Err(nix::errno::Errno::ECONNRESET) => {
+                    return Err(ClientError::ServerGone)
+                }
+                Err(e) => return Err(ClientError::Io(e.into())),
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads one whole message (header and payload).
+    pub fn recv_raw(&mut self) -> Result<(Header, Vec<u8>)> {
+        let mut hb = [0u8; HEADER_SIZE];
+        read_full(&mut self.sock, &mut hb)?;
+        let hdr = Header::decode(&hb).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        let size = hdr.msg_size as usize;
+        if !(HEADER_SIZE..=64 << 20).contains(&size) {
+            return Err(ClientError::Protocol(format!("reply size {size}")));
+        }
+        let mut payload = vec![0u8; size - HEADER_SIZE];
+        read_full(&mut self.sock, &mut payload)?;
+        Ok((hdr, payload))
+    }
+
+    /// Sends a command and returns the reply payload, or the error reply's errno.
+    pub fn request(
+        &mut self,
+        command: Command,
+        payload: &[u8],
+        fds: &[BorrowedFd<'_>],
+    ) -> Result<Vec<u8>> {
+        let id = self.id();
+        let msg = Message::command(id, command).bytes(payload).finish();
+        self.send_raw(&msg, fds)?;
+        let (hdr, reply) = self.recv_raw()?;
+        if hdr.msg_id != id || hdr.command != command as u16 {
+            return Err(ClientError::Protocol(format!(
+                "reply {}/{:#x} to request {id}/{:#x}",
+                hdr.msg_id, hdr.command, command as u16
+            )));
+        }
+        if hdr.flags & vu::FLAG_TYPE_MASK != vu::FLAG_TYPE_REPLY {
+            return Err(ClientError::Protocol(format!(
+                "reply flags {:#x}",
+                hdr.flags
+            )));
+        }
+        if hdr.is_error() {
+            return Err(ClientError::Remote {
+                command,
+                errno: hdr.error_no as i32,
+            });
+        }
+        Ok(reply)
+    }
+
+    /// Sends a command without asking for a reply.
+    pub fn post(&mut self, command: Command, payload: &[u8]) -> Result<()> {
+        let id = self.id();
+        let msg = Message::command(id, command)
+            .bytes(payload)
+            .no_reply()
+            .finish();
+        self.send_raw(&msg, &[])
+    }
+
+    /// VERSION: proposes 0.2 and our capabilities; `vsmmu` asks for the
+    /// extension commands.
+    pub fn negotiate(&mut self, vsmmu: bool) -> Result<Capabilities> {
+        let data = VersionData {
+            capabilities: Capabilities {
+                max_msg_fds: Some(8),
+                vsmmu: vsmmu.then_some(VsmmuCap {
+                    version: vu::VSMMU_EXT_VERSION,
+                }),
+                ..Default::default()
+            },
+        };
+        let mut payload = VersionHeader {
+            major: 0,
+            minor: vu::VERSION_MINOR,
+        }
+        .as_bytes()
+        .to_vec();
+        payload.extend_from_slice(&data.encode());
+        let reply = self.request(Command::Version, &payload, &[])?;
+        let (v, json) = VersionHeader::read_from_prefix(&reply)
+            .map_err(|_| ClientError::Protocol("short VERSION reply".into()))?;
+        if v.major != 0 || v.minor > vu::VERSION_MINOR {
+            return Err(ClientError::Protocol(format!(
+                "server version {}.{}",
+                v.major, v.minor
+            )));
+        }
+        let data = VersionData::decode(json).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.caps = data.capabilities.clone();
+        Ok(data.capabilities)
+    }
+
+    /// DEVICE_GET_INFO.
+    pub fn device_info(&mut self) -> Result<DeviceInfo> {
+        let r = self.request(
+            Command::DeviceGetInfo,
+            DeviceInfo {
+                argsz: 16,
+                ..Default::default()
+            }
+            .as_bytes(),
+            &[],
+        )?;
+        parse(&r)
+    }
+
+    /// DEVICE_GET_REGION_INFO.
+    pub fn region_info(&mut self, index: u32) -> Result<RegionInfo> {
+        let req = RegionInfo {
+            argsz: 32,
+            index,
+            ..Default::default()
+        };
+        let r = self.request(Command::DeviceGetRegionInfo, req.as_bytes(), &[])?;
+        parse(&r)
+    }
+
+    /// DEVICE_GET_IRQ_INFO.
+    pub fn irq_info(&mut self, index: u32) -> Result<IrqInfo> {
+        let req = IrqInfo {
+            argsz: 16,
+            index,
+            ..Default::default()
+        };
+        let r = self.request(Command::DeviceGetIrqInfo, req.as_bytes(), &[])?;
+        parse(&r)
+    }
+
+    /// DMA_MAP of `size` bytes of `fd` (from `offset`) at guest address `iova`.
+    pub fn dma_map(&mut self, fd: BorrowedFd<'_>, offset: u64, iova: u64, size: u64) -> Result<()> {
+        let m = DmaMap {
+            argsz: 32,
+            flags: vu::DMA_MAP_READ | vu::DMA_MAP_WRITE,
+            offset,
+            addr: iova,
+            size,
+        };
+        self.request(Command::DmaMap, m.as_bytes(), &[fd])?;
+        Ok(())
+    }
+
+    /// DMA_UNMAP of an exact earlier mapping.
+    pub fn dma_unmap(&mut self, iova: u64, size: u64) -> Result<()> {
+        let u = DmaUnmap {
+            argsz: 24,
+            flags: 0,
+            addr: iova,
+            size,
+        };
+        self.request(Command::DmaUnmap, u.as_bytes(), &[])?;
+        Ok(())
+    }
+
+    /// REGION_READ of 4 or 8 bytes of the register region.
+    pub fn mmio_read(&mut self, offset: u64, size: u32) -> Result<u64> {
+        let a = RegionAccess {
+            offset,
+            region: 0,
+            count: size,
+        };
+        let r = self.request(Command::RegionRead, a.as_bytes(), &[])?;
+        let data = r.get(16..).unwrap_or(&[]);
+        if data.len() != size as usize {
+            return Err(ClientError::Protocol(format!(
+                "read returned {} bytes",
+                data.len()
+            )));
+        }
+        let mut b = [0u8; 8];
+        b[..data.len()].copy_from_slice(data);
+        Ok(u64::from_le_bytes(b))
+    }
+
+    /// 32-bit register read.
+    pub fn read32(&mut self, offset: u64) -> Result<u32> {
+        Ok(self.mmio_read(offset, 4)? as u32)
+    }
+
+    /// 64-bit register read.
+    pub fn read64(&mut self, offset: u64) -> Result<u64> {
+        self.mmio_read(offset, 8)
+    }
+
+    /// REGION_WRITE of 4 or 8 bytes; `posted` sends it without waiting for
+    /// a reply (doorbells).
+    pub fn mmio_write(&mut self, offset: u64, size: u32, value: u64, posted: bool) -> Result<()> {
+        let a = RegionAccess {
+            offset,
+            region: 0,
+            count: size,
+        };
+        let mut payload = a.as_bytes().to_vec();
+        payload.extend_from_slice(&value.to_le_bytes()[..size as usize]);
+        if posted {
+            self.post(Command::RegionWrite, &payload)
+        } else {
+            self.request(Command::RegionWrite, &payload, &[])
+                .map(|_| ())
+        }
+    }
+
+    /// 32-bit register write, acknowledged.
+    pub fn write32(&mut self, offset: u64, value: u32) -> Result<()> {
+        self.mmio_write(offset, 4, value.into(), false)
+    }
+
+    /// 64-bit register write, acknowledged.
+    pub fn write64(&mut self, offset: u64, value: u64) -> Result<()> {
+        self.mmio_write(offset, 8, value, false)
+    }
+
+    /// REGION_WRITE_MULTI of (offset, size, value) writes, acknowledged.
+    pub fn write_multi(&mut self, writes: &[(u64, u32, u64)]) -> Result<u64> {
+        let mut payload = WriteMultiHeader {
+            wr_cnt: writes.len() as u64,
+        }
+        .as_bytes()
+        .to_vec();
+        for &(offset, count, value) in writes {
+            let e = WriteMultiEntry {
+                offset,
+                region: 0,
+                count,
+                data: value.to_le_bytes(),
+            };
+            payload.extend_from_slice(e.as_bytes());
+        }
+        let r = self.request(Command::RegionWriteMulti, &payload, &[])?;
+        Ok(parse::<WriteMultiHeader>(&r)?.wr_cnt)
+    }
+
+    /// SET_IRQS: give (`Some`) or take back (`None`) the eventfd of an irq index.
+    pub fn set_irq_eventfd(&mut self, index: u32, fd: Option<BorrowedFd<'_>>) -> Result<()> {
+        let s = IrqSet {
+            argsz: 20,
+            flags: vu::VFIO_IRQ_SET_DATA_EVENTFD | vu::VFIO_IRQ_SET_ACTION_TRIGGER,
+            index,
+            start: 0,
+            count: u32::from(fd.is_some()),
+        };
+        let fds: Vec<BorrowedFd<'_>> = fd.into_iter().collect();
+        self.request(Command::DeviceSetIrqs, s.as_bytes(), &fds)?;
+        Ok(())
+    }
+
+    /// SET_IRQS with a raw header and fds.
+    pub fn set_irqs(&mut self, set: &IrqSet, data: &[u8], fds: &[BorrowedFd<'_>]) -> Result<()> {
+        let mut payload = set.as_bytes().to_vec();
+        payload.extend_from_slice(data);
+        self.request(Command::DeviceSetIrqs, &payload, fds)?;
+        Ok(())
+    }
+
+    /// DEVICE_RESET.
+    pub fn reset(&mut self) -> Result<()> {
+        self.request(Command::DeviceReset, &[], &[])?;
+        Ok(())
+    }
+
+    /// VSMMU_ATTACH_DEVICE: returns the host device id.
+    pub fn attach_device(&mut self, vsid: u32, device_fd: Option<BorrowedFd<'_>>) -> Result<u32> {
+        let d = VsmmuDevice {
+            argsz: 16,
+            flags: 0,
+            vsid,
+            reserved: 0,
+        };
+        let fds: Vec<BorrowedFd<'_>> = device_fd.into_iter().collect();
+        let r = self.request(Command::VsmmuAttachDevice, d.as_bytes(), &fds)?;
+        Ok(parse::<VsmmuDevice>(&r)?.reserved)
+    }
+
+    /// VSMMU_DETACH_DEVICE.
+    pub fn detach_device(&mut self, vsid: u32) -> Result<()> {
+        let d = VsmmuDevice {
+            argsz: 16,
+            flags: 0,
+            vsid,
+            reserved: 0,
+        };
+        self.request(Command::VsmmuDetachDevice, d.as_bytes(), &[])?;
+        Ok(())
+    }
+
+    /// VSMMU_SIM_INJECT: returns (queued, dropped).
+    pub fn sim_inject(&mut self, records: &[[u64; 4]]) -> Result<(u32, u32)> {
+        let h = SimInjectHeader {
+            argsz: (8 + 32 * records.len()) as u32,
+            count: records.len() as u32,
+        };
+        let mut payload = h.as_bytes().to_vec();
+        for r in records {
+            payload.extend_from_slice(r.as_bytes());
+        }
+        let r = self.request(Command::VsmmuSimInject, &payload, &[])?;
+        let rep: SimInjectReply = parse(&r)?;
+        Ok((rep.queued, rep.dropped))
+    }
+
+    /// VSMMU_SIM_DMA: returns (status, data read).
+    pub fn sim_dma(
+        &mut self,
+        vsid: u32,
+        ssid: Option<u32>,
+        iova: u64,
+        write: Option<&[u8]>,
+        len: u64,
+    ) -> Result<(u32, Vec<u8>)> {
+        let data = write.unwrap_or(&[]);
+        let req = SimDma {
+            argsz: (32 + data.len()) as u32,
+            flags: if write.is_some() {
+                vu::SIM_DMA_WRITE
+            } else {
+                0
+            },
+            vsid,
+            ssid: ssid.unwrap_or(vu::SIM_DMA_NO_SSID),
+            iova,
+            len,
+        };
+        let mut payload = req.as_bytes().to_vec();
+        payload.extend_from_slice(data);
+        let r = self.request(Command::VsmmuSimDma, &payload, &[])?;
+        let rep: SimDmaReply = parse(&r)?;
+        Ok((rep.status, r.get(16..).unwrap_or(&[]).to_vec()))
+    }
+
+    /// VSMMU_GET_STATS as JSON.
+    pub fn stats(&mut self) -> Result<serde_json::Value> {
+        let req = StatsRequest {
+            argsz: 1 << 16,
+            flags: 0,
+        };
+        let r = self.request(Command::VsmmuGetStats, req.as_bytes(), &[])?;
+        serde_json::from_slice(r.get(8..).unwrap_or(&[]))
+            .map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// One counter from VSMMU_GET_STATS.
+    pub fn stat(&mut self, name: &str) -> Result<u64> {
+        let s = self.stats()?;
+        s.get(name)
+            .and_then(|v| v.as_u64())
+            .ok_or_else(|| ClientError::Protocol(format!("no counter {name}")))
+    }
+
+    /// Closes the connection; waits for a spawned server to exit.
+    pub fn close(mut self) -> Result<Option<std::process::ExitStatus>> {
+        let _ = self.sock.shutdown(std::net::Shutdown::Both);
+        match self.child.take() {
+            Some(mut c) => Ok(Some(c.wait()?)),
+            None => Ok(None),
+        }
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = self.sock.shutdown(std::net::Shutdown::Both);
+            // A spawned server exits when its only connection closes.
+            let _ = c.wait();
+        }
+    }
+}
+
+fn read_full(sock: &mut UnixStream, buf: &mut [u8]) -> Result<()> {
+    let mut off = 0;
+    while off < buf.len() {
+        match sock.read(&mut buf[off..]) {
+            Ok(0) => return Err(ClientError::ServerGone),
+            Ok(n) => off += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => {
+                return Err(ClientError::ServerGone)
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+fn parse<T: FromBytes + zerocopy::KnownLayout + zerocopy::Immutable>(bytes: &[u8]) -> Result<T> {
+    T::read_from_prefix(bytes)
+        .map(|(v, _)| v)
+        .map_err(|_| ClientError::Protocol(format!("reply of {} bytes too short", bytes.len())))
+}
+
+/// Takes ownership of a raw fd number (for the C ABI).
+///
+/// # Safety
+/// `fd` must be an open descriptor the caller gives up.
+pub unsafe fn owned_fd(fd: RawFd) -> OwnedFd {
+    // SAFETY: the caller guarantees `fd` is open and transferred to us.
+    unsafe { OwnedFd::from_raw_fd(fd) }
+}

@@ -1,0 +1,193 @@
+//! Validated configuration, built from [`Args`].
+
+use std::os::fd::RawFd;
+use std::path::PathBuf;
+
+use crate::args::{Args, HostKind, ReadMode, SeccompMode};
+use crate::device::Limits;
+
+/// Where clients come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    /// Bind and listen on this path; remove it on exit.
+    Path(PathBuf),
+    /// An inherited socket: listening (accept clients) or connected (serve one).
+    Fd(RawFd),
+}
+
+/// Everything `run` needs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where clients come from.
+    pub listen: Listen,
+    /// Host backend.
+    pub host: HostKind,
+    /// iommufd descriptor for the iommufd host.
+    pub iommufd_fd: Option<RawFd>,
+    /// sim: vEVENTQ depth override.
+    pub sim_veventq_depth: Option<u32>,
+    /// sim: first sequence number.
+    pub sim_first_seq: u32,
+    /// Advertise MSI.
+    pub msi: bool,
+    /// Batch host invalidations.
+    pub batch: bool,
+    /// vEVENTQ read mode.
+    pub read_mode: ReadMode,
+    /// Bounded host-event buffer size (None: derived from the guest queue).
+    pub event_buffer: Option<usize>,
+    /// Client limits.
+    pub limits: Limits,
+    /// seccomp mode.
+    pub seccomp: SeccompMode,
+}
+
+/// Invalid command line.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// Neither a socket nor activation.
+    #[error(
+        "no socket: give --socket-path PATH or --fd N, or start under systemd socket activation"
+    )]
+    NoSocket,
+    /// LISTEN_FDS present but unusable.
+    #[error("socket activation: {0}")]
+    Activation(String),
+    /// A value out of range.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// First fd systemd passes (SD_LISTEN_FDS_START).
+const SD_LISTEN_FDS_START: RawFd = 3;
+
+fn activation_fd() -> Result<Option<RawFd>, ConfigError> {
+    let Ok(fds) = std::env::var("LISTEN_FDS") else {
+        return Ok(None);
+    };
+    let pid = std::env::var("LISTEN_PID").unwrap_or_default();
+    if pid.parse::<u32>().ok() != Some(std::process::id()) {
+        return Err(ConfigError::Activation(format!(
+            "LISTEN_PID {pid:?} is not this process ({})",
+            std::process::id()
+        )));
+    }
+    match fds.parse::<u32>() {
+        Ok(1) => Ok(Some(SD_LISTEN_FDS_START)),
+        _ => Err(ConfigError::Activation(format!(
+            "LISTEN_FDS={fds:?}: exactly one socket expected"
+        ))),
+    }
+}
+
+impl TryFrom<Args> for Config {
+    type Error = ConfigError;
+
+    fn try_from(a: Args) -> Result<Self, ConfigError> {
+        let listen = match (a.socket_path, a.fd) {
+            (Some(p), None) => Listen::Path(p),
+            (None, Some(fd)) if fd >= 0 => Listen::Fd(fd),
+            (None, Some(fd)) => return Err(ConfigError::Invalid(format!("--fd {fd}: negative"))),
+            (None, None) => Listen::Fd(activation_fd()?.ok_or(ConfigError::NoSocket)?),
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "--socket-path and --fd are exclusive".into(),
+                ))
+            }
+        };
+        if a.sim_first_seq > 0x7fff_ffff {
+            return Err(ConfigError::Invalid(format!(
+                "--sim-first-seq {}: sequences run from 0 to 0x7fffffff",
+                a.sim_first_seq
+            )));
+        }
+        if a.sim_veventq_depth == Some(0) {
+            return Err(ConfigError::Invalid(
+                "--sim-veventq-depth must be at least 1".into(),
+            ));
+        }
+        if a.host == HostKind::Iommufd && (a.sim_veventq_depth.is_some() || a.sim_first_seq != 0) {
+            return Err(ConfigError::Invalid(
+                "--sim-* options need --host sim".into(),
+            ));
+        }
+        if a.iommufd_fd.is_some() && a.host != HostKind::Iommufd {
+            return Err(ConfigError::Invalid(
+                "--iommufd-fd needs --host iommufd".into(),
+            ));
+        }
+        if a.max_data_xfer_size < 4096 || a.max_data_xfer_size > (64 << 20) {
+            return Err(ConfigError::Invalid(
+                "--max-data-xfer-size must be within 4 KiB..=64 MiB".into(),
+            ));
+        }
+        if a.max_msg_fds == 0 || a.max_msg_fds > 253 {
+            return Err(ConfigError::Invalid(
+                "--max-msg-fds must be within 1..=253".into(),
+            ));
+        }
+        if a.max_dma_maps == 0 {
+            return Err(ConfigError::Invalid(
+                "--max-dma-maps must be at least 1".into(),
+            ));
+        }
+        if a.event_buffer == Some(0) {
+            return Err(ConfigError::Invalid(
+                "--event-buffer must be at least 1".into(),
+            ));
+        }
+        Ok(Config {
+            listen,
+            host: a.host,
+            iommufd_fd: a.iommufd_fd,
+            sim_veventq_depth: a.sim_veventq_depth,
+            sim_first_seq: a.sim_first_seq,
+            msi: a.msi,
+            batch: !a.no_batch,
+            read_mode: a.veventq_read,
+            event_buffer: a.event_buffer,
+            limits: Limits {
+                max_data_xfer_size: a.max_data_xfer_size,
+                max_dma_maps: a.max_dma_maps,
+                max_msg_fds: a.max_msg_fds,
+            },
+            seccomp: a.seccomp,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn parse(v: &[&str]) -> Result<Config, ConfigError> {
+        let mut all = vec!["vsmmud"];
+        all.extend_from_slice(v);
+        Config::try_from(
+            Args::try_parse_from(all).map_err(|e| ConfigError::Invalid(e.to_string()))?,
+        )
+    }
+
+    #[test]
+    fn socket_choice() {
+        assert_eq!(
+            parse(&["--socket-path", "/tmp/x"]).unwrap().listen,
+            Listen::Path("/tmp/x".into())
+        );
+        assert_eq!(parse(&["--fd", "5"]).unwrap().listen, Listen::Fd(5));
+        assert!(parse(&["--fd", "5", "--socket-path", "/x"]).is_err());
+    }
+
+    #[test]
+    fn rejects_bad_values() {
+        assert!(parse(&["--fd", "5", "--sim-first-seq", "2147483648"]).is_err());
+        assert!(parse(&["--fd", "5", "--sim-veventq-depth", "0"]).is_err());
+        assert!(parse(&["--fd", "5", "--host", "iommufd", "--sim-first-seq", "1"]).is_err());
+        assert!(parse(&["--fd", "5", "--iommufd-fd", "4"]).is_err());
+        assert!(parse(&["--fd", "5", "--max-msg-fds", "0"]).is_err());
+        let c = parse(&["--fd", "5", "--no-batch", "--msi"]).unwrap();
+        assert!(!c.batch && c.msi);
+        assert_eq!(c.seccomp, SeccompMode::Kill);
+    }
+}

@@ -1,0 +1,362 @@
+//! The event loop: one mio `Poll` for the listener, the client connection,
+//! the vEVENTQ fd and the signal fd. Single-threaded; no handler blocks.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::unix::net::{UnixListener as StdListener, UnixStream as StdStream};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use mio::net::{UnixListener, UnixStream};
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use nix::sys::signal::{SigSet, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
+
+use crate::args::ReadMode;
+use crate::config::Listen;
+use crate::conn::{ConnError, Connection};
+use crate::device::{Device, Outcome, Session};
+
+const LISTENER: Token = Token(0);
+const CLIENT: Token = Token(1);
+const SIGNAL: Token = Token(2);
+const VEVENTQ: Token = Token(3);
+
+/// Bytes read from the vEVENTQ per `read(2)`: 1638 records of 40 bytes.
+const VEVENTQ_BUF: usize = 64 * 1024;
+
+/// Errors that stop the server.
+#[derive(Debug, thiserror::Error)]
+pub enum LoopError {
+    /// Socket setup.
+    #[error("socket {what}: {err}")]
+    Socket {
+        /// What was being done.
+        what: String,
+        /// The error.
+        err: io::Error,
+    },
+    /// Poll failure.
+    #[error("poll: {0}")]
+    Poll(io::Error),
+    /// Signal setup.
+    #[error("signals: {0}")]
+    Signal(nix::Error),
+}
+
+fn sock_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> LoopError {
+    let what = what.into();
+    move |err| LoopError::Socket { what, err }
+}
+
+struct Client {
+    conn: Connection<UnixStream>,
+    session: Session,
+}
+
+/// Listening socket, client, device.
+pub struct Server {
+    poll: Poll,
+    listener: Option<UnixListener>,
+    socket_path: Option<PathBuf>,
+    client: Option<Client>,
+    /// Serving an inherited connected socket: exit when it closes.
+    single_client: bool,
+    signals: SignalFd,
+    device: Device,
+    veventq: Option<(RawFd, u64)>,
+    read_mode: ReadMode,
+    vbuf: Vec<u8>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("socket_path", &self.socket_path)
+            .field("client", &self.client.is_some())
+            .finish()
+    }
+}
+
+/// Blocks SIGTERM and SIGINT and returns a signalfd for them. Call before
+/// any other thread exists so that every thread inherits the mask.
+pub fn block_signals() -> Result<SignalFd, LoopError> {
+    let mut mask = SigSet::empty();
+    mask.add(Signal::SIGTERM);
+    mask.add(Signal::SIGINT);
+    mask.thread_block().map_err(LoopError::Signal)?;
+    SignalFd::with_flags(&mask, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)
+        .map_err(LoopError::Signal)
+}
+
+fn is_listening(fd: RawFd) -> bool {
+    // SAFETY: `fd` is an open descriptor this process owns (checked by the
+    // caller with fcntl); the borrow lives only for this call.
+    let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    nix::sys::socket::getsockopt(&b, nix::sys::socket::sockopt::AcceptConn).unwrap_or(false)
+}
+
+impl Server {
+    /// Sets up the socket and registers everything with the poll.
+    pub fn new(
+        listen: &Listen,
+        signals: SignalFd,
+        device: Device,
+        read_mode: ReadMode,
+    ) -> Result<Self, LoopError> {
+        let poll = Poll::new().map_err(LoopError::Poll)?;
+        let mut server = Server {
+            poll,
+            listener: None,
+            socket_path: None,
+            client: None,
+            single_client: false,
+            signals,
+            device,
+            veventq: None,
+            read_mode,
+            vbuf: vec![0; VEVENTQ_BUF],
+        };
+        match listen {
+            Listen::Path(p) => {
+                if let Ok(meta) = std::fs::symlink_metadata(p) {
+                    use std::os::unix::fs::FileTypeExt;
+                    if meta.file_type().is_socket() {
+                        // A stale socket of a previous run.
+                        std::fs::remove_file(p)
+                            .map_err(sock_err(format!("remove stale {}", p.display())))?;
+                    } else {
+                        return Err(LoopError::Socket {
+                            what: format!("bind {}", p.display()),
+                            err: io::Error::new(
+                                io::ErrorKind::AlreadyExists,
+                                "path exists and is not a socket",
+                            ),
+                        });
+                    }
+                }
+                let l = UnixListener::bind(p).map_err(sock_err(format!("bind {}", p.display())))?;
+                server.listener = Some(l);
+                server.socket_path = Some(p.clone());
+            }
+            Listen::Fd(fd) => {
+                if nix::fcntl::fcntl(
+                    // SAFETY: only used to probe whether the number is open.
+                    unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) },
+                    nix::fcntl::FcntlArg::F_GETFD,
+                )
+                .is_err()
+                {
+                    return Err(LoopError::Socket {
+                        what: format!("--fd {fd}"),
+                        err: io::Error::from_raw_os_error(libc::EBADF),
+                    });
+                }
+                let flags = nix::fcntl::OFlag::O_NONBLOCK;
+                // SAFETY: as above, a probe of an open descriptor.
+                let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) };
+                nix::fcntl::fcntl(b, nix::fcntl::FcntlArg::F_SETFL(flags))
+                    .map_err(|e| sock_err(format!("--fd {fd}"))(e.into()))?;
+                let _ = nix::fcntl::fcntl(
+                    b,
+                    nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
+                );
+                if is_listening(*fd) {
+                    // SAFETY: the caller handed us this descriptor to own.
+                    let l = unsafe { StdListener::from_raw_fd(*fd) };
+                    server.listener = Some(UnixListener::from_std(l));
+                } else {
+                    // SAFETY: the caller handed us this descriptor to own.
+                    let s = unsafe { StdStream::from_raw_fd(*fd) };
+                    server.single_client = true;
+                    server.add_client(UnixStream::from_std(s))?;
+                }
+            }
+        }
+        if let Some(l) = server.listener.as_mut() {
+            server
+                .poll
+                .registry()
+                .register(l, LISTENER, Interest::READABLE)
+                .map_err(LoopError::Poll)?;
+        }
+        let sfd = server.signals.as_raw_fd();
+        server
+            .poll
+            .registry()
+            .register(&mut SourceFd(&sfd), SIGNAL, Interest::READABLE)
+            .map_err(LoopError::Poll)?;
+        Ok(server)
+    }
+
+    fn add_client(&mut self, mut stream: UnixStream) -> Result<(), LoopError> {
+        self.poll
+            .registry()
+            .register(&mut stream, CLIENT, Interest::READABLE | Interest::WRITABLE)
+            .map_err(LoopError::Poll)?;
+        self.client = Some(Client {
+            conn: Connection::new(stream, self.device.limits.max_msg_size()),
+            session: Session::default(),
+        });
+        Ok(())
+    }
+
+    /// Serves until SIGTERM/SIGINT (or the inherited connection closes).
+    pub fn run(&mut self) -> Result<(), LoopError> {
+        let mut events = Events::with_capacity(16);
+        log::info!(
+            "serving{}",
+            self.socket_path
+                .as_ref()
+                .map(|p| format!(" on {}", p.display()))
+                .unwrap_or_default()
+        );
+        let mut more_events = false;
+        loop {
+            let timeout = more_events.then_some(Duration::ZERO);
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(LoopError::Poll(e));
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    LISTENER => self.accept(),
+                    CLIENT => self.client_ready(),
+                    SIGNAL => {
+                        if let Ok(Some(si)) = self.signals.read_signal() {
+                            log::info!("signal {}: shutting down", si.ssi_signo);
+                            return Ok(());
+                        }
+                    }
+                    VEVENTQ => more_events = self.drain(),
+                    _ => {}
+                }
+            }
+            if events.is_empty() && more_events {
+                more_events = self.drain();
+            }
+            if self.single_client && self.client.is_none() {
+                log::info!("the inherited connection closed: exiting");
+                return Ok(());
+            }
+            self.sync_veventq();
+        }
+    }
+
+    fn drain(&mut self) -> bool {
+        let one = self.read_mode == ReadMode::Single;
+        self.device.drain_veventq(&mut self.vbuf, one)
+    }
+
+    /// Keeps the poll registration in step with the vEVENTQ the model owns.
+    fn sync_veventq(&mut self) {
+        let now = self
+            .device
+            .host
+            .veventq_fd()
+            .map(|fd| (fd, self.device.smmu.veventq_generation()));
+        if now == self.veventq {
+            return;
+        }
+        if let Some((old, _)) = self.veventq.take() {
+            // The fd may already be closed, which removed it from the poll.
+            let _ = self.poll.registry().deregister(&mut SourceFd(&old));
+        }
+        if let Some((fd, gen)) = now {
+            match self
+                .poll
+                .registry()
+                .register(&mut SourceFd(&fd), VEVENTQ, Interest::READABLE)
+            {
+                Ok(()) => self.veventq = Some((fd, gen)),
+                Err(e) => log::error!("cannot poll the vEVENTQ fd {fd}: {e}"),
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            let Some(l) = self.listener.as_ref() else {
+                return;
+            };
+            match l.accept() {
+                Ok((stream, _)) => {
+                    if self.client.is_some() {
+                        log::warn!("refusing a second client: one client at a time");
+                        drop(stream);
+                        continue;
+                    }
+                    log::info!("client connected");
+                    if let Err(e) = self.add_client(stream) {
+                        log::error!("{e}");
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::error!("accept: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn client_ready(&mut self) {
+        let Some(client) = self.client.as_mut() else {
+            return;
+        };
+        let result = Self::serve(client, &mut self.device);
+        if let Err(why) = result {
+            if !matches!(why, ConnError::Closed) {
+                log::warn!("closing the client connection: {why}");
+            }
+            self.drop_client();
+        }
+    }
+
+    fn serve(client: &mut Client, device: &mut Device) -> Result<(), ConnError> {
+        client.conn.flush()?;
+        let read = client.conn.fill();
+        loop {
+            let msg = match client.conn.next_message() {
+                Ok(Some(m)) => m,
+                Ok(None) => break,
+                Err(e) => {
+                    client.conn.flush().ok();
+                    return Err(e);
+                }
+            };
+            match device.handle(&mut client.session, msg) {
+                Outcome::Reply(bytes) => client.conn.send(&bytes)?,
+                Outcome::Silent => {}
+                Outcome::Close(bytes, why) => {
+                    client.conn.send(&bytes).ok();
+                    log::warn!("{why}");
+                    return Err(ConnError::Closed);
+                }
+            }
+            // New limits apply from the next message.
+            client.conn.set_max_msg_size(device.limits.max_msg_size());
+        }
+        read
+    }
+
+    fn drop_client(&mut self) {
+        if let Some(mut c) = self.client.take() {
+            let _ = self.poll.registry().deregister(c.conn.stream_mut());
+            log::info!("client disconnected");
+        }
+        self.device.client_gone();
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(p) = &self.socket_path {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}

@@ -1,0 +1,284 @@
+//! The EventQueue: event records into the guest's queue, and the host
+//! vEVENTQ records that feed it.
+//!
+//! Host records are accounted one way each (DESIGN.md): written into the
+//! guest queue, dropped because the guest queue and the bounded buffer were
+//! full, dropped because EVENTQEN = 0, or waiting in the buffer. Host loss
+//! (LOST records and sequence gaps) and buffer overflow reach the guest as
+//! EVENTQ_PROD.OVFLG, which toggles only once the previous overflow was
+//! acknowledged through EVENTQ_CONS.OVACKFLG.
+
+use std::collections::VecDeque;
+
+use vsmmu_protocol::iommufd::{parse_vevents, Vevent, VEVENT_SEQ_MASK};
+use vsmmu_protocol::smmu::queue::{Queue, QueueBase, EVENT_ENTRY_SIZE};
+use vsmmu_protocol::smmu::regs::*;
+
+use super::{Ctx, GlobalErrors};
+use crate::irq::IRQ_EVENTQ;
+
+/// Smallest default for the bounded buffer of host records.
+const MIN_BUFFER: usize = 1024;
+
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    rec: [u64; 4],
+    /// From the host vEVENTQ (counted in the identities), or raised by the model.
+    host: bool,
+}
+
+/// The allocated vEVENTQ as the model tracks it.
+#[derive(Debug, Clone, Copy)]
+struct Veventq {
+    /// Guest queue LOG2SIZE it was sized for.
+    log2size: u8,
+    /// Sequence the next record should carry.
+    expected: u32,
+}
+
+/// Guest EVENTQ registers, the bounded buffer, and the vEVENTQ lifetime.
+#[derive(Debug)]
+pub struct EventQueue {
+    /// SMMU_EVENTQ_BASE.
+    pub base: u64,
+    /// SMMU_EVENTQ_PROD (index, wrap, OVFLG).
+    pub prod: u32,
+    /// SMMU_EVENTQ_CONS (index, wrap, OVACKFLG).
+    pub cons: u32,
+    /// SMMU_EVENTQ_IRQ_CFG0.
+    pub irq_cfg0: u64,
+    /// SMMU_EVENTQ_IRQ_CFG1.
+    pub irq_cfg1: u32,
+    /// SMMU_EVENTQ_IRQ_CFG2.
+    pub irq_cfg2: u32,
+    buffer: VecDeque<Pending>,
+    buffer_override: Option<usize>,
+    overflow_pending: bool,
+    veventq: Option<Veventq>,
+    generation: u64,
+    /// Events lost in the current burst (0: no burst), for one log line per burst.
+    burst_lost: u64,
+}
+
+impl EventQueue {
+    /// A queue at reset; `buffer` overrides the bounded buffer's size.
+    pub fn new(buffer: Option<usize>) -> Self {
+        EventQueue {
+            base: EVENTQ_BASE_RESET,
+            prod: 0,
+            cons: 0,
+            irq_cfg0: 0,
+            irq_cfg1: 0,
+            irq_cfg2: 0,
+            buffer: VecDeque::new(),
+            buffer_override: buffer,
+            overflow_pending: false,
+            veventq: None,
+            generation: 0,
+            burst_lost: 0,
+        }
+    }
+
+    fn queue(&self) -> Queue {
+        QueueBase::decode(self.base).queue(vsmmu_protocol::smmu::queue::MAX_LOG2SIZE)
+    }
+
+    /// Mask of the pointer bits (index and wrap) of PROD/CONS.
+    pub fn ptr_mask(&self) -> u32 {
+        self.queue().ptr_mask()
+    }
+
+    fn capacity(&self) -> usize {
+        self.buffer_override
+            .unwrap_or_else(|| (self.queue().entries() as usize).max(MIN_BUFFER))
+    }
+
+    /// Host records waiting in the buffer.
+    pub fn host_buffered(&self) -> usize {
+        self.buffer.iter().filter(|p| p.host).count()
+    }
+
+    /// Changes whenever the vEVENTQ is allocated or freed.
+    pub fn generation(&self) -> u64 {
+        self.generation
+    }
+
+    /// Device reset: frees the vEVENTQ; buffered host records are dropped
+    /// (and counted).
+    pub fn reset(&mut self, ctx: &mut Ctx<'_>) {
+        self.free_veventq(ctx);
+        let dropped = self.host_buffered() as u64;
+        ctx.stats.guest_events_dropped += dropped;
+        if dropped > 0 {
+            log::warn!("device reset dropped {dropped} buffered host events");
+        }
+        *self = EventQueue {
+            generation: self.generation,
+            ..EventQueue::new(self.buffer_override)
+        };
+    }
+
+    fn free_veventq(&mut self, ctx: &mut Ctx<'_>) {
+        if self.veventq.take().is_some() {
+            ctx.host.free_veventq();
+            self.generation += 1;
+        }
+    }
+
+    /// EVENTQEN rose: make sure a vEVENTQ sized for the guest queue exists.
+    /// It lives until device reset or a guest queue size change.
+    pub fn enable(&mut self, max_log2: u32, ctx: &mut Ctx<'_>) {
+        let log2size = QueueBase::decode(self.base)
+            .queue(max_log2 as u8)
+            .log2size();
+        if self.veventq.is_some_and(|v| v.log2size == log2size) {
+            return;
+        }
+        self.free_veventq(ctx);
+        let depth = 1u32 << log2size;
+        match ctx.host.alloc_veventq(depth) {
+            Ok(()) => {
+                self.veventq = Some(Veventq {
+                    log2size,
+                    expected: ctx.host.veventq_first_seq(),
+                });
+                self.generation += 1;
+                log::info!("vEVENTQ allocated with depth {depth}");
+            }
+            Err(e) => log::error!("vEVENTQ allocation (depth {depth}) failed: host events will not reach the guest: {e}"),
+        }
+    }
+
+    /// Records read from the vEVENTQ: account sequence gaps, then queue.
+    pub fn host_records(&mut self, buf: &[u8], cr0: u32, ctx: &mut Ctx<'_>) {
+        let enabled = CR0_EVTQEN.is_set32(cr0);
+        for rec in parse_vevents(buf) {
+            let rec = match rec {
+                Ok(r) => r,
+                Err(e) => {
+                    log::error!("malformed vEVENTQ data, rest of this read skipped: {e}");
+                    return;
+                }
+            };
+            let Some(v) = self.veventq.as_mut() else {
+                log::warn!("vEVENTQ record without an allocated vEVENTQ: dropped");
+                return;
+            };
+            // Sequences wrap from INT_MAX to 0: the gap is taken modulo 2^31.
+            let gap = rec.seq().wrapping_sub(v.expected) & VEVENT_SEQ_MASK;
+            v.expected = rec.seq().wrapping_add(1) & VEVENT_SEQ_MASK;
+            match rec {
+                Vevent::Lost { .. } => self.host_loss(u64::from(gap) + 1, ctx),
+                Vevent::Event { evt, .. } => {
+                    if gap > 0 {
+                        self.host_loss(gap.into(), ctx);
+                    }
+                    ctx.stats.host_events_read += 1;
+                    if enabled {
+                        self.push(
+                            Pending {
+                                rec: evt,
+                                host: true,
+                            },
+                            ctx,
+                        );
+                    } else {
+                        ctx.stats.events_dropped_disabled += 1;
+                    }
+                }
+            }
+        }
+    }
+
+    fn host_loss(&mut self, n: u64, ctx: &mut Ctx<'_>) {
+        ctx.stats.host_events_lost += n;
+        self.overflow_pending = true;
+        self.note_loss(n, "the host vEVENTQ overflowed");
+    }
+
+    fn note_loss(&mut self, n: u64, why: &str) {
+        if self.burst_lost == 0 {
+            log::warn!("events lost: {why} ({n} so far); more losses in this burst are counted, not logged");
+        }
+        self.burst_lost += n;
+    }
+
+    /// An event raised by the model itself (e.g. C_BAD_STE at CFGI_STE).
+    pub fn push_model_event(&mut self, rec: [u64; 4], ctx: &mut Ctx<'_>) {
+        ctx.stats.model_events += 1;
+        self.push(Pending { rec, host: false }, ctx);
+    }
+
+    fn push(&mut self, p: Pending, ctx: &mut Ctx<'_>) {
+        if self.buffer.len() >= self.capacity() {
+            if p.host {
+                ctx.stats.guest_events_dropped += 1;
+            }
+            self.overflow_pending = true;
+            self.note_loss(1, "the guest EVENTQ and the event buffer are full");
+            return;
+        }
+        self.buffer.push_back(p);
+    }
+
+    /// Writes buffered records while the guest queue has room, signals
+    /// OVFLG for pending losses and the EVENTQ interrupt for new records.
+    pub fn deliver(&mut self, cr0: u32, irq_ctrl: u32, gerr: &mut GlobalErrors, ctx: &mut Ctx<'_>) {
+        if !CR0_EVTQEN.is_set32(cr0) {
+            for p in self.buffer.drain(..) {
+                if p.host {
+                    ctx.stats.events_dropped_disabled += 1;
+                }
+            }
+            self.overflow_pending = false;
+            return;
+        }
+        // No guest RAM (between clients): keep everything for the next one.
+        if ctx.mem.mappings().next().is_none() {
+            return;
+        }
+        let q = self.queue();
+        if self.overflow_pending {
+            self.overflow_pending = false;
+            // Toggle only once the previous overflow was acknowledged.
+            if (self.prod & Q_PROD_OVFLG) == (self.cons & Q_CONS_OVACKFLG) {
+                self.prod ^= Q_PROD_OVFLG;
+                ctx.stats.evtq_overflows += 1;
+            }
+        }
+        let base = QueueBase::decode(self.base);
+        let mut written = 0u64;
+        while !q.is_full(self.prod, self.cons) {
+            let Some(p) = self.buffer.pop_front() else {
+                break;
+            };
+            let addr = base.entry_addr(q.index(self.prod), EVENT_ENTRY_SIZE);
+            let ok = addr.is_some_and(|a| ctx.mem.write_u64s(a, &p.rec).is_ok());
+            if !ok {
+                if p.host {
+                    ctx.stats.guest_events_dropped += 1;
+                }
+                log::warn!(
+                    "EVENTQ write outside guest RAM at base {:#x}: EVENTQ_ABT_ERR",
+                    self.base
+                );
+                gerr.raise(GERROR_EVTQ_ABT_ERR, irq_ctrl, ctx);
+                break;
+            }
+            if p.host {
+                ctx.stats.guest_events_written += 1;
+            }
+            self.prod = q.with_ptr(self.prod, q.incr(self.prod));
+            written += 1;
+        }
+        if written > 0 {
+            if self.burst_lost > 0 && self.buffer.is_empty() {
+                log::info!("loss burst over: {} events lost in it", self.burst_lost);
+                self.burst_lost = 0;
+            }
+            if IRQ_CTRL_EVTQ_IRQEN.is_set32(irq_ctrl) && ctx.irqs.trigger(IRQ_EVENTQ) {
+                ctx.stats.irqs[IRQ_EVENTQ] += 1;
+            }
+        }
+    }
+}
