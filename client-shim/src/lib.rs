@@ -7,6 +7,7 @@
 //!   arm-smmu-v3 probe and event handling, for tests and the demo.
 
 pub mod client;
+pub mod driver;
 pub mod ffi;
 pub mod guest_ram;
 

@@ -14,6 +14,8 @@ use nix::unistd::Pid;
 use vsmmu_client::Client;
 use vsmmu_protocol::vfio_user::{Command, Header, Message, HEADER_SIZE};
 
+pub mod guest;
+
 pub use vsmmu_client;
 pub use vsmmu_protocol;
 

@@ -24,3 +24,4 @@ pub mod queue;
 pub mod regs;
 pub mod ste;
 pub mod strtab;
+pub mod pgtable;

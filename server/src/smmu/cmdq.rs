@@ -7,7 +7,7 @@
 //! consumption run, so CMDQ_CONS never passes an unsent command. A host
 //! failure part-way makes CMDQ_CONS point at exactly the failing command.
 
-use vsmmu_protocol::smmu::command::{Command, CommandError, SyncCs};
+use vsmmu_protocol::smmu::command::{Command, CommandCaps, CommandError, SyncCs};
 use vsmmu_protocol::smmu::queue::{Queue, QueueBase, CMD_ENTRY_SIZE, MAX_LOG2SIZE};
 use vsmmu_protocol::smmu::regs::*;
 
@@ -104,7 +104,9 @@ impl CommandQueue {
                     cons = q.incr(cons);
                 }
                 Err(s) => {
-                    stop = Some(s);
+                    // Commands before the failing one still reach the host;
+                    // if they fail, that failure is the earlier one.
+                    stop = Some(self.flush(ctx).err().unwrap_or(s));
                     break;
                 }
             }
@@ -149,8 +151,6 @@ impl CommandQueue {
         let words = match ctx.mem.read_u64s::<2>(addr) {
             Ok(w) => w,
             Err(e) => {
-                // The batch before this command still goes out.
-                self.flush(ctx)?;
                 log::warn!("CMDQ entry at {addr:#x} unreadable: {e}: CERROR_ABT");
                 return Err(abort);
             }
@@ -163,13 +163,8 @@ impl CommandQueue {
             }
         };
         let cmd = Command::decode(words).map_err(illegal)?;
-        if let Some(reason) = unsupported(&cmd, env) {
-            self.flush(ctx)?;
-            return Err(illegal(CommandError::Illegal {
-                opcode: (words[0] & 0xff) as u8,
-                reason,
-            }));
-        }
+        cmd.check(&CommandCaps::from_idr(env.idr[0], env.idr[3]))
+            .map_err(illegal)?;
         match cmd {
             Command::TlbiNhAll { .. }
             | Command::TlbiNhAsid { .. }
@@ -268,31 +263,5 @@ impl CommandQueue {
                 })
             }
         }
-    }
-}
-
-/// Commands that are legal in the architecture but not on this SMMU, given
-/// what it advertises (CERROR_ILL).
-fn unsupported(cmd: &Command, env: &Env) -> Option<&'static str> {
-    let idr0 = env.idr[0];
-    match cmd {
-        Command::TlbiEl2All
-        | Command::TlbiEl2Asid { .. }
-        | Command::TlbiEl2Va { .. }
-        | Command::TlbiEl2Vaa { .. }
-            if !IDR0_HYP.is_set32(idr0) =>
-        {
-            Some("TLBI_EL2_* without IDR0.HYP")
-        }
-        Command::TlbiEl3All | Command::TlbiEl3Va { .. } => {
-            Some("TLBI_EL3_* from the Non-secure interface")
-        }
-        Command::TlbiS12Vmall { .. } | Command::TlbiS2Ipa { .. } if !IDR0_S2P.is_set32(idr0) => {
-            Some("stage 2 TLBI without IDR0.S2P")
-        }
-        Command::AtcInv { .. } if !IDR0_ATS.is_set32(idr0) => Some("ATC_INV without IDR0.ATS"),
-        Command::PriResp { .. } if !IDR0_PRI.is_set32(idr0) => Some("PRI_RESP without IDR0.PRI"),
-        Command::CfgiVmsPidm { .. } => Some("CFGI_VMS_PIDM needs SMMUv3.2"),
-        _ => None,
     }
 }
