@@ -168,7 +168,9 @@ pub struct SmmuDriver {
 
 impl std::fmt::Debug for SmmuDriver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SmmuDriver").field("features", &self.features).finish()
+        f.debug_struct("SmmuDriver")
+            .field("features", &self.features)
+            .finish()
     }
 }
 
@@ -196,9 +198,15 @@ impl SmmuDriver {
     /// it, at its base), wires four eventfds, reads the ID registers,
     /// allocates the queues and the stream table from the RAM from
     /// `table_base` on, and runs `arm_smmu_device_reset`.
-    pub fn probe(mut client: Client, ram: GuestRam, table_base: u64, opts: DriverOptions) -> Result<Self> {
+    pub fn probe(
+        mut client: Client,
+        ram: GuestRam,
+        table_base: u64,
+        opts: DriverOptions,
+    ) -> Result<Self> {
         client.dma_map(ram.fd(), 0, ram.base(), ram.size() as u64)?;
-        let mk = || EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC);
+        let mk =
+            || EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC);
         let irqs = [mk(), mk(), mk(), mk()];
         let irqs = match irqs {
             [Ok(a), Ok(b), Ok(c), Ok(d)] => [a, b, c, d],
@@ -216,25 +224,36 @@ impl SmmuDriver {
         let _iidr = client.read32(IIDR)?;
         let endian = IDR0_TTENDIAN.get32(idr[0]);
         if endian == IDR0_TTENDIAN_BE {
-            return Err(DriverError::Unsupported("big-endian table walks only".into()));
+            return Err(DriverError::Unsupported(
+                "big-endian table walks only".into(),
+            ));
         }
         if !IDR0_S1P.is_set32(idr[0]) && !IDR0_S2P.is_set32(idr[0]) {
             return Err(DriverError::Unsupported("no translation support".into()));
         }
         let ttf = IDR0_TTF.get32(idr[0]);
         if ttf != IDR0_TTF_AARCH64 && ttf != IDR0_TTF_AARCH32_64 {
-            return Err(DriverError::Unsupported("AArch64 table format not supported".into()));
+            return Err(DriverError::Unsupported(
+                "AArch64 table format not supported".into(),
+            ));
         }
-        if idr[1] & (IDR1_TABLES_PRESET.mask32() | IDR1_QUEUES_PRESET.mask32() | IDR1_REL.mask32()) != 0 {
-            return Err(DriverError::Unsupported("embedded implementation not supported".into()));
+        if idr[1] & (IDR1_TABLES_PRESET.mask32() | IDR1_QUEUES_PRESET.mask32() | IDR1_REL.mask32())
+            != 0
+        {
+            return Err(DriverError::Unsupported(
+                "embedded implementation not supported".into(),
+            ));
         }
         let cmdqs = IDR1_CMDQS.get32(idr[1]);
         if cmdqs < CMDQ_MIN_SHIFT {
-            return Err(DriverError::Unsupported(format!("command queue size 2^{cmdqs} < 2^{CMDQ_MIN_SHIFT}")));
+            return Err(DriverError::Unsupported(format!(
+                "command queue size 2^{cmdqs} < 2^{CMDQ_MIN_SHIFT}"
+            )));
         }
         let sid_bits = IDR1_SIDSIZE.get32(idr[1]);
         let ssid_bits = IDR1_SSIDSIZE.get32(idr[1]);
-        let two_level = IDR0_ST_LVL.get32(idr[0]) == IDR0_ST_LVL_2LVL && sid_bits > u32::from(LINUX_SPLIT);
+        let two_level =
+            IDR0_ST_LVL.get32(idr[0]) == IDR0_ST_LVL_2LVL && sid_bits > u32::from(LINUX_SPLIT);
         let features = Features {
             idr,
             sid_bits,
@@ -245,26 +264,47 @@ impl SmmuDriver {
         };
 
         // arm_smmu_init_queues: halve until the allocation succeeds.
-        let mut alloc = Alloc { next: table_base, end: ram.base() + ram.size() as u64 };
-        let cmdq = Self::alloc_queue(&mut alloc, cmdqs.min(opts.cmdq_max_shift.into()), CMD_ENTRY_SIZE)?;
+        let mut alloc = Alloc {
+            next: table_base,
+            end: ram.base() + ram.size() as u64,
+        };
+        let cmdq = Self::alloc_queue(
+            &mut alloc,
+            cmdqs.min(opts.cmdq_max_shift.into()),
+            CMD_ENTRY_SIZE,
+        )?;
         let evtqs = IDR1_EVTQS.get32(idr[1]).min(opts.evtq_max_shift.into());
         let evtq = Self::alloc_queue(&mut alloc, evtqs, EVENT_ENTRY_SIZE)?;
 
         // arm_smmu_init_strtab.
         let (strtab, strtab_cfg, l1) = if two_level {
-            let l1_shift = STRTAB_L1_MAX_SHIFT.saturating_sub(3).min(sid_bits - u32::from(LINUX_SPLIT));
+            let l1_shift = STRTAB_L1_MAX_SHIFT
+                .saturating_sub(3)
+                .min(sid_bits - u32::from(LINUX_SPLIT));
             let n = 1u64 << l1_shift;
-            let base = alloc.alloc(n * 8, (n * 8).max(64)).ok_or(DriverError::NoMemory(n * 8))?;
+            let base = alloc
+                .alloc(n * 8, (n * 8).max(64))
+                .ok_or(DriverError::NoMemory(n * 8))?;
             ram.zero(base, (n * 8) as usize);
-            let cfg = strtab_base_cfg_reg(StrtabFmt::TwoLevel, (l1_shift + u32::from(LINUX_SPLIT)) as u8, LINUX_SPLIT);
+            let cfg = strtab_base_cfg_reg(
+                StrtabFmt::TwoLevel,
+                (l1_shift + u32::from(LINUX_SPLIT)) as u8,
+                LINUX_SPLIT,
+            );
             (base, cfg, vec![None; n as usize])
         } else {
             let n = 1u64 << sid_bits;
-            let base = alloc.alloc(n * 64, (n * 64).max(64)).ok_or(DriverError::NoMemory(n * 64))?;
+            let base = alloc
+                .alloc(n * 64, (n * 64).max(64))
+                .ok_or(DriverError::NoMemory(n * 64))?;
             for i in 0..n {
                 ram.write_u64s(base + i * 64, &Ste::abort().to_words());
             }
-            (base, strtab_base_cfg_reg(StrtabFmt::Linear, sid_bits as u8, 0), Vec::new())
+            (
+                base,
+                strtab_base_cfg_reg(StrtabFmt::Linear, sid_bits as u8, 0),
+                Vec::new(),
+            )
         };
 
         let mut d = SmmuDriver {
@@ -288,7 +328,12 @@ impl SmmuDriver {
         loop {
             let size = entry << shift;
             if let Some(base) = alloc.alloc(size, size.max(32)) {
-                return Ok(QueueState { base, q: Queue::capped(shift as u8, 19), ptr: 0, other: 0 });
+                return Ok(QueueState {
+                    base,
+                    q: Queue::capped(shift as u8, 19),
+                    ptr: 0,
+                    other: 0,
+                });
             }
             if shift == 0 {
                 return Err(DriverError::NoMemory(size));
@@ -300,7 +345,9 @@ impl SmmuDriver {
     fn write_sync(&mut self, reg: u64, ack: u64, value: u32) -> Result<()> {
         self.client.write32(reg, value)?;
         let c = &mut self.client;
-        poll("register ack", || Ok((c.read32(ack)? == value).then_some(())))
+        poll("register ack", || {
+            Ok((c.read32(ack)? == value).then_some(()))
+        })
     }
 
     /// arm_smmu_device_reset.
@@ -349,9 +396,12 @@ impl SmmuDriver {
             let v = c.read32(GBPA)?;
             Ok((!GBPA_UPDATE.is_set32(v)).then_some(v))
         })?;
-        self.client.write32(GBPA, ((v & !clr) | set) | GBPA_UPDATE.mask32())?;
+        self.client
+            .write32(GBPA, ((v & !clr) | set) | GBPA_UPDATE.mask32())?;
         let c = &mut self.client;
-        poll("GBPA.UPDATE", || Ok((!GBPA_UPDATE.is_set32(c.read32(GBPA)?)).then_some(())))
+        poll("GBPA.UPDATE", || {
+            Ok((!GBPA_UPDATE.is_set32(c.read32(GBPA)?)).then_some(()))
+        })
     }
 
     /// Guest address of the command queue and its LOG2SIZE.
@@ -366,7 +416,10 @@ impl SmmuDriver {
 
     /// Allocates zeroed guest memory from the driver's pool.
     pub fn alloc(&mut self, size: u64, align: u64) -> Result<u64> {
-        let a = self.alloc.alloc(size, align).ok_or(DriverError::NoMemory(size))?;
+        let a = self
+            .alloc
+            .alloc(size, align)
+            .ok_or(DriverError::NoMemory(size))?;
         self.ram.zero(a, size as usize);
         Ok(a)
     }
@@ -384,7 +437,9 @@ impl SmmuDriver {
         let n = cmds.len() as u32 + u32::from(sync);
         let q = self.cmdq.q;
         if n > q.entries() {
-            return Err(DriverError::Unsupported(format!("{n} commands exceed the queue")));
+            return Err(DriverError::Unsupported(format!(
+                "{n} commands exceed the queue"
+            )));
         }
         // Wait for space, refreshing CONS from the device.
         while q.free(self.cmdq.ptr, self.cmdq.other) < n {
@@ -398,11 +453,16 @@ impl SmmuDriver {
         let mut sync_slot = None;
         if sync {
             let slot = self.cmdq.base + u64::from(q.index(self.cmdq.ptr)) * CMD_ENTRY_SIZE;
-            let cmd = if self.features.msi { Command::sync_msi(slot) } else { Command::sync_sev() };
+            let cmd = if self.features.msi {
+                Command::sync_msi(slot)
+            } else {
+                Command::sync_sev()
+            };
             sync_slot = Some((slot, self.cmdq.ptr));
             self.write_cmd(cmd.encode());
         }
-        self.client.mmio_write(CMDQ_PROD, 4, self.cmdq.ptr.into(), true)?;
+        self.client
+            .mmio_write(CMDQ_PROD, 4, self.cmdq.ptr.into(), true)?;
         if let Some((slot, sync_ptr)) = sync_slot {
             self.wait_sync(slot, sync_ptr)?;
         }
@@ -500,7 +560,9 @@ impl SmmuDriver {
         }
         let l1 = (sid >> LINUX_SPLIT) as usize;
         let Some(slot) = self.l1.get(l1).copied() else {
-            return Err(DriverError::Unsupported(format!("StreamID {sid:#x} beyond the stream table")));
+            return Err(DriverError::Unsupported(format!(
+                "StreamID {sid:#x} beyond the stream table"
+            )));
         };
         let l2 = match slot {
             Some(l2) => l2,
@@ -524,7 +586,10 @@ impl SmmuDriver {
     pub fn attach_s1(&mut self, sid: u32, cd: Cd) -> Result<u64> {
         let cdtab = self.alloc(64, 64)?;
         self.ram.write_u64s(cdtab, &cd.to_words());
-        self.write_ste(sid, Ste::s1(cdtab, 0, S1Fmt::Linear).with_s1dss(S1Dss::Terminate))?;
+        self.write_ste(
+            sid,
+            Ste::s1(cdtab, 0, S1Fmt::Linear).with_s1dss(S1Dss::Terminate),
+        )?;
         Ok(cdtab)
     }
 
@@ -550,7 +615,10 @@ impl SmmuDriver {
                     self.ram.read_u64(addr + 16),
                     self.ram.read_u64(addr + 24),
                 ];
-                pass.events.push(LoggedEvent { raw, event: Event::decode(raw) });
+                pass.events.push(LoggedEvent {
+                    raw,
+                    event: Event::decode(raw),
+                });
                 self.evtq.ptr = q.incr(self.evtq.ptr);
                 popped = true;
                 if self.opts.cons_per_entry {
@@ -584,21 +652,31 @@ impl SmmuDriver {
     fn write_evtq_cons(&mut self) -> Result<()> {
         let ovack = self.evtq.ptr & Q_CONS_OVACKFLG;
         let cons = self.evtq.q.with_ptr(self.evtq.ptr, self.evtq.ptr) | ovack;
-        self.client.mmio_write(EVENTQ_CONS_PAGE1, 4, cons.into(), true)?;
+        self.client
+            .mmio_write(EVENTQ_CONS_PAGE1, 4, cons.into(), true)?;
         Ok(())
     }
 
     /// Waits until the EVTQ interrupt fires (or `timeout` passes); returns
     /// the number of signals.
     pub fn wait_evtq_irq(&self, timeout: Duration) -> u64 {
-        let mut fds = [nix::poll::PollFd::new(self.irqs[0].as_fd(), nix::poll::PollFlags::POLLIN)];
+        let mut fds = [nix::poll::PollFd::new(
+            self.irqs[0].as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
         let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
-        let _ = nix::poll::poll(&mut fds, nix::poll::PollTimeout::try_from(ms).unwrap_or(nix::poll::PollTimeout::MAX));
+        let _ = nix::poll::poll(
+            &mut fds,
+            nix::poll::PollTimeout::try_from(ms).unwrap_or(nix::poll::PollTimeout::MAX),
+        );
         self.irqs[0].read().unwrap_or(0)
     }
 
     /// Reads and clears the signal count of irq `index`.
     pub fn irq_count(&self, index: usize) -> u64 {
-        self.irqs.get(index).and_then(|e| e.read().ok()).unwrap_or(0)
+        self.irqs
+            .get(index)
+            .and_then(|e| e.read().ok())
+            .unwrap_or(0)
     }
 }

@@ -71,7 +71,8 @@ fn set_last(errno: i32, message: &str) {
     let bytes = message.as_bytes();
     let end = bytes.iter().position(|&b| b == 0).unwrap_or(bytes.len());
     let message = CString::new(&bytes[..end]).unwrap_or_default();
-    LAST_ERROR.with(|l| {
+    // `try_with`: nothing to record into while the thread is exiting.
+    let _ = LAST_ERROR.try_with(|l| {
         if let Ok(mut l) = l.try_borrow_mut() {
             *l = LastError { errno, message };
         }
@@ -267,10 +268,13 @@ pub unsafe extern "C" fn vsmmu_spawn(
 pub unsafe extern "C" fn vsmmu_last_error() -> *const c_char {
     // The CString's heap buffer does not move when the RefCell is read, so
     // the pointer stays valid until the next call replaces it.
-    catch_unwind(|| LAST_ERROR.with(|l| l.try_borrow().map(|l| l.message.as_ptr()).ok()))
-        .ok()
-        .flatten()
-        .unwrap_or(c"".as_ptr())
+    let last = || {
+        LAST_ERROR
+            .try_with(|l| l.try_borrow().map(|l| l.message.as_ptr()).ok())
+            .ok()
+            .flatten()
+    };
+    catch_unwind(last).ok().flatten().unwrap_or(c"".as_ptr())
 }
 
 /// The (positive) errno of the last failure of a `vsmmu_*` call on this
@@ -280,8 +284,12 @@ pub unsafe extern "C" fn vsmmu_last_error() -> *const c_char {
 /// Always safe to call.
 #[no_mangle]
 pub unsafe extern "C" fn vsmmu_last_errno() -> c_int {
-    catch_unwind(|| LAST_ERROR.with(|l| l.try_borrow().map(|l| l.errno).unwrap_or(libc::EIO)))
-        .unwrap_or(libc::EIO)
+    let last = || {
+        LAST_ERROR
+            .try_with(|l| l.try_borrow().map(|l| l.errno).unwrap_or(libc::EIO))
+            .unwrap_or(libc::EIO)
+    };
+    catch_unwind(last).unwrap_or(libc::EIO)
 }
 
 /// DMA_MAP: makes `size` bytes of the file `fd` (a memfd of guest RAM),

@@ -63,6 +63,11 @@ pub struct Args {
     #[arg(long, default_value_t = 0)]
     pub sim_first_seq: u32,
 
+    /// sim host fault injection: invalidation commands with this opcode
+    /// fail with EIO (e.g. 0x12 for TLBI_NH_VA).
+    #[arg(long, value_parser = parse_u8)]
+    pub sim_reject_opcode: Option<u8>,
+
     /// Advertise IDR0.MSI: CMD_SYNC completion and interrupts as MSI writes.
     #[arg(long)]
     pub msi: bool,
@@ -98,4 +103,12 @@ pub struct Args {
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides.
     #[arg(long, default_value = "info")]
     pub log_level: String,
+}
+
+fn parse_u8(s: &str) -> Result<u8, String> {
+    let r = match s.strip_prefix("0x") {
+        Some(h) => u8::from_str_radix(h, 16),
+        None => s.parse(),
+    };
+    r.map_err(|e| format!("{s:?}: {e}"))
 }

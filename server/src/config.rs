@@ -28,6 +28,8 @@ pub struct Config {
     pub sim_veventq_depth: Option<u32>,
     /// sim: first sequence number.
     pub sim_first_seq: u32,
+    /// sim: invalidation opcode to reject.
+    pub sim_reject_opcode: Option<u8>,
     /// Advertise MSI.
     pub msi: bool,
     /// Batch host invalidations.
@@ -142,6 +144,7 @@ impl TryFrom<Args> for Config {
             iommufd_fd: a.iommufd_fd,
             sim_veventq_depth: a.sim_veventq_depth,
             sim_first_seq: a.sim_first_seq,
+            sim_reject_opcode: a.sim_reject_opcode,
             msi: a.msi,
             batch: !a.no_batch,
             read_mode: a.veventq_read,

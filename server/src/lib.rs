@@ -31,6 +31,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         HostKind::Sim => Box::new(host::sim::SimHost::new(host::sim::SimConfig {
             first_seq: config.sim_first_seq,
             veventq_depth: config.sim_veventq_depth,
+            reject_opcode: config.sim_reject_opcode,
             ..Default::default()
         })),
         HostKind::Iommufd => {

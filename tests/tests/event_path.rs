@@ -19,14 +19,19 @@ fn stats(d: &mut SmmuDriver) -> Value {
 }
 
 fn n(s: &Value, k: &str) -> u64 {
-    s.get(k).and_then(Value::as_u64).unwrap_or_else(|| panic!("no counter {k}"))
+    s.get(k)
+        .and_then(Value::as_u64)
+        .unwrap_or_else(|| panic!("no counter {k}"))
 }
 
 /// Every host record is accounted exactly once.
 fn assert_identity(s: &Value) {
     assert_eq!(
         n(s, "host_events_read"),
-        n(s, "guest_events_written") + n(s, "guest_events_dropped") + n(s, "events_dropped_disabled") + n(s, "events_buffered"),
+        n(s, "guest_events_written")
+            + n(s, "guest_events_dropped")
+            + n(s, "events_dropped_disabled")
+            + n(s, "events_buffered"),
         "accounting identity broken: {s}"
     );
 }
@@ -50,7 +55,9 @@ fn wait_read(d: &mut SmmuDriver, k: u64) -> Value {
     let t0 = Instant::now();
     loop {
         let s = stats(d);
-        if n(&s, "host_events_read") + n(&s, "host_events_lost") >= k || t0.elapsed() > Duration::from_secs(10) {
+        if n(&s, "host_events_read") + n(&s, "host_events_lost") >= k
+            || t0.elapsed() > Duration::from_secs(10)
+        {
             return s;
         }
         std::thread::sleep(Duration::from_millis(2));
@@ -61,7 +68,11 @@ fn wait_read(d: &mut SmmuDriver, k: u64) -> Value {
 fn records_reach_the_guest_byte_for_byte() {
     let (_srv, mut d) = boot(&[], 8 << 20, small(6));
     d.client.attach_device(0x42, None).unwrap();
-    let recs = [fault(0x42, 0x1000), fault(0x42, 0x2000), [0x42 << 32 | 0x4, 0, 0, 0]];
+    let recs = [
+        fault(0x42, 0x1000),
+        fault(0x42, 0x2000),
+        [0x42 << 32 | 0x4, 0, 0, 0],
+    ];
     assert_eq!(d.client.sim_inject(&recs).unwrap(), (3, 0));
     let (got, ovf) = drain(&mut d, 3);
     assert_eq!(got, recs);
@@ -88,7 +99,12 @@ fn kernel_selftest_scenario_seen_by_the_guest() {
     assert_eq!(drain(&mut d, 1).0, [fault(1, 0)]);
     // The server drains the vEVENTQ as soon as it is readable, so to fill
     // the depth-2 queue all three go in one injection.
-    assert_eq!(d.client.sim_inject(&[fault(1, 1), fault(1, 2), fault(1, 3)]).unwrap(), (2, 1));
+    assert_eq!(
+        d.client
+            .sim_inject(&[fault(1, 1), fault(1, 2), fault(1, 3)])
+            .unwrap(),
+        (2, 1)
+    );
     let (got, ovf) = drain(&mut d, 2);
     assert_eq!(got, [fault(1, 1), fault(1, 2)]);
     assert_eq!(ovf, 1, "the LOST record reached the guest as OVFLG");
@@ -121,7 +137,11 @@ fn int_max_wrap_has_no_phantom_loss() {
 /// (LOST record with seq 1), then seq 2 arrives.
 #[test]
 fn loss_across_the_wrap_is_counted_exactly() {
-    let (_srv, mut d) = boot(&["--sim-veventq-depth", "2", "--sim-first-seq", "2147483646"], 8 << 20, small(6));
+    let (_srv, mut d) = boot(
+        &["--sim-veventq-depth", "2", "--sim-first-seq", "2147483646"],
+        8 << 20,
+        small(6),
+    );
     d.client.attach_device(7, None).unwrap();
     let recs: Vec<_> = (0..4).map(|i| fault(7, i << 12)).collect();
     assert_eq!(d.client.sim_inject(&recs).unwrap(), (2, 2));
@@ -167,10 +187,16 @@ fn tiny_guest_queue_accounts_for_every_event() {
         }
     };
     assert_eq!(injected, 1000);
-    assert_eq!(n(&s2, "host_events_read") + n(&s2, "host_events_lost"), injected, "{s}");
+    assert_eq!(
+        n(&s2, "host_events_read") + n(&s2, "host_events_lost"),
+        injected,
+        "{s}"
+    );
     assert_eq!(n(&s2, "guest_events_written") as usize, delivered.len());
     assert_eq!(
-        n(&s2, "guest_events_written") + n(&s2, "guest_events_dropped") + n(&s2, "host_events_lost"),
+        n(&s2, "guest_events_written")
+            + n(&s2, "guest_events_dropped")
+            + n(&s2, "host_events_lost"),
         injected
     );
     assert_identity(&s2);
@@ -190,7 +216,12 @@ fn eventqen_zero_drops_without_gerror() {
     d.client.attach_device(9, None).unwrap();
     let cr0 = d.client.read32(CR0).unwrap();
     d.client.write32(CR0, cr0 & !CR0_EVTQEN.mask32()).unwrap();
-    assert_eq!(d.client.sim_inject(&[fault(9, 0), fault(9, 0x1000)]).unwrap(), (2, 0));
+    assert_eq!(
+        d.client
+            .sim_inject(&[fault(9, 0), fault(9, 0x1000)])
+            .unwrap(),
+        (2, 0)
+    );
     let s = wait_read(&mut d, 2);
     assert_eq!(n(&s, "events_dropped_disabled"), 2);
     assert_eq!(d.client.read32(GERROR).unwrap(), 0);

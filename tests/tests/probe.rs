@@ -24,6 +24,9 @@ fn linux_probe_boots_the_smmu() {
     assert_eq!(d.client.read32(CMDQ_PROD).unwrap(), 4);
     assert_eq!(d.client.read32(CMDQ_CONS).unwrap(), 4);
     let (evtq, eshift) = d.evtq_layout();
-    assert_eq!(d.client.read64(EVENTQ_BASE).unwrap(), 1 << 62 | evtq | u64::from(eshift));
+    assert_eq!(
+        d.client.read64(EVENTQ_BASE).unwrap(),
+        1 << 62 | evtq | u64::from(eshift)
+    );
     assert!(evtq >= RAM_BASE);
 }

@@ -131,6 +131,9 @@ pub struct SimConfig {
     pub veventq_depth: Option<u32>,
     /// The ID registers reported by [`HostIommu::hw_info`].
     pub hw_info: HwInfo,
+    /// Fault injection (`--sim-reject-opcode`): invalidation entries with
+    /// this opcode fail with EIO, as on a kernel that does not forward it.
+    pub reject_opcode: Option<u8>,
 }
 
 impl Default for SimConfig {
@@ -140,6 +143,7 @@ impl Default for SimConfig {
             first_seq: 0,
             veventq_depth: None,
             hw_info: SIM_HW_INFO,
+            reject_opcode: None,
         }
     }
 }
@@ -467,6 +471,13 @@ impl SimHost {
     /// `arm_vsmmu_convert_user_cmd`'s check of one command.
     fn check_invalidation(&self, index: usize, cmd: &[u64; 2]) -> Result<(), HostError> {
         let op = (cmd[0] & 0xff) as u8;
+        if self.cfg.reject_opcode == Some(op) {
+            return Err(HostError::new(
+                "IOMMU_HWPT_INVALIDATE",
+                libc::EIO,
+                format!("entry {index}: opcode {op:#04x} rejected (--sim-reject-opcode)"),
+            ));
+        }
         match op {
             CMD_TLBI_NSNH_ALL | CMD_TLBI_NH_VA | CMD_TLBI_NH_VAA | CMD_TLBI_NH_ALL
             | CMD_TLBI_NH_ASID => Ok(()),

@@ -149,20 +149,28 @@ impl EventQueue {
         }
     }
 
-    /// Records read from the vEVENTQ: account sequence gaps, then queue.
-    pub fn host_records(&mut self, buf: &[u8], cr0: u32, ctx: &mut Ctx<'_>) {
-        let enabled = CR0_EVTQEN.is_set32(cr0);
+    /// Records read from the vEVENTQ: account sequence gaps, then write
+    /// them into the guest queue (or the buffer while it is full).
+    pub fn host_records(
+        &mut self,
+        buf: &[u8],
+        regs: Regs,
+        gerr: &mut GlobalErrors,
+        ctx: &mut Ctx<'_>,
+    ) {
+        let enabled = CR0_EVTQEN.is_set32(regs.cr0);
+        let mut written = 0;
         for rec in parse_vevents(buf) {
             let rec = match rec {
                 Ok(r) => r,
                 Err(e) => {
                     log::error!("malformed vEVENTQ data, rest of this read skipped: {e}");
-                    return;
+                    break;
                 }
             };
             let Some(v) = self.veventq.as_mut() else {
                 log::warn!("vEVENTQ record without an allocated vEVENTQ: dropped");
-                return;
+                break;
             };
             // Sequences wrap from INT_MAX to 0: the gap is taken modulo 2^31.
             let gap = rec.seq().wrapping_sub(v.expected) & VEVENT_SEQ_MASK;
@@ -175,19 +183,19 @@ impl EventQueue {
                     }
                     ctx.stats.host_events_read += 1;
                     if enabled {
-                        self.push(
-                            Pending {
-                                rec: evt,
-                                host: true,
-                            },
-                            ctx,
-                        );
+                        self.buffer.push_back(Pending {
+                            rec: evt,
+                            host: true,
+                        });
+                        written += self.write_pending(regs, gerr, ctx);
                     } else {
                         ctx.stats.events_dropped_disabled += 1;
                     }
                 }
             }
         }
+        written += self.write_pending(regs, gerr, ctx);
+        self.signal(written, regs, ctx);
     }
 
     fn host_loss(&mut self, n: u64, ctx: &mut Ctx<'_>) {
@@ -204,48 +212,70 @@ impl EventQueue {
     }
 
     /// An event raised by the model itself (e.g. C_BAD_STE at CFGI_STE).
+    /// Queues an event raised by the model itself (e.g. C_BAD_STE at
+    /// CFGI_STE); [`EventQueue::deliver`] writes it.
     pub fn push_model_event(&mut self, rec: [u64; 4], ctx: &mut Ctx<'_>) {
         ctx.stats.model_events += 1;
-        self.push(Pending { rec, host: false }, ctx);
+        self.buffer.push_back(Pending { rec, host: false });
+        self.trim(ctx);
     }
 
-    fn push(&mut self, p: Pending, ctx: &mut Ctx<'_>) {
-        if self.buffer.len() >= self.capacity() {
-            if p.host {
-                ctx.stats.guest_events_dropped += 1;
+    /// Drops the newest records beyond the buffer's bound, signalling overflow.
+    fn trim(&mut self, ctx: &mut Ctx<'_>) {
+        while self.buffer.len() > self.capacity() {
+            if let Some(p) = self.buffer.pop_back() {
+                if p.host {
+                    ctx.stats.guest_events_dropped += 1;
+                }
+                self.overflow_pending = true;
+                self.note_loss(1, "the guest EVENTQ and the event buffer are full");
             }
-            self.overflow_pending = true;
-            self.note_loss(1, "the guest EVENTQ and the event buffer are full");
-            return;
         }
-        self.buffer.push_back(p);
     }
 
     /// Writes buffered records while the guest queue has room, signals
     /// OVFLG for pending losses and the EVENTQ interrupt for new records.
-    pub fn deliver(&mut self, cr0: u32, irq_ctrl: u32, gerr: &mut GlobalErrors, ctx: &mut Ctx<'_>) {
-        if !CR0_EVTQEN.is_set32(cr0) {
+    pub fn deliver(&mut self, regs: Regs, gerr: &mut GlobalErrors, ctx: &mut Ctx<'_>) {
+        let written = self.write_pending(regs, gerr, ctx);
+        self.signal(written, regs, ctx);
+    }
+
+    fn signal(&mut self, written: u64, regs: Regs, ctx: &mut Ctx<'_>) {
+        if written == 0 {
+            return;
+        }
+        if self.burst_lost > 0 && self.buffer.is_empty() {
+            log::info!("loss burst over: {} events lost in it", self.burst_lost);
+            self.burst_lost = 0;
+        }
+        if IRQ_CTRL_EVTQ_IRQEN.is_set32(regs.irq_ctrl) && ctx.irqs.trigger(IRQ_EVENTQ) {
+            ctx.stats.irqs[IRQ_EVENTQ] += 1;
+        }
+    }
+
+    /// Moves records from the buffer into the guest queue while it has
+    /// room; returns how many were written. Trims the buffer to its bound.
+    fn write_pending(&mut self, regs: Regs, gerr: &mut GlobalErrors, ctx: &mut Ctx<'_>) -> u64 {
+        if !CR0_EVTQEN.is_set32(regs.cr0) {
             for p in self.buffer.drain(..) {
                 if p.host {
                     ctx.stats.events_dropped_disabled += 1;
                 }
             }
             self.overflow_pending = false;
-            return;
+            return 0;
         }
-        // No guest RAM (between clients): keep everything for the next one.
-        if ctx.mem.mappings().next().is_none() {
-            return;
+        // No guest RAM (between clients): keep records for the next one.
+        if ctx.mem.mappings().next().is_some() {
+            self.write_to_guest(regs, gerr, ctx)
+        } else {
+            self.trim(ctx);
+            0
         }
+    }
+
+    fn write_to_guest(&mut self, regs: Regs, gerr: &mut GlobalErrors, ctx: &mut Ctx<'_>) -> u64 {
         let q = self.queue();
-        if self.overflow_pending {
-            self.overflow_pending = false;
-            // Toggle only once the previous overflow was acknowledged.
-            if (self.prod & Q_PROD_OVFLG) == (self.cons & Q_CONS_OVACKFLG) {
-                self.prod ^= Q_PROD_OVFLG;
-                ctx.stats.evtq_overflows += 1;
-            }
-        }
         let base = QueueBase::decode(self.base);
         let mut written = 0u64;
         while !q.is_full(self.prod, self.cons) {
@@ -262,7 +292,7 @@ impl EventQueue {
                     "EVENTQ write outside guest RAM at base {:#x}: EVENTQ_ABT_ERR",
                     self.base
                 );
-                gerr.raise(GERROR_EVTQ_ABT_ERR, irq_ctrl, ctx);
+                gerr.raise(GERROR_EVTQ_ABT_ERR, regs.irq_ctrl, ctx);
                 break;
             }
             if p.host {
@@ -271,14 +301,24 @@ impl EventQueue {
             self.prod = q.with_ptr(self.prod, q.incr(self.prod));
             written += 1;
         }
-        if written > 0 {
-            if self.burst_lost > 0 && self.buffer.is_empty() {
-                log::info!("loss burst over: {} events lost in it", self.burst_lost);
-                self.burst_lost = 0;
-            }
-            if IRQ_CTRL_EVTQ_IRQEN.is_set32(irq_ctrl) && ctx.irqs.trigger(IRQ_EVENTQ) {
-                ctx.stats.irqs[IRQ_EVENTQ] += 1;
+        self.trim(ctx);
+        if self.overflow_pending {
+            self.overflow_pending = false;
+            // Toggle only once the previous overflow was acknowledged.
+            if (self.prod & Q_PROD_OVFLG) == (self.cons & Q_CONS_OVACKFLG) {
+                self.prod ^= Q_PROD_OVFLG;
+                ctx.stats.evtq_overflows += 1;
             }
         }
+        written
     }
+}
+
+/// The registers delivery depends on.
+#[derive(Debug, Clone, Copy)]
+pub struct Regs {
+    /// CR0 (EVTQEN).
+    pub cr0: u32,
+    /// IRQ_CTRL (EVTQ_IRQEN, GERROR_IRQEN).
+    pub irq_ctrl: u32,
 }

@@ -170,6 +170,13 @@ impl Smmu {
         self.reinstall_all(ctx);
     }
 
+    fn regs(&self) -> evtq::Regs {
+        evtq::Regs {
+            cr0: self.cr0,
+            irq_ctrl: self.irq_ctrl,
+        }
+    }
+
     fn smmu_enabled(&self) -> bool {
         CR0_SMMUEN.is_set32(self.cr0)
     }
@@ -357,8 +364,8 @@ impl Smmu {
             EVENTQ_CONS => {
                 self.evtq.cons = value & (self.evtq.ptr_mask() | Q_CONS_OVACKFLG);
                 // Room may have appeared: buffered records go in now.
-                self.evtq
-                    .deliver(self.cr0, self.irq_ctrl, &mut self.gerr, ctx);
+                let regs = self.regs();
+                self.evtq.deliver(regs, &mut self.gerr, ctx);
             }
             EVENTQ_IRQ_CFG1 => self.evtq.irq_cfg1 = value & IRQ_CFG1_WRITABLE,
             EVENTQ_IRQ_CFG2 => self.evtq.irq_cfg2 = value & IRQ_CFG2_WRITABLE,
@@ -390,8 +397,8 @@ impl Smmu {
             self.evtq.enable(self.evtq_max_log2(), ctx);
         }
         if changed(CR0_EVTQEN) {
-            self.evtq
-                .deliver(self.cr0, self.irq_ctrl, &mut self.gerr, ctx);
+            let regs = self.regs();
+            self.evtq.deliver(regs, &mut self.gerr, ctx);
         }
         if changed(CR0_SMMUEN) {
             self.reinstall_all(ctx);
@@ -415,8 +422,8 @@ impl Smmu {
         for rec in outcome.events {
             self.evtq.push_model_event(rec, ctx);
         }
-        self.evtq
-            .deliver(self.cr0, self.irq_ctrl, &mut self.gerr, ctx);
+        let regs = self.regs();
+        self.evtq.deliver(regs, &mut self.gerr, ctx);
         if outcome.error {
             self.gerr.raise(GERROR_CMDQ_ERR, self.irq_ctrl, ctx);
         }
@@ -434,14 +441,14 @@ impl Smmu {
         for rec in events {
             self.evtq.push_model_event(rec, ctx);
         }
-        self.evtq
-            .deliver(self.cr0, self.irq_ctrl, &mut self.gerr, ctx);
+        let regs = self.regs();
+        self.evtq.deliver(regs, &mut self.gerr, ctx);
     }
 
     /// Guest RAM changed (a client mapped memory): deliver what waited for it.
     pub fn memory_changed(&mut self, ctx: &mut Ctx<'_>) {
-        self.evtq
-            .deliver(self.cr0, self.irq_ctrl, &mut self.gerr, ctx);
+        let regs = self.regs();
+        self.evtq.deliver(regs, &mut self.gerr, ctx);
     }
 
     /// Checks that `sid` fits the advertised StreamID size.
@@ -465,8 +472,8 @@ impl Smmu {
         };
         if let Some(rec) = self.strtab.install(sid, &env, ctx) {
             self.evtq.push_model_event(rec, ctx);
-            self.evtq
-                .deliver(self.cr0, self.irq_ctrl, &mut self.gerr, ctx);
+            let regs = self.regs();
+            self.evtq.deliver(regs, &mut self.gerr, ctx);
         }
     }
 
@@ -492,9 +499,8 @@ impl Smmu {
 
     /// Records read from the vEVENTQ.
     pub fn host_records(&mut self, buf: &[u8], ctx: &mut Ctx<'_>) {
-        self.evtq.host_records(buf, self.cr0, ctx);
-        self.evtq
-            .deliver(self.cr0, self.irq_ctrl, &mut self.gerr, ctx);
+        let regs = self.regs();
+        self.evtq.host_records(buf, regs, &mut self.gerr, ctx);
     }
 }
 
