@@ -324,6 +324,79 @@ impl SmmuDriver {
         Ok(d)
     }
 
+    /// Takes over a running SMMU after the VMM reconnected (the previous
+    /// client died; guest RAM and the guest's queues live on): maps `ram`,
+    /// wires fresh eventfds, and rebuilds the driver's view of the queues
+    /// from the registers. Tables are not re-allocated; [`SmmuDriver::alloc`]
+    /// hands out memory from `free_from` on.
+    pub fn resume(mut client: Client, ram: GuestRam, free_from: u64, opts: DriverOptions) -> Result<Self> {
+        client.dma_map(ram.fd(), 0, ram.base(), ram.size() as u64)?;
+        let irqs = Self::wire_irqs(&mut client)?;
+        let mut idr = [0u32; 6];
+        for (i, r) in idr.iter_mut().enumerate() {
+            *r = client.read32(IDR0 + 4 * i as u64)?;
+        }
+        let sid_bits = IDR1_SIDSIZE.get32(idr[1]);
+        let queue = |base: u64| {
+            let b = vsmmu_protocol::smmu::queue::QueueBase::decode(base);
+            (b.addr, Queue::capped(b.log2size, 19))
+        };
+        let (cbase, cq) = queue(client.read64(CMDQ_BASE)?);
+        let (ebase, eq) = queue(client.read64(EVENTQ_BASE)?);
+        let cmdq_prod = client.read32(CMDQ_PROD)?;
+        let cmdq_cons = client.read32(CMDQ_CONS)?;
+        let evtq_cons = client.read32(EVENTQ_CONS_PAGE1)?;
+        let evtq_prod = client.read32(EVENTQ_PROD_PAGE1)?;
+        let strtab = client.read64(STRTAB_BASE)? & STRTAB_BASE_ADDR_MASK;
+        let cfg = client.read32(STRTAB_BASE_CFG)?;
+        let two_level = STRTAB_BASE_CFG_FMT.get32(cfg) == STRTAB_BASE_CFG_FMT_2LVL;
+        let mut l1 = Vec::new();
+        if two_level {
+            let n = 1usize << (STRTAB_BASE_CFG_LOG2SIZE.get32(cfg) - u32::from(LINUX_SPLIT));
+            for i in 0..n {
+                let desc = L1Std::decode(ram.read_u64(strtab + i as u64 * 8));
+                l1.push((desc.span != 0).then_some(desc.l2ptr));
+            }
+        }
+        let features = Features {
+            idr,
+            sid_bits,
+            ssid_bits: IDR1_SSIDSIZE.get32(idr[1]),
+            msi: opts.use_msi && IDR0_MSI.is_set32(idr[0]) && IDR0_COHACC.is_set32(idr[0]),
+            two_level,
+            hyp: IDR0_HYP.is_set32(idr[0]),
+        };
+        let end = ram.base() + ram.size() as u64;
+        Ok(SmmuDriver {
+            client,
+            ram,
+            features,
+            opts,
+            alloc: Alloc { next: free_from, end },
+            cmdq: QueueState { base: cbase, q: cq, ptr: cmdq_prod, other: cmdq_cons },
+            // The guest's progress is what it last wrote to EVENTQ_CONS; the
+            // driver's cached PROD starts from the same OVFLG so that an
+            // overflow that happened meanwhile is noticed.
+            evtq: QueueState { base: ebase, q: eq, ptr: evtq_cons, other: (evtq_prod & !eq.ptr_mask()) | (evtq_cons & eq.ptr_mask()) },
+            strtab,
+            l1,
+            irqs,
+            overflows_seen: 0,
+        })
+    }
+
+    fn wire_irqs(client: &mut Client) -> Result<[EventFd; 4]> {
+        let mk = || EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC);
+        let irqs = match [mk(), mk(), mk(), mk()] {
+            [Ok(a), Ok(b), Ok(c), Ok(d)] => [a, b, c, d],
+            _ => return Err(ClientError::Io(std::io::Error::last_os_error()).into()),
+        };
+        for (i, fd) in irqs.iter().enumerate() {
+            client.set_irq_eventfd(i as u32, Some(fd.as_fd()))?;
+        }
+        Ok(irqs)
+    }
+
     fn alloc_queue(alloc: &mut Alloc, mut shift: u32, entry: u64) -> Result<QueueState> {
         loop {
             let size = entry << shift;

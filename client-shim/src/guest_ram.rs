@@ -61,8 +61,38 @@ impl GuestRam {
         })
     }
 
+    /// Maps an existing RAM file (e.g. `/proc/<pid>/fd/<n>` of another
+    /// process's memfd) of `size` bytes at guest address `base`.
+    pub fn open(path: &std::path::Path, base: u64, size: usize) -> std::io::Result<Self> {
+        let file = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
+        Self::from_fd(OwnedFd::from(file), base, size)
+    }
+
+    fn from_fd(fd: OwnedFd, base: u64, size: usize) -> std::io::Result<Self> {
+        let len = std::num::NonZeroUsize::new(size).ok_or(std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: a fresh shared mapping of the file, `size` bytes long, not
+        // aliased by any Rust reference.
+        let ptr = unsafe {
+            mmap(
+                None,
+                len,
+                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
+                MapFlags::MAP_SHARED,
+                &fd,
+                0,
+            )?
+        };
+        Ok(GuestRam {
+            fd,
+            ptr: ptr.cast(),
+            base,
+            size,
+        })
+    }
+
     /// The memfd, for DMA_MAP.
     pub fn fd(&self) -> BorrowedFd<'_> {
+        // (Also what /proc/self/fd/N names for another process.)
         self.fd.as_fd()
     }
 

@@ -11,8 +11,10 @@ use crate::conn::Incoming;
 use crate::host::{HostError, HostIommu};
 use crate::irq::{Irqs, NUM_IRQS};
 use crate::memory::{GuestRam, MemError, PAGE_SIZE};
+use crate::migration::{self, MigState};
 use crate::smmu::{Ctx, Smmu, REGION_SIZE};
 use crate::stats::Stats;
+use zerocopy::FromBytes;
 use vsmmu_protocol::vfio_user::{
     self as vu, libc_errno as errno, Capabilities, Command, DecodeError, DeviceInfo, Header,
     IrqInfo, IrqSet, Message, MigrationCap, RegionAccess, RegionInfo, RegionIoFds, Request,
@@ -124,6 +126,8 @@ pub struct Device {
     pub stats: Stats,
     /// Limits.
     pub limits: Limits,
+    /// Migration state machine.
+    pub mig: MigState,
 }
 
 macro_rules! ctx {
@@ -147,6 +151,7 @@ impl Device {
             irqs: Irqs::default(),
             stats: Stats::default(),
             limits,
+            mig: MigState::Running,
         }
     }
 
@@ -362,16 +367,40 @@ impl Device {
             }
             Request::DeviceReset => {
                 self.smmu.reset(&mut ctx!(self));
+                // Reset also leaves any migration state (the spec's way out of ERROR).
+                self.mig = MigState::Running;
+                self.smmu.set_running(true, &mut ctx!(self));
                 reply.finish()
             }
             Request::DeviceFeature { feature, data } => {
                 return self.device_feature(hdr, feature, data).map(Some);
             }
-            Request::MigDataRead(_) | Request::MigDataWrite { .. } => {
-                return Err(Failure::new(
-                    errno::EINVAL,
-                    "migration data outside a saving or resuming state",
-                ))
+            Request::MigDataRead(r) => {
+                let MigState::StopCopy { data, pos } = &mut self.mig else {
+                    return Err(Failure::new(errno::EINVAL, "MIG_DATA_READ outside STOP_COPY"));
+                };
+                let n = (r.size as usize)
+                    .min(data.len() - *pos)
+                    .min(self.limits.max_data_xfer_size as usize);
+                let chunk = &data[*pos..*pos + n];
+                *pos += n;
+                reply
+                    .push(&vu::MigData {
+                        argsz: (8 + n) as u32,
+                        size: n as u32,
+                    })
+                    .bytes(chunk)
+                    .finish()
+            }
+            Request::MigDataWrite { data, .. } => {
+                let MigState::Resuming { data: buf } = &mut self.mig else {
+                    return Err(Failure::new(errno::EINVAL, "MIG_DATA_WRITE outside RESUMING"));
+                };
+                if buf.len() + data.len() > migration::MAX_STREAM {
+                    return Err(Failure::new(errno::ENOSPC, "state stream too large"));
+                }
+                buf.extend_from_slice(data);
+                reply.finish()
             }
             Request::VsmmuAttachDevice(d) => {
                 if self.host.needs_device_fd() != (fds.len() == 1) {
@@ -434,11 +463,19 @@ impl Device {
                     .finish()
             }
             Request::VsmmuSimDma { req, data } => {
-                let _ = (req, data);
-                return Err(Failure::new(
-                    errno::ENOTSUP,
-                    "SIM_DMA: the DMA walker is not wired yet",
-                ));
+                let Some(sim) = self.host.as_sim() else {
+                    return Err(Failure::new(errno::ENOTSUP, "SIM_DMA needs the sim host"));
+                };
+                let r = sim.dma(&self.mem, &req, data);
+                reply
+                    .push(&vu::SimDmaReply {
+                        argsz: (16 + r.data.len()) as u32,
+                        flags: req.flags,
+                        status: r.status,
+                        reserved: 0,
+                    })
+                    .bytes(&r.data)
+                    .finish()
             }
             Request::VsmmuGetStats(r) => self.get_stats(reply, &r),
         };
@@ -626,13 +663,109 @@ impl Device {
         &mut self,
         hdr: &Header,
         feature: vu::DeviceFeature,
-        _data: &[u8],
+        data: &[u8],
     ) -> Result<Vec<u8>, Failure> {
         let index = feature.flags & vu::DEVICE_FEATURE_MASK;
-        Err(Failure::new(
-            errno::ENOTSUP,
-            format!("device feature {index} (msg {}) not supported", hdr.msg_id),
-        ))
+        let get = feature.flags & vu::DEVICE_FEATURE_GET != 0;
+        let set = feature.flags & vu::DEVICE_FEATURE_SET != 0;
+        let probe = feature.flags & vu::DEVICE_FEATURE_PROBE != 0;
+        let known = vu::DEVICE_FEATURE_MASK | vu::DEVICE_FEATURE_GET | vu::DEVICE_FEATURE_SET | vu::DEVICE_FEATURE_PROBE;
+        if feature.flags & !known != 0 || (get && set && !probe) || (!get && !set && !probe) {
+            return Err(Failure::new(errno::EINVAL, format!("DEVICE_FEATURE flags {:#x}", feature.flags)));
+        }
+        let reply = Message::reply(hdr);
+        let echo = |data: &[u8]| reply.clone().push(&feature).bytes(data).finish();
+        match index {
+            vu::DEVICE_FEATURE_MIGRATION => {
+                if set {
+                    return Err(Failure::new(errno::EINVAL, "the migration feature cannot be set"));
+                }
+                if probe {
+                    return Ok(echo(&[]));
+                }
+                let flags = vu::MIGRATION_STOP_COPY.to_le_bytes();
+                Ok(reply
+                    .push(&vu::DeviceFeature { argsz: 16, flags: feature.flags })
+                    .bytes(&flags)
+                    .finish())
+            }
+            vu::DEVICE_FEATURE_MIG_DEVICE_STATE => {
+                if probe {
+                    return Ok(echo(&[]));
+                }
+                if get {
+                    let st = vu::MigDeviceState { device_state: self.mig.number(), data_fd: -1 };
+                    return Ok(reply
+                        .push(&vu::DeviceFeature { argsz: 16, flags: feature.flags })
+                        .push(&st)
+                        .finish());
+                }
+                let st = vsmmu_protocol::vfio_user::MigDeviceState::read_from_prefix(data)
+                    .map(|(s, _)| s)
+                    .map_err(|_| Failure::new(errno::EINVAL, "MIG_DEVICE_STATE needs 8 bytes of data"))?;
+                self.set_mig_state(st.device_state)?;
+                Ok(echo(data))
+            }
+            _ => Err(Failure::new(errno::ENOTSUP, format!("device feature {index} not supported"))),
+        }
+    }
+
+    /// Moves the migration state machine to `to` along the spec's path.
+    fn set_mig_state(&mut self, to: u32) -> Result<(), Failure> {
+        let arcs = migration::path(self.mig.number(), to)
+            .ok_or_else(|| Failure::new(errno::EINVAL, format!("migration state {to} not supported")))?;
+        for arc in arcs {
+            self.mig_arc(arc)?;
+        }
+        Ok(())
+    }
+
+    fn mig_arc(&mut self, to: u32) -> Result<(), Failure> {
+        use vsmmu_protocol::vfio_user::mig_state::*;
+        let next = match (std::mem::take(&mut self.mig), to) {
+            (MigState::Running, STOP) => {
+                self.smmu.set_running(false, &mut ctx!(self));
+                MigState::Stop
+            }
+            (MigState::Stop, RUNNING) => {
+                self.smmu.set_running(true, &mut ctx!(self));
+                MigState::Running
+            }
+            (MigState::Stop, STOP_COPY) => {
+                // What the host still holds joins the saved buffer.
+                let mut buf = vec![0u8; 64 * 1024];
+                self.drain_veventq(&mut buf, false);
+                let data = migration::encode(&self.smmu.save());
+                log::info!("device state saved: {} bytes", data.len());
+                MigState::StopCopy { data, pos: 0 }
+            }
+            (MigState::StopCopy { .. }, STOP) => MigState::Stop,
+            (MigState::Stop, RESUMING) => MigState::Resuming { data: Vec::new() },
+            (MigState::Resuming { data }, STOP) => {
+                let loaded = migration::decode(&data)
+                    .map_err(|e| e.to_string())
+                    .and_then(|st| self.smmu.check_state(&st).map(|()| st));
+                match loaded {
+                    Ok(st) => {
+                        self.smmu.restore(st, &mut ctx!(self));
+                        log::info!("device state loaded: {} bytes", data.len());
+                        MigState::Stop
+                    }
+                    Err(why) => {
+                        log::warn!("refusing the device state: {why}");
+                        self.mig = MigState::Resuming { data };
+                        return Err(Failure::new(errno::EINVAL, why));
+                    }
+                }
+            }
+            (cur, _) => {
+                let n = cur.number();
+                self.mig = cur;
+                return Err(Failure::new(errno::EINVAL, format!("no arc from state {n} to {to}")));
+            }
+        };
+        self.mig = next;
+        Ok(())
     }
 
     fn get_stats(&mut self, reply: Message, r: &StatsRequest) -> Vec<u8> {

@@ -12,6 +12,7 @@ pub mod event_loop;
 pub mod host;
 pub mod irq;
 pub mod memory;
+pub mod migration;
 pub mod sandbox;
 pub mod smmu;
 pub mod stats;

@@ -7,6 +7,9 @@
 
 pub mod iommufd;
 pub mod sim;
+pub mod sim_dma;
+pub mod tlb;
+pub mod walk;
 
 use std::os::fd::{OwnedFd, RawFd};
 

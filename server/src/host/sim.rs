@@ -63,6 +63,7 @@ use vsmmu_protocol::iommufd::{
 };
 use zerocopy::IntoBytes;
 
+use super::tlb::Tlb;
 use super::{
     HostError, HostIommu, HwInfo, InvalidateError, SteAction, MAX_INVALIDATION_ENTRIES,
     VEVENT_RECORD_SIZE,
@@ -295,6 +296,8 @@ pub struct SimHost {
     invalidate_entries: u64,
     invalidation_log: VecDeque<[u64; 2]>,
     stats: SimStats,
+    /// TLB and CD cache of simulated DMA ([`super::sim_dma`]).
+    tlb: Tlb,
 }
 
 impl Default for SimHost {
@@ -360,6 +363,7 @@ impl SimHost {
             invalidate_entries: 0,
             invalidation_log: VecDeque::new(),
             stats: SimStats::default(),
+            tlb: Tlb::new(),
         }
     }
 
@@ -466,6 +470,15 @@ impl SimHost {
     /// the order they were handled, as given by the caller.
     pub fn invalidation_log(&self) -> impl Iterator<Item = &[u64; 2]> {
         self.invalidation_log.iter()
+    }
+
+    /// The TLB and CD cache of simulated DMA.
+    pub fn tlb(&self) -> &Tlb {
+        &self.tlb
+    }
+
+    pub(crate) fn tlb_mut(&mut self) -> &mut Tlb {
+        &mut self.tlb
     }
 
     /// `arm_vsmmu_convert_user_cmd`'s check of one command.
@@ -633,6 +646,7 @@ impl HostIommu for SimHost {
     }
 
     fn detach_device(&mut self, vsid: u32) -> Result<(), HostError> {
+        self.tlb.flush_sid(vsid);
         match self.devices.remove(&vsid) {
             Some(_) => Ok(()),
             None => Err(HostError::new(
@@ -657,6 +671,8 @@ impl HostIommu for SimHost {
                 format!("vSID {vsid:#x} is not attached"),
             ));
         };
+        // A new STE: nothing cached through the old one may be used.
+        self.tlb.flush_sid(vsid);
         match action {
             SteAction::Abort | SteAction::Bypass => {
                 dev.ste = action;
@@ -702,6 +718,7 @@ impl HostIommu for SimHost {
                 });
             }
             self.invalidate_entries = self.invalidate_entries.saturating_add(1);
+            self.tlb.invalidate(cmd);
             if self.invalidation_log.len() >= INVALIDATION_LOG_LEN {
                 self.invalidation_log.pop_front();
             }

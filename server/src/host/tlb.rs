@@ -236,7 +236,9 @@ impl Tlb {
         };
         match c {
             Command::TlbiNhAll { .. } | Command::TlbiNsnhAll => self.drop_entries(|_, _| true),
-            Command::TlbiNhAsid { asid, .. } => self.drop_entries(|k, e| !e.global && k.asid == asid),
+            Command::TlbiNhAsid { asid, .. } => {
+                self.drop_entries(|k, e| !e.global && k.asid == asid)
+            }
             Command::TlbiNhVa { asid, range, .. } => {
                 let (start, end) = span(&range);
                 self.drop_entries(|k, e| (e.global || k.asid == asid) && e.overlaps(start, end));
@@ -331,7 +333,10 @@ mod tests {
     #[test]
     fn lookup_is_exact_per_page() {
         let mut t = filled();
-        assert_eq!(t.lookup(1, 0, 5, 0x1fff).unwrap().output(0x1fff), 0x8000_0fff);
+        assert_eq!(
+            t.lookup(1, 0, 5, 0x1fff).unwrap().output(0x1fff),
+            0x8000_0fff
+        );
         assert!(!has(&mut t, 1, 0, 5, 0x3000));
         assert!(!has(&mut t, 1, 0, 6, 0x1000));
         assert!(!has(&mut t, 1, 1, 5, 0x1000));

@@ -375,7 +375,9 @@ where
 mod tests {
     use super::*;
     use std::collections::HashMap;
-    use vsmmu_protocol::smmu::pgtable::{block_desc, page_desc, table_desc, PTE_AP_UNPRIV, PTE_DBM};
+    use vsmmu_protocol::smmu::pgtable::{
+        block_desc, page_desc, table_desc, PTE_AP_UNPRIV, PTE_DBM,
+    };
 
     /// A sparse memory of descriptors.
     #[derive(Default)]
@@ -562,7 +564,10 @@ mod tests {
         );
         // AFFD: used as though AF = 1, nothing written.
         let affd = Stage1 { affd: true, ..s };
-        assert_eq!(run(&m, &affd, 0x1234_5000, Access::Read).unwrap().update, None);
+        assert_eq!(
+            run(&m, &affd, 0x1234_5000, Access::Read).unwrap().update,
+            None
+        );
         // HA: AF set by the walk.
         let ha = Stage1 { ha: true, ..s };
         let t = run(&m, &ha, 0x1234_5000, Access::Read).unwrap();
@@ -736,10 +741,7 @@ mod tests {
             let mut table = 0x10_0000u64;
             for level in geo.start_level()..3 {
                 let next = table + 0x10_0000;
-                m.0.insert(
-                    table + geo.index(level, va) * 8,
-                    table_desc(next, g),
-                );
+                m.0.insert(table + geo.index(level, va) * 8, table_desc(next, g));
                 table = next;
             }
             let oa = 0x4000_0000 + 7 * page;
@@ -841,7 +843,10 @@ mod tests {
         let va = 1u64 << 47;
         m.0.insert(0x8_0000 + geo.index(1, va) * 8, table_desc(0xc_0000, g));
         m.0.insert(0xc_0000 + geo.index(2, va) * 8, table_desc(0x10_0000, g));
-        m.0.insert(0x10_0000 + geo.index(3, va) * 8, page_desc(0x200_0000, g, &a));
+        m.0.insert(
+            0x10_0000 + geo.index(3, va) * 8,
+            page_desc(0x200_0000, g, &a),
+        );
         let s = s1(tt(0x4_0030, 16, g));
         assert_eq!(
             run(&m, &s, va + 5, Access::Read).unwrap().output(va + 5),

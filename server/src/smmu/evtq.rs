@@ -20,7 +20,7 @@ use crate::irq::IRQ_EVENTQ;
 /// Smallest default for the bounded buffer of host records.
 const MIN_BUFFER: usize = 1024;
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 struct Pending {
     rec: [u64; 4],
     /// From the host vEVENTQ (counted in the identities), or raised by the model.
@@ -58,6 +58,8 @@ pub struct EventQueue {
     generation: u64,
     /// Events lost in the current burst (0: no burst), for one log line per burst.
     burst_lost: u64,
+    /// Migration STOP: guest memory must not change; records wait.
+    pub paused: bool,
 }
 
 impl EventQueue {
@@ -76,6 +78,7 @@ impl EventQueue {
             veventq: None,
             generation: 0,
             burst_lost: 0,
+            paused: false,
         }
     }
 
@@ -114,6 +117,7 @@ impl EventQueue {
         }
         *self = EventQueue {
             generation: self.generation,
+            paused: self.paused,
             ..EventQueue::new(self.buffer_override)
         };
     }
@@ -265,8 +269,9 @@ impl EventQueue {
             self.overflow_pending = false;
             return 0;
         }
-        // No guest RAM (between clients): keep records for the next one.
-        if ctx.mem.mappings().next().is_some() {
+        // No guest RAM (between clients) or stopped for migration: keep
+        // records for later.
+        if !self.paused && ctx.mem.mappings().next().is_some() {
             self.write_to_guest(regs, gerr, ctx)
         } else {
             self.trim(ctx);
@@ -311,6 +316,49 @@ impl EventQueue {
             }
         }
         written
+    }
+}
+
+/// What of the EventQueue migrates: registers and buffered records.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct EventQueueState {
+    base: u64,
+    prod: u32,
+    cons: u32,
+    irq_cfg0: u64,
+    irq_cfg1: u32,
+    irq_cfg2: u32,
+    buffer: Vec<Pending>,
+    overflow_pending: bool,
+}
+
+impl EventQueue {
+    /// The migratable state.
+    pub fn save(&self) -> EventQueueState {
+        EventQueueState {
+            base: self.base,
+            prod: self.prod,
+            cons: self.cons,
+            irq_cfg0: self.irq_cfg0,
+            irq_cfg1: self.irq_cfg1,
+            irq_cfg2: self.irq_cfg2,
+            buffer: self.buffer.iter().copied().collect(),
+            overflow_pending: self.overflow_pending,
+        }
+    }
+
+    /// Loads `st` (the vEVENTQ is re-allocated by the caller when EVTQEN).
+    pub fn restore(&mut self, st: EventQueueState, ctx: &mut Ctx<'_>) {
+        self.free_veventq(ctx);
+        self.base = st.base;
+        self.prod = st.prod;
+        self.cons = st.cons;
+        self.irq_cfg0 = st.irq_cfg0;
+        self.irq_cfg1 = st.irq_cfg1;
+        self.irq_cfg2 = st.irq_cfg2;
+        ctx.stats.events_buffered = 0;
+        self.buffer = st.buffer.into_iter().collect();
+        self.overflow_pending = st.overflow_pending;
     }
 }
 

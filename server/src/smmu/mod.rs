@@ -69,7 +69,7 @@ impl Default for SmmuConfig {
 }
 
 /// Global error state: GERROR / GERRORN and the GERROR interrupt.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct GlobalErrors {
     /// SMMU_GERROR.
     pub gerror: u32,
@@ -477,6 +477,15 @@ impl Smmu {
         }
     }
 
+    /// Migration: stop (no guest memory writes) or run again.
+    pub fn set_running(&mut self, running: bool, ctx: &mut Ctx<'_>) {
+        self.evtq.paused = !running;
+        if running {
+            let regs = self.regs();
+            self.evtq.deliver(regs, &mut self.gerr, ctx);
+        }
+    }
+
     /// The host device behind `sid` is gone.
     pub fn device_detached(&mut self, sid: u32) {
         self.attached.retain(|&s| s != sid);
@@ -501,6 +510,105 @@ impl Smmu {
     pub fn host_records(&mut self, buf: &[u8], ctx: &mut Ctx<'_>) {
         let regs = self.regs();
         self.evtq.host_records(buf, regs, &mut self.gerr, ctx);
+    }
+}
+
+/// The model state that migrates (vfio-user migration, MIG_DATA_*).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SmmuState {
+    /// Advertised ID registers: the destination must advertise the same.
+    pub idr: [u32; 6],
+    cr0: u32,
+    cr1: u32,
+    cr2: u32,
+    gbpa: u32,
+    irq_ctrl: u32,
+    gerr: GlobalErrors,
+    strtab_base: u64,
+    strtab_base_cfg: u32,
+    cmdq_base: u64,
+    cmdq_prod: u32,
+    cmdq_cons: u32,
+    evtq: evtq::EventQueueState,
+    /// StreamIDs with a host device.
+    pub attached: Vec<u32>,
+}
+
+impl Smmu {
+    /// The migratable state (after [`Smmu::drain_host`] has moved what the
+    /// host holds into the buffer).
+    pub fn save(&self) -> SmmuState {
+        SmmuState {
+            idr: self.idr,
+            cr0: self.cr0,
+            cr1: self.cr1,
+            cr2: self.cr2,
+            gbpa: self.gbpa,
+            irq_ctrl: self.irq_ctrl,
+            gerr: self.gerr.clone(),
+            strtab_base: self.strtab.base,
+            strtab_base_cfg: self.strtab.base_cfg,
+            cmdq_base: self.cmdq.base,
+            cmdq_prod: self.cmdq.prod,
+            cmdq_cons: self.cmdq.cons,
+            evtq: self.evtq.save(),
+            attached: self.attached.clone(),
+        }
+    }
+
+    /// Checks that `st` can be loaded here, without changing anything.
+    pub fn check_state(&self, st: &SmmuState) -> Result<(), String> {
+        if st.idr != self.idr {
+            return Err(format!(
+                "the saved SMMU advertised IDR {:08x?}, this one {:08x?}: incompatible hosts",
+                st.idr, self.idr
+            ));
+        }
+        if st.attached.windows(2).any(|w| w[0] >= w[1]) {
+            return Err("attached StreamIDs not sorted and unique".into());
+        }
+        for &sid in &st.attached {
+            self.check_sid(sid)?;
+        }
+        Ok(())
+    }
+
+    /// Loads a checked state: registers, queues, buffered events; devices
+    /// of the sim host are re-attached, every configuration re-installed
+    /// and the vEVENTQ re-allocated when EVENTQEN is set.
+    pub fn restore(&mut self, st: SmmuState, ctx: &mut Ctx<'_>) {
+        self.cr0 = st.cr0;
+        self.cr1 = st.cr1;
+        self.cr2 = st.cr2;
+        self.gbpa = st.gbpa;
+        self.irq_ctrl = st.irq_ctrl;
+        self.gerr = st.gerr;
+        self.strtab.base = st.strtab_base;
+        self.strtab.base_cfg = st.strtab_base_cfg;
+        self.cmdq.base = st.cmdq_base;
+        self.cmdq.prod = st.cmdq_prod;
+        self.cmdq.cons = st.cmdq_cons;
+        self.evtq.restore(st.evtq, ctx);
+        for &sid in &st.attached {
+            // A real host's devices come back through ATTACH_DEVICE with
+            // their cdev fds; the sim host has nothing to hand over.
+            if !ctx.host.needs_device_fd() && !ctx.host.is_attached(sid) {
+                if let Err(e) = ctx.host.attach_device(sid, None) {
+                    log::warn!("restoring vSID {sid:#x}: {e}");
+                }
+            }
+        }
+        self.attached = st.attached;
+        if CR0_EVTQEN.is_set32(self.cr0) {
+            self.evtq.enable(self.evtq_max_log2(), ctx);
+        }
+        // The source already reported any refused STE to the guest.
+        let env = strtab::InstallEnv {
+            idr: self.idr,
+            smmu_enabled: self.smmu_enabled(),
+            gbpa_abort: GBPA_ABORT.is_set32(self.gbpa),
+        };
+        let _ = self.strtab.install_all(&self.attached, &env, ctx);
     }
 }
 

@@ -1,0 +1,88 @@
+//! Command queue: TLBI_NH_VA floods with a CMD_SYNC every N commands
+//! (N = 64, Linux's CMDQ_BATCH_ENTRIES, and N = 1), issued by the model
+//! guest driver as Linux does (posted CMDQ_PROD write, CMDQ_CONS polled
+//! for the sync); batched host invalidations against `vsmmud --no-batch`
+//! (one host call per command, as QEMU does).
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::bail;
+use vsmmu_client::driver::{DriverOptions, SmmuDriver};
+use vsmmu_protocol::smmu::command::{Command, TlbiRange};
+
+use crate::report::Report;
+use crate::server::{boot, counter};
+use crate::Plan;
+
+/// Unmeasured syncs first.
+const WARMUP_SYNCS: u64 = 64;
+
+/// What one flood gave.
+#[derive(Debug, Clone, Copy)]
+struct Flood {
+    cmds_per_s: f64,
+    host_calls_per_cmd: f64,
+    host_entries_per_cmd: f64,
+}
+
+/// Runs the floods and fills the report.
+pub fn run(bin: &Path, plan: &Plan, r: &mut Report) -> anyhow::Result<()> {
+    for (n, total, suffix) in [(64usize, plan.flood_cmds, ""), (1, plan.flood_cmds_n1, "_n1")] {
+        for (mode, args) in [("batched", &[][..]), ("unbatched", &["--no-batch"][..])] {
+            let mut d = boot(bin, args, 16 << 20, DriverOptions::default())?;
+            let f = flood(&mut d, n, total)?;
+            r.set(&format!("cmds_per_s_{mode}{suffix}"), f.cmds_per_s);
+            r.set(
+                &format!("host_calls_per_cmd_{mode}{suffix}"),
+                f.host_calls_per_cmd,
+            );
+            r.set(
+                &format!("host_entries_per_cmd_{mode}{suffix}"),
+                f.host_entries_per_cmd,
+            );
+        }
+        r.set(&format!("flood_cmds{suffix}"), total as f64);
+    }
+    r.set(
+        "cmds_ratio",
+        r.get("cmds_per_s_batched") / r.get("cmds_per_s_unbatched"),
+    );
+    Ok(())
+}
+
+/// `total` TLBI_NH_VA commands, a CMD_SYNC after every `n`.
+fn flood(d: &mut SmmuDriver, n: usize, total: u64) -> anyhow::Result<Flood> {
+    let cmds: Vec<Command> = (0..n as u64)
+        .map(|i| Command::TlbiNhVa {
+            vmid: 0,
+            asid: 1,
+            range: TlbiRange::va(i << 12, true),
+        })
+        .collect();
+    for _ in 0..WARMUP_SYNCS {
+        d.issue(&cmds, true)?;
+    }
+    let syncs = total.div_ceil(n as u64);
+    let s0 = d.client.stats()?;
+    let t0 = Instant::now();
+    for _ in 0..syncs {
+        d.issue(&cmds, true)?;
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let s1 = d.client.stats()?;
+    let delta = |k: &str| counter(&s1, k).saturating_sub(counter(&s0, k));
+    let sent = syncs * n as u64;
+    if delta("host_invalidate_entries") != sent || delta("cmd_errors") != 0 {
+        bail!(
+            "{sent} TLBIs issued, {} reached the host, {} command errors",
+            delta("host_invalidate_entries"),
+            delta("cmd_errors")
+        );
+    }
+    Ok(Flood {
+        cmds_per_s: sent as f64 / secs,
+        host_calls_per_cmd: delta("host_invalidate_calls") as f64 / sent as f64,
+        host_entries_per_cmd: delta("host_invalidate_entries") as f64 / sent as f64,
+    })
+}

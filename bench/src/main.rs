@@ -1,0 +1,150 @@
+//! `vsmmu-bench`: measures `vsmmud` against the baseline a user would
+//! otherwise run, in one run on one machine, and prints a table and a JSON
+//! file (`target/vsmmu-bench.json` at the workspace root).
+//!
+//! 1. Host-event propagation (sim vEVENTQ → guest EVENTQ, guest consuming):
+//!    the batched drain against the seed-style one-record-per-wakeup read
+//!    (`vsmmud --veventq-read single`), plus injection-to-guest latency.
+//! 2. MMIO round trip (REGION_READ of IDR0 through `client-shim`) against a
+//!    raw Unix-socket ping-pong of the same message sizes with a child
+//!    process (this binary in its hidden `echo-server` mode).
+//! 3. Command queue TLBI floods with a CMD_SYNC every N commands, batched
+//!    host invalidations against `vsmmud --no-batch`.
+//! 4. Idle RSS of a serving `vsmmud` and its startup time.
+//!
+//! Targets are reported, never asserted. `--quick` runs in seconds (CI).
+
+mod cmdq;
+mod echo;
+mod footprint;
+mod locate;
+mod mmio;
+mod proc;
+mod propagation;
+mod report;
+mod sample;
+mod server;
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+/// Command line of `vsmmu-bench`.
+#[derive(Debug, Parser)]
+#[command(version, about, long_about = None)]
+struct Args {
+    /// Small sizes: finishes in seconds (for CI); the figures are noisier.
+    #[arg(long)]
+    quick: bool,
+
+    /// The `vsmmud` binary (default: `$VSMMUD_BIN`, else next to this
+    /// executable, built with cargo when missing or when run under cargo).
+    #[arg(long)]
+    vsmmud: Option<PathBuf>,
+
+    /// Never run cargo to build `vsmmud`.
+    #[arg(long)]
+    no_build: bool,
+
+    /// Where to write the JSON report (default: `target/vsmmu-bench.json`
+    /// at the workspace root).
+    #[arg(long)]
+    out: Option<PathBuf>,
+
+    /// Hidden modes (this binary as its own baseline peer).
+    #[command(subcommand)]
+    mode: Option<Mode>,
+}
+
+/// Hidden subcommands.
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Blocking read/write ping-pong on the socket inherited as standard
+    /// input: reads 32-byte requests, answers 36-byte replies.
+    #[command(hide = true)]
+    EchoServer,
+}
+
+/// Sizes of one run.
+#[derive(Debug, Clone, Copy)]
+pub struct Plan {
+    /// `--quick` was given.
+    pub quick: bool,
+    /// Events per propagation storm.
+    pub storm_events: u64,
+    /// Storms per read mode (the median rate is reported).
+    pub storm_reps: usize,
+    /// Single-event latency samples per read mode.
+    pub latency_samples: usize,
+    /// Round trips per MMIO/socket measurement.
+    pub rtt_samples: usize,
+    /// TLBI commands per flood with a sync every 64.
+    pub flood_cmds: u64,
+    /// TLBI commands per flood with a sync after each.
+    pub flood_cmds_n1: u64,
+    /// Spawns timed for the startup figure.
+    pub startup_samples: usize,
+}
+
+impl Plan {
+    fn new(quick: bool) -> Plan {
+        if quick {
+            Plan {
+                quick,
+                storm_events: 20_000,
+                storm_reps: 1,
+                latency_samples: 300,
+                rtt_samples: 3_000,
+                flood_cmds: 20_000,
+                flood_cmds_n1: 2_000,
+                startup_samples: 3,
+            }
+        } else {
+            Plan {
+                quick,
+                storm_events: 200_000,
+                storm_reps: 3,
+                latency_samples: 3_000,
+                rtt_samples: 30_000,
+                flood_cmds: 256_000,
+                flood_cmds_n1: 20_000,
+                startup_samples: 11,
+            }
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    if let Some(Mode::EchoServer) = args.mode {
+        return echo::serve_stdin();
+    }
+    let plan = Plan::new(args.quick);
+    let t0 = Instant::now();
+    let bin = locate::vsmmud(args.vsmmud.clone(), !args.no_build)?;
+    eprintln!(
+        "vsmmu-bench ({} run) against {}",
+        if plan.quick { "quick" } else { "full" },
+        bin.display()
+    );
+
+    let mut r = report::Report::new(&plan, &bin);
+    eprintln!("[1/4] host-event propagation");
+    propagation::run(&bin, &plan, &mut r).context("propagation benchmark")?;
+    eprintln!("[2/4] MMIO round trip");
+    mmio::run(&bin, &plan, &mut r).context("MMIO round-trip benchmark")?;
+    eprintln!("[3/4] command queue floods");
+    cmdq::run(&bin, &plan, &mut r).context("command queue benchmark")?;
+    eprintln!("[4/4] idle footprint and startup");
+    footprint::run(&bin, &plan, &mut r).context("footprint benchmark")?;
+    r.set("bench_wall_s", t0.elapsed().as_secs_f64());
+
+    print!("{}", r.table());
+    let out = args.out.unwrap_or_else(locate::default_json_path);
+    r.write_json(&out)
+        .with_context(|| format!("writing {}", out.display()))?;
+    println!("wrote {}", out.display());
+    Ok(())
+}

@@ -1,0 +1,222 @@
+//! Host-event propagation: sim vEVENTQ → guest EVENTQ with the model guest
+//! driver consuming, for the batched drain (default `vsmmud`) and the
+//! seed-style one-40-byte-record-per-wakeup read (`--veventq-read single`,
+//! as QEMU does).
+//!
+//! The storm is the same for both modes: `storm_events` F_TRANSLATION
+//! records injected in batches of 1024, at most eight batches in flight
+//! (so nothing is lost in either mode: the vEVENTQ and the guest queue are
+//! 2^15 deep), the guest consuming with one CONS write per drained batch
+//! (`cons_per_entry: false`) so that it is not the bottleneck.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use vsmmu_client::driver::{DriverOptions, SmmuDriver};
+
+use crate::report::Report;
+use crate::sample::{median, Samples};
+use crate::server::{boot, counter};
+use crate::{proc, Plan};
+
+/// Records per `VSMMU_SIM_INJECT`.
+const BATCH: usize = 1024;
+/// Batches injected ahead of what the guest has seen.
+const WINDOW_BATCHES: u64 = 8;
+/// Guest EVENTQ and sim vEVENTQ LOG2SIZE.
+const QUEUE_SHIFT: u8 = 15;
+/// The guest StreamID the events are for.
+const VSID: u32 = 5;
+/// Events of the unmeasured warm-up storm.
+const WARMUP_EVENTS: u64 = 8 * BATCH as u64;
+/// A storm that makes no progress for this long failed.
+const STALL: Duration = Duration::from_secs(10);
+
+/// An F_TRANSLATION record for `vsid` at `iova`, as the kernel delivers it.
+fn fault(vsid: u32, iova: u64) -> [u64; 4] {
+    [u64::from(vsid) << 32 | 0x10, 1 << 35, iova, iova & !0xfff]
+}
+
+/// One read mode of the server.
+#[derive(Debug, Clone, Copy)]
+struct Mode {
+    /// Key suffix in the report.
+    key: &'static str,
+    /// `vsmmud` arguments selecting it.
+    args: &'static [&'static str],
+}
+
+const BATCHED: Mode = Mode {
+    key: "batched",
+    args: &["--veventq-read", "batched"],
+};
+const SEED_STYLE: Mode = Mode {
+    key: "seed_style",
+    args: &["--veventq-read", "single"],
+};
+
+/// What one measured storm gave.
+#[derive(Debug, Clone, Copy)]
+struct Storm {
+    events_per_s: f64,
+    read_calls: u64,
+    server_cpu_ns: Option<u64>,
+    lost: u64,
+}
+
+/// Runs the propagation benchmark for both modes and fills the report.
+pub fn run(bin: &Path, plan: &Plan, r: &mut Report) -> anyhow::Result<()> {
+    let mut rates = [Vec::new(), Vec::new()];
+    let mut reads = [0u64; 2];
+    let mut cpu = [Vec::new(), Vec::new()];
+    let mut lost = 0u64;
+    let mut latency = [
+        Samples::with_capacity(plan.latency_samples),
+        Samples::with_capacity(plan.latency_samples),
+    ];
+    // One server per mode and repetition, the modes alternating so that
+    // drift of a shared machine hits both alike.
+    for rep in 0..plan.storm_reps {
+        for (i, mode) in [BATCHED, SEED_STYLE].into_iter().enumerate() {
+            let mut d = boot_guest(bin, mode)?;
+            storm(&mut d, WARMUP_EVENTS).context("warm-up storm")?;
+            let s = storm(&mut d, plan.storm_events)
+                .with_context(|| format!("{} storm", mode.key))?;
+            rates[i].push(s.events_per_s);
+            reads[i] += s.read_calls;
+            if let Some(ns) = s.server_cpu_ns {
+                cpu[i].push(ns as f64 / plan.storm_events as f64);
+            }
+            lost += s.lost;
+            if rep == 0 {
+                latencies(&mut d, plan.latency_samples, &mut latency[i])
+                    .with_context(|| format!("{} latency", mode.key))?;
+            }
+        }
+    }
+    let total = plan.storm_events * plan.storm_reps as u64;
+    let rate = [median(&rates[0]), median(&rates[1])];
+    let per_1000 = |k: usize| reads[k] as f64 * 1000.0 / total as f64;
+    r.set("propagation_events", plan.storm_events as f64);
+    r.set("propagation_batch", BATCH as f64);
+    r.set("propagation_events_per_s_batched", rate[0]);
+    r.set("propagation_events_per_s_seed_style", rate[1]);
+    r.set("propagation_ratio", rate[0] / rate[1]);
+    r.set("read_syscalls_per_1000_events", per_1000(0));
+    r.set("read_syscalls_per_1000_events_seed_style", per_1000(1));
+    r.set(
+        "server_cpu_ns_per_event_batched",
+        median(&cpu[0]),
+    );
+    r.set(
+        "server_cpu_ns_per_event_seed_style",
+        median(&cpu[1]),
+    );
+    r.set(
+        "server_cpu_ratio",
+        median(&cpu[1]) / median(&cpu[0]),
+    );
+    r.set("propagation_events_lost", lost as f64);
+    r.set("propagation_latency_p50_us", latency[0].median_us());
+    r.set("propagation_latency_p99_us", latency[0].percentile_us(99.0));
+    r.set(
+        "propagation_latency_seed_style_p50_us",
+        latency[1].median_us(),
+    );
+    r.set(
+        "propagation_latency_seed_style_p99_us",
+        latency[1].percentile_us(99.0),
+    );
+    r.set("propagation_latency_samples", latency[0].len() as f64);
+    Ok(())
+}
+
+fn boot_guest(bin: &Path, mode: Mode) -> anyhow::Result<SmmuDriver> {
+    let depth = (1u32 << QUEUE_SHIFT).to_string();
+    let mut args = vec!["--sim-veventq-depth", depth.as_str()];
+    args.extend_from_slice(mode.args);
+    let opts = DriverOptions {
+        evtq_max_shift: QUEUE_SHIFT,
+        cons_per_entry: false,
+        ..DriverOptions::default()
+    };
+    let mut d = boot(bin, &args, 16 << 20, opts)?;
+    if d.evtq_layout().1 != QUEUE_SHIFT {
+        bail!(
+            "guest EVENTQ is 2^{}, wanted 2^{QUEUE_SHIFT}",
+            d.evtq_layout().1
+        );
+    }
+    d.client.attach_device(VSID, None).context("attach")?;
+    Ok(d)
+}
+
+/// Injects `total` events in batches and consumes them as the guest;
+/// returns the rate and the server-side costs of this storm alone.
+fn storm(d: &mut SmmuDriver, total: u64) -> anyhow::Result<Storm> {
+    let recs: Vec<[u64; 4]> = (0..BATCH as u64).map(|i| fault(VSID, i << 12)).collect();
+    let pid = d.client.server_pid().context("no server pid")?;
+    let s0 = d.client.stats()?;
+    let c0 = proc::cpu_ns(pid);
+    let t0 = Instant::now();
+    let (mut next, mut seen) = (0u64, 0u64);
+    let mut progress = Instant::now();
+    while seen < total {
+        if next < total && next - seen < WINDOW_BATCHES * BATCH as u64 {
+            let k = (total - next).min(BATCH as u64) as usize;
+            let (queued, dropped) = d.client.sim_inject(&recs[..k])?;
+            if dropped != 0 || queued as usize != k {
+                bail!("the sim vEVENTQ dropped {dropped} of {k} events");
+            }
+            next += k as u64;
+        }
+        let n = d.evtq_pass()?.events.len() as u64;
+        if n > 0 {
+            seen += n;
+            progress = Instant::now();
+        } else if progress.elapsed() > STALL {
+            bail!("stalled: {seen} of {total} events reached the guest");
+        }
+    }
+    let secs = t0.elapsed().as_secs_f64();
+    let c1 = proc::cpu_ns(pid);
+    let s1 = d.client.stats()?;
+    let delta = |k: &str| counter(&s1, k).saturating_sub(counter(&s0, k));
+    if delta("guest_events_written") != total {
+        bail!(
+            "the guest saw {seen} events but the server wrote {}",
+            delta("guest_events_written")
+        );
+    }
+    Ok(Storm {
+        events_per_s: total as f64 / secs,
+        read_calls: delta("veventq_read_calls"),
+        server_cpu_ns: c0.zip(c1).map(|(a, b)| b.saturating_sub(a)),
+        lost: delta("host_events_lost") + delta("guest_events_dropped"),
+    })
+}
+
+/// Injects one event at a time and spins on the guest's event-queue pass
+/// until it shows up: injection-to-guest latency samples.
+fn latencies(d: &mut SmmuDriver, n: usize, out: &mut Samples) -> anyhow::Result<()> {
+    for i in 0..n {
+        let rec = [fault(VSID, (i as u64) << 12)];
+        let t0 = Instant::now();
+        d.client.sim_inject(&rec)?;
+        loop {
+            let pass = d.evtq_pass()?;
+            if !pass.events.is_empty() {
+                if pass.events.len() != 1 || pass.events[0].raw != rec[0] {
+                    bail!("expected exactly the injected record, got {pass:?}");
+                }
+                break;
+            }
+            if t0.elapsed() > STALL {
+                bail!("event {i} never reached the guest");
+            }
+        }
+        out.push(t0.elapsed());
+    }
+    Ok(())
+}

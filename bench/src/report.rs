@@ -1,0 +1,394 @@
+//! The results: a flat set of named figures, printed as a table with the
+//! targets (reported, never asserted) and written as JSON.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+
+use crate::Plan;
+
+/// How a target compares its figure with its bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cmp {
+    /// The figure must be at least the bound.
+    AtLeast,
+    /// The figure must be at most the bound.
+    AtMost,
+    /// The figure must be below the bound.
+    Below,
+}
+
+/// One target of the issue: a figure, a comparison, a bound.
+#[derive(Debug, Clone, Copy)]
+struct Target {
+    name: &'static str,
+    key: &'static str,
+    cmp: Cmp,
+    bound: f64,
+}
+
+const TARGETS: [Target; 5] = [
+    Target {
+        name: "propagation >= 20x the seed-style read",
+        key: "propagation_ratio",
+        cmp: Cmp::AtLeast,
+        bound: 20.0,
+    },
+    Target {
+        name: "< 2 vEVENTQ reads per 1,000 events in a storm",
+        key: "read_syscalls_per_1000_events",
+        cmp: Cmp::Below,
+        bound: 2.0,
+    },
+    Target {
+        name: "MMIO round trip <= 1.3x the raw socket",
+        key: "mmio_rtt_ratio",
+        cmp: Cmp::AtMost,
+        bound: 1.3,
+    },
+    Target {
+        name: "<= 1 host invalidation call per 32 commands",
+        key: "host_calls_per_cmd_batched",
+        cmp: Cmp::AtMost,
+        bound: 1.0 / 32.0,
+    },
+    Target {
+        name: "idle RSS <= 8 MiB",
+        key: "idle_rss_kib",
+        cmp: Cmp::AtMost,
+        bound: 8192.0,
+    },
+];
+
+impl Target {
+    fn met(&self, v: f64) -> bool {
+        match self.cmp {
+            Cmp::AtLeast => v >= self.bound,
+            Cmp::AtMost => v <= self.bound,
+            Cmp::Below => v < self.bound,
+        }
+    }
+}
+
+/// Figures of one run.
+#[derive(Debug)]
+pub struct Report {
+    quick: bool,
+    vsmmud: PathBuf,
+    values: BTreeMap<String, f64>,
+}
+
+impl Report {
+    /// An empty report of a run with `plan` against `vsmmud`.
+    pub fn new(plan: &Plan, vsmmud: &Path) -> Self {
+        Report {
+            quick: plan.quick,
+            vsmmud: vsmmud.to_path_buf(),
+            values: BTreeMap::new(),
+        }
+    }
+
+    /// Records figure `key`.
+    pub fn set(&mut self, key: &str, v: f64) {
+        self.values.insert(key.to_string(), v);
+    }
+
+    /// Figure `key` (NaN when not measured).
+    pub fn get(&self, key: &str) -> f64 {
+        self.values.get(key).copied().unwrap_or(f64::NAN)
+    }
+
+    /// The JSON document: every figure at the top level (NaN as null),
+    /// plus `targets`, `mode`, `vsmmud` and `machine`.
+    pub fn json(&self) -> Value {
+        let mut m = serde_json::Map::new();
+        for (k, v) in &self.values {
+            m.insert(k.clone(), json!(v));
+        }
+        let targets: serde_json::Map<String, Value> = TARGETS
+            .iter()
+            .map(|t| {
+                let v = self.get(t.key);
+                (
+                    t.key.to_string(),
+                    json!({
+                        "target": t.name,
+                        "bound": t.bound,
+                        "value": v,
+                        "met": t.met(v),
+                    }),
+                )
+            })
+            .collect();
+        m.insert("targets".into(), Value::Object(targets));
+        m.insert(
+            "mode".into(),
+            json!(if self.quick { "quick" } else { "full" }),
+        );
+        m.insert("vsmmud".into(), json!(self.vsmmud.display().to_string()));
+        m.insert("machine".into(), machine());
+        Value::Object(m)
+    }
+
+    /// Writes [`Report::json`] to `path`, creating its directory.
+    pub fn write_json(&self, path: &Path) -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let mut text = serde_json::to_string_pretty(&self.json()).map_err(std::io::Error::other)?;
+        text.push('\n');
+        std::fs::write(path, text)
+    }
+
+    /// The human-readable table.
+    pub fn table(&self) -> String {
+        let g = |k: &str| self.get(k);
+        let mut t = Table::default();
+        t.row(
+            "host-event propagation, events/s",
+            num(g("propagation_events_per_s_batched")),
+            num(g("propagation_events_per_s_seed_style")),
+            ratio(g("propagation_ratio")),
+        );
+        t.row(
+            "  vEVENTQ read calls per 1,000 events",
+            fix(g("read_syscalls_per_1000_events"), 2),
+            fix(g("read_syscalls_per_1000_events_seed_style"), 1),
+            String::new(),
+        );
+        t.row(
+            "  server CPU per event, ns",
+            fix(g("server_cpu_ns_per_event_batched"), 0),
+            fix(g("server_cpu_ns_per_event_seed_style"), 0),
+            ratio(g("server_cpu_ratio")),
+        );
+        t.row(
+            "  inject-to-guest latency p50, us",
+            fix(g("propagation_latency_p50_us"), 1),
+            fix(g("propagation_latency_seed_style_p50_us"), 1),
+            String::new(),
+        );
+        t.row(
+            "  inject-to-guest latency p99, us",
+            fix(g("propagation_latency_p99_us"), 1),
+            fix(g("propagation_latency_seed_style_p99_us"), 1),
+            String::new(),
+        );
+        t.row(
+            "MMIO round trip (median), us",
+            fix(g("mmio_rtt_us"), 2),
+            fix(g("raw_socket_rtt_us"), 2),
+            ratio(g("mmio_rtt_ratio")),
+        );
+        t.row(
+            "  p99, us",
+            fix(g("mmio_rtt_p99_us"), 2),
+            fix(g("raw_socket_rtt_p99_us"), 2),
+            String::new(),
+        );
+        t.row(
+            "TLBI flood, sync every 64: cmds/s",
+            num(g("cmds_per_s_batched")),
+            num(g("cmds_per_s_unbatched")),
+            ratio(g("cmds_ratio")),
+        );
+        t.row(
+            "  host invalidation calls per command",
+            fix(g("host_calls_per_cmd_batched"), 4),
+            fix(g("host_calls_per_cmd_unbatched"), 4),
+            String::new(),
+        );
+        t.row(
+            "TLBI flood, sync every 1: cmds/s",
+            num(g("cmds_per_s_batched_n1")),
+            num(g("cmds_per_s_unbatched_n1")),
+            ratio(g("cmds_per_s_batched_n1") / g("cmds_per_s_unbatched_n1")),
+        );
+        t.row(
+            "  host invalidation calls per command",
+            fix(g("host_calls_per_cmd_batched_n1"), 4),
+            fix(g("host_calls_per_cmd_unbatched_n1"), 4),
+            String::new(),
+        );
+        t.row(
+            "idle RSS, KiB (anon / file / shmem)",
+            fix(g("idle_rss_kib"), 0),
+            format!(
+                "{} / {} / {}",
+                fix(g("idle_rss_anon_kib"), 0),
+                fix(g("idle_rss_file_kib"), 0),
+                fix(g("idle_rss_shmem_kib"), 0)
+            ),
+            String::new(),
+        );
+        t.row(
+            "startup to first VERSION reply, ms",
+            fix(g("startup_ms"), 2),
+            String::new(),
+            String::new(),
+        );
+
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "\nvsmmu-bench, {} run ({} CPUs, {})",
+            if self.quick { "quick" } else { "full" },
+            std::thread::available_parallelism().map_or(0, |n| n.get()),
+            cpu_model()
+        );
+        let _ = writeln!(
+            out,
+            "baselines: seed-style vEVENTQ read (--veventq-read single), raw socket \
+             ping-pong, one host call per command (--no-batch)\n"
+        );
+        out.push_str(&t.render(["", "vsmmud", "baseline", "ratio"]));
+        let _ = writeln!(out, "\ntargets (reported, not asserted):");
+        for tg in TARGETS {
+            let v = self.get(tg.key);
+            let _ = writeln!(
+                out,
+                "  [{}] {:<48} {}",
+                if tg.met(v) { " met  " } else { "NOT met" },
+                tg.name,
+                fix(v, 4)
+            );
+        }
+        out
+    }
+}
+
+/// A four-column text table.
+#[derive(Debug, Default)]
+struct Table {
+    rows: Vec<[String; 4]>,
+}
+
+impl Table {
+    fn row(&mut self, label: &str, ours: String, base: String, ratio: String) {
+        self.rows.push([label.to_string(), ours, base, ratio]);
+    }
+
+    fn render(&self, head: [&str; 4]) -> String {
+        let mut w = head.map(str::len);
+        for r in &self.rows {
+            for (i, c) in r.iter().enumerate() {
+                w[i] = w[i].max(c.chars().count());
+            }
+        }
+        let line = |c: [&str; 4]| {
+            format!(
+                "{:<w0$}  {:>w1$}  {:>w2$}  {:>w3$}\n",
+                c[0],
+                c[1],
+                c[2],
+                c[3],
+                w0 = w[0],
+                w1 = w[1],
+                w2 = w[2],
+                w3 = w[3]
+            )
+        };
+        let mut s = line(head);
+        for r in &self.rows {
+            s.push_str(&line([&r[0], &r[1], &r[2], &r[3]]));
+        }
+        s
+    }
+}
+
+/// A large number with thousands separators.
+fn num(v: f64) -> String {
+    if !v.is_finite() {
+        return "n/a".into();
+    }
+    let digits = format!("{:.0}", v.abs());
+    let mut out = String::new();
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    if v < 0.0 {
+        out.insert(0, '-');
+    }
+    out
+}
+
+/// A fixed-point number.
+fn fix(v: f64, decimals: usize) -> String {
+    if v.is_finite() {
+        format!("{v:.decimals$}")
+    } else {
+        "n/a".into()
+    }
+}
+
+/// A ratio such as `12.3x`.
+fn ratio(v: f64) -> String {
+    if v.is_finite() {
+        format!("{v:.2}x")
+    } else {
+        "n/a".into()
+    }
+}
+
+/// The CPU model name from `/proc/cpuinfo`.
+fn cpu_model() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into())
+}
+
+/// What machine the figures are from.
+fn machine() -> Value {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|s| s.trim().to_string())
+        .unwrap_or_default();
+    json!({
+        "cpus": std::thread::available_parallelism().map_or(0, |n| n.get()),
+        "cpu_model": cpu_model(),
+        "kernel": kernel,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formatting() {
+        assert_eq!(num(1234567.4), "1,234,567");
+        assert_eq!(num(999.0), "999");
+        assert_eq!(num(f64::NAN), "n/a");
+        assert_eq!(fix(1.25, 1), "1.2");
+        assert_eq!(ratio(20.0), "20.00x");
+    }
+
+    #[test]
+    fn targets_and_json() {
+        let plan = crate::Plan::new(true);
+        let mut r = Report::new(&plan, Path::new("/x/vsmmud"));
+        r.set("propagation_ratio", 25.0);
+        r.set("read_syscalls_per_1000_events", 2.0);
+        r.set("idle_rss_kib", 3000.0);
+        let j = r.json();
+        assert_eq!(j["propagation_ratio"], 25.0);
+        assert_eq!(j["targets"]["propagation_ratio"]["met"], true);
+        assert_eq!(j["targets"]["read_syscalls_per_1000_events"]["met"], false);
+        assert_eq!(j["targets"]["idle_rss_kib"]["met"], true);
+        // Not measured: null, not met.
+        assert_eq!(j["mmio_rtt_ratio"], Value::Null);
+        assert_eq!(j["targets"]["mmio_rtt_ratio"]["met"], false);
+        assert_eq!(j["mode"], "quick");
+        assert!(r.table().contains("NOT met"));
+    }
+}

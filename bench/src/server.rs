@@ -1,0 +1,53 @@
+//! Starting the `vsmmud` under test the way a VMM does: on a socketpair
+//! through `client-shim`, seccomp `kill` (its default), quiet logs.
+
+use std::path::Path;
+
+use anyhow::Context;
+use vsmmu_client::driver::{DriverOptions, SmmuDriver};
+use vsmmu_client::{Client, GuestRam, SpawnOptions};
+
+/// Guest RAM base (QEMU virt's RAM starts at 1 GiB).
+pub const RAM_BASE: u64 = 0x4000_0000;
+/// Where the driver's tables start in guest RAM.
+pub const TABLE_BASE: u64 = RAM_BASE + 0x10_0000;
+
+/// Spawn options: `bin` with `extra` arguments, logs at `warn`.
+pub fn options(bin: &Path, extra: &[&str]) -> SpawnOptions {
+    let mut o = SpawnOptions::new(bin);
+    o.seccomp = "kill".into();
+    o.args = ["--log-level", "warn"]
+        .iter()
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect();
+    o
+}
+
+/// Spawns `vsmmud` and negotiates with the vsmmu extension.
+pub fn client(bin: &Path, extra: &[&str]) -> anyhow::Result<Client> {
+    let mut c = Client::spawn(&options(bin, extra)).context("spawning vsmmud")?;
+    c.negotiate(true).context("VERSION negotiation")?;
+    Ok(c)
+}
+
+/// Spawns `vsmmud` and boots the SMMU with the model guest driver over
+/// `ram_size` bytes of fresh guest RAM.
+pub fn boot(
+    bin: &Path,
+    extra: &[&str],
+    ram_size: usize,
+    opts: DriverOptions,
+) -> anyhow::Result<SmmuDriver> {
+    let c = client(bin, extra)?;
+    let ram = GuestRam::new(RAM_BASE, ram_size).context("guest RAM")?;
+    SmmuDriver::probe(c, ram, TABLE_BASE, opts).context("driver probe")
+}
+
+/// One counter of a stats object (0 when absent).
+pub fn counter(stats: &serde_json::Value, name: &str) -> u64 {
+    stats
+        .get(name)
+        .and_then(serde_json::Value::as_u64)
+        .unwrap_or(0)
+}
