@@ -221,6 +221,7 @@ impl Server {
                 }
                 return Err(LoopError::Poll(e));
             }
+            let mut drained = false;
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(),
@@ -231,11 +232,16 @@ impl Server {
                             return Ok(());
                         }
                     }
-                    VEVENTQ => more_events = self.drain(),
+                    VEVENTQ => {
+                        more_events = self.drain();
+                        drained = true;
+                    }
                     _ => {}
                 }
             }
-            if events.is_empty() && more_events {
+            // Single-record mode: one more record per loop iteration, as
+            // a level-triggered handler reading one record per wakeup would.
+            if more_events && !drained {
                 more_events = self.drain();
             }
             if self.single_client && self.client.is_none() {

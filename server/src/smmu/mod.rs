@@ -12,6 +12,9 @@ pub mod evtq;
 pub mod ids;
 pub mod strtab;
 
+#[cfg(test)]
+mod tests;
+
 use vsmmu_protocol::smmu::regs::*;
 
 use crate::host::{HostIommu, HwInfo};

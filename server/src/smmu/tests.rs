@@ -1,0 +1,141 @@
+//! Model unit tests over a memfd-backed guest RAM and the sim host.
+
+use std::os::fd::OwnedFd;
+
+use nix::sys::memfd::{memfd_create, MFdFlags};
+use vsmmu_protocol::smmu::command::{Command, TlbiRange};
+use vsmmu_protocol::smmu::regs::*;
+
+use super::*;
+use crate::host::sim::{SimConfig, SimHost};
+
+const RAM: u64 = 0x4000_0000;
+const CMDQ: u64 = RAM + 0x1000;
+
+struct Rig {
+    smmu: Smmu,
+    host: SimHost,
+    mem: GuestRam,
+    irqs: Irqs,
+    stats: Stats,
+}
+
+fn memfd(size: u64) -> OwnedFd {
+    let fd = memfd_create("t", MFdFlags::MFD_CLOEXEC).unwrap();
+    nix::unistd::ftruncate(&fd, size as i64).unwrap();
+    fd
+}
+
+impl Rig {
+    fn new(cfg: SimConfig, batch: bool) -> Rig {
+        let host = SimHost::new(cfg);
+        let smmu = Smmu::new(SmmuConfig { batch, ..SmmuConfig::default() }, host.hw_info());
+        let mut mem = GuestRam::new(4);
+        mem.map(memfd(0x10_0000), 0, RAM, 0x10_0000, true).unwrap();
+        Rig { smmu, host, mem, irqs: Irqs::default(), stats: Stats::default() }
+    }
+
+    fn w(&mut self, off: u64, size: usize, v: u64) {
+        let mut ctx = Ctx { mem: &self.mem, host: &mut self.host, irqs: &mut self.irqs, stats: &mut self.stats };
+        self.smmu.write(off, size, v, &mut ctx);
+    }
+
+    fn r(&mut self, off: u64) -> u32 {
+        let mut ctx = Ctx { mem: &self.mem, host: &mut self.host, irqs: &mut self.irqs, stats: &mut self.stats };
+        self.smmu.read(off, 4, &mut ctx) as u32
+    }
+
+    /// Enables a 256-entry CMDQ at CMDQ.
+    fn cmdq_on(&mut self) {
+        self.w(CMDQ_BASE, 8, CMDQ | 8);
+        self.w(CR0, 4, CR0_CMDQEN.mask().into());
+    }
+
+    /// Writes `cmds` at the queue's PROD and rings the doorbell.
+    fn issue(&mut self, cmds: &[[u64; 2]]) {
+        let mut prod = self.r(CMDQ_PROD);
+        for c in cmds {
+            self.mem.write_u64s(CMDQ + u64::from(prod & 0xff) * 16, c).unwrap();
+            prod = (prod + 1) & 0x1ff;
+        }
+        self.w(CMDQ_PROD, 4, prod.into());
+    }
+}
+
+fn tlbi_va(i: u64) -> [u64; 2] {
+    Command::TlbiNhVa { vmid: 0, asid: 1, range: TlbiRange::va(i << 12, true) }.encode()
+}
+
+#[test]
+fn batches_are_ordered_and_flushed_before_sync() {
+    let mut rig = Rig::new(SimConfig::default(), true);
+    rig.cmdq_on();
+    let mut cmds: Vec<[u64; 2]> = (0..5).map(tlbi_va).collect();
+    cmds.push(Command::sync_sev().encode());
+    cmds.extend((5..8).map(tlbi_va));
+    cmds.push(Command::sync_sev().encode());
+    rig.issue(&cmds);
+    assert_eq!(rig.r(CMDQ_CONS), 10);
+    // Two calls (one per run before each CMD_SYNC), entries in order.
+    assert_eq!(rig.host.invalidate_calls(), 2);
+    let log: Vec<[u64; 2]> = rig.host.invalidation_log().copied().collect();
+    assert_eq!(log, (0..8).map(tlbi_va).collect::<Vec<_>>());
+    assert_eq!(rig.stats.host_invalidate_calls, 2);
+    assert_eq!(rig.stats.cmd_syncs, 2);
+}
+
+#[test]
+fn unbatched_is_one_call_per_command() {
+    let mut rig = Rig::new(SimConfig::default(), false);
+    rig.cmdq_on();
+    rig.issue(&(0..8).map(tlbi_va).collect::<Vec<_>>());
+    assert_eq!(rig.host.invalidate_calls(), 8);
+}
+
+#[test]
+fn host_failure_points_cons_at_the_failing_command() {
+    let cfg = SimConfig { reject_opcode: Some(0x13), ..SimConfig::default() };
+    let mut rig = Rig::new(cfg, true);
+    rig.cmdq_on();
+    let mut cmds: Vec<[u64; 2]> = (0..4).map(tlbi_va).collect();
+    cmds.push(Command::TlbiNhVaa { vmid: 0, range: TlbiRange::va(0, true) }.encode());
+    cmds.extend((4..6).map(tlbi_va));
+    rig.issue(&cmds);
+    assert_eq!(rig.r(CMDQ_CONS), 1 << 24 | 4);
+    assert_eq!(rig.r(GERROR), GERROR_CMDQ_ERR);
+    // The four before it were handled, in order.
+    let log: Vec<[u64; 2]> = rig.host.invalidation_log().copied().collect();
+    assert_eq!(log, (0..4).map(tlbi_va).collect::<Vec<_>>());
+    // Stalled until acknowledged.
+    rig.w(CMDQ_PROD, 4, 7);
+    assert_eq!(rig.r(CMDQ_CONS) & 0xff, 4);
+    // Fix the entry (a CMD_SYNC) and acknowledge: the rest runs.
+    rig.mem.write_u64s(CMDQ + 4 * 16, &Command::sync_sev().encode()).unwrap();
+    rig.w(GERRORN, 4, GERROR_CMDQ_ERR.into());
+    assert_eq!(rig.r(CMDQ_CONS), 1 << 24 | 7);
+}
+
+#[test]
+fn illegal_command_after_a_batch_flushes_the_batch_first() {
+    let mut rig = Rig::new(SimConfig::default(), true);
+    rig.cmdq_on();
+    rig.issue(&[tlbi_va(1), tlbi_va(2), [0x7f, 0]]);
+    assert_eq!(rig.r(CMDQ_CONS), 1 << 24 | 2);
+    assert_eq!(rig.host.invalidation_log().count(), 2);
+}
+
+#[test]
+fn gerror_toggles_once_until_acknowledged() {
+    let mut rig = Rig::new(SimConfig::default(), true);
+    rig.cmdq_on();
+    rig.issue(&[[0x7f, 0]]);
+    assert_eq!((rig.r(GERROR), rig.r(GERRORN)), (1, 0));
+    // More doorbells while the error is active change nothing.
+    rig.issue(&[]);
+    assert_eq!((rig.r(GERROR), rig.r(GERRORN)), (1, 0));
+    // Acknowledging without fixing the entry resumes at CONS: the same
+    // illegal command raises the error again at once.
+    rig.w(GERRORN, 4, 1);
+    assert_eq!((rig.r(GERROR), rig.r(GERRORN)), (0, 1));
+    assert_eq!(rig.stats.cmd_errors, 2);
+}
