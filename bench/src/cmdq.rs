@@ -28,7 +28,10 @@ struct Flood {
 
 /// Runs the floods and fills the report.
 pub fn run(bin: &Path, plan: &Plan, r: &mut Report) -> anyhow::Result<()> {
-    for (n, total, suffix) in [(64usize, plan.flood_cmds, ""), (1, plan.flood_cmds_n1, "_n1")] {
+    for (n, total, suffix) in [
+        (64usize, plan.flood_cmds, ""),
+        (1, plan.flood_cmds_n1, "_n1"),
+    ] {
         for (mode, args) in [("batched", &[][..]), ("unbatched", &["--no-batch"][..])] {
             let mut d = boot(bin, args, 16 << 20, DriverOptions::default())?;
             let f = flood(&mut d, n, total)?;

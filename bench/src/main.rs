@@ -72,7 +72,7 @@ enum Mode {
 pub struct Plan {
     /// `--quick` was given.
     pub quick: bool,
-    /// Events per propagation storm.
+    /// Events per propagation storm (whole injection batches).
     pub storm_events: u64,
     /// Storms per read mode (the median rate is reported).
     pub storm_reps: usize,
@@ -93,7 +93,7 @@ impl Plan {
         if quick {
             Plan {
                 quick,
-                storm_events: 20_000,
+                storm_events: 20 * 1024,
                 storm_reps: 1,
                 latency_samples: 300,
                 rtt_samples: 3_000,
@@ -104,7 +104,7 @@ impl Plan {
         } else {
             Plan {
                 quick,
-                storm_events: 200_000,
+                storm_events: 200 * 1024,
                 storm_reps: 3,
                 latency_samples: 3_000,
                 rtt_samples: 30_000,
@@ -122,8 +122,8 @@ fn main() -> anyhow::Result<()> {
         return echo::serve_stdin();
     }
     let plan = Plan::new(args.quick);
-    let t0 = Instant::now();
     let bin = locate::vsmmud(args.vsmmud.clone(), !args.no_build)?;
+    let t0 = Instant::now();
     eprintln!(
         "vsmmu-bench ({} run) against {}",
         if plan.quick { "quick" } else { "full" },

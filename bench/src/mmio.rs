@@ -31,7 +31,10 @@ fn region_read_request() -> anyhow::Result<[u8; REQUEST]> {
     let msg = Message::command(1, Command::RegionRead).push(&a).finish();
     match <[u8; REQUEST]>::try_from(msg.as_slice()) {
         Ok(req) => Ok(req),
-        Err(_) => bail!("a REGION_READ request is {} bytes, not {REQUEST}", msg.len()),
+        Err(_) => bail!(
+            "a REGION_READ request is {} bytes, not {REQUEST}",
+            msg.len()
+        ),
     }
 }
 

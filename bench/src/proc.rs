@@ -60,7 +60,11 @@ pub fn cpu_ns(pid: u32) -> Option<u64> {
         let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) else {
             continue;
         };
-        if let Some(ns) = s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()) {
+        if let Some(ns) = s
+            .split_whitespace()
+            .next()
+            .and_then(|v| v.parse::<u64>().ok())
+        {
             total = total.saturating_add(ns);
             any = true;
         }
@@ -78,6 +82,20 @@ pub fn cpu_ns(pid: u32) -> Option<u64> {
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
     let hz = u64::try_from(hz).ok().filter(|&h| h > 0)?;
     Some(ticks * 1_000_000_000 / hz)
+}
+
+/// Mean cost of one `read(2)` of a 40-byte vEVENTQ record's size from
+/// `/dev/zero` on this machine, in nanoseconds: what a kernel-backed read
+/// costs that the sim's in-process read does not.
+pub fn read_syscall_ns(n: u32) -> anyhow::Result<f64> {
+    use std::io::Read;
+    let mut f = std::fs::File::open("/dev/zero").context("/dev/zero")?;
+    let mut buf = [0u8; 40];
+    let t0 = std::time::Instant::now();
+    for _ in 0..n {
+        f.read_exact(std::hint::black_box(&mut buf))?;
+    }
+    Ok(t0.elapsed().as_nanos() as f64 / f64::from(n.max(1)))
 }
 
 #[cfg(test)]

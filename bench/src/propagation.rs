@@ -62,6 +62,7 @@ struct Storm {
     events_per_s: f64,
     read_calls: u64,
     server_cpu_ns: Option<u64>,
+    guest_cpu_ns: Option<u64>,
     lost: u64,
 }
 
@@ -72,21 +73,25 @@ pub fn run(bin: &Path, plan: &Plan, r: &mut Report) -> anyhow::Result<()> {
     let mut cpu = [Vec::new(), Vec::new()];
     let mut lost = 0u64;
     let mut latency = [
-        Samples::with_capacity(plan.latency_samples),
-        Samples::with_capacity(plan.latency_samples),
+        Latency::new(plan.latency_samples),
+        Latency::new(plan.latency_samples),
     ];
+    let mut guest_cpu = [Vec::new(), Vec::new()];
     // One server per mode and repetition, the modes alternating so that
     // drift of a shared machine hits both alike.
     for rep in 0..plan.storm_reps {
         for (i, mode) in [BATCHED, SEED_STYLE].into_iter().enumerate() {
             let mut d = boot_guest(bin, mode)?;
             storm(&mut d, WARMUP_EVENTS).context("warm-up storm")?;
-            let s = storm(&mut d, plan.storm_events)
-                .with_context(|| format!("{} storm", mode.key))?;
+            let s =
+                storm(&mut d, plan.storm_events).with_context(|| format!("{} storm", mode.key))?;
             rates[i].push(s.events_per_s);
             reads[i] += s.read_calls;
             if let Some(ns) = s.server_cpu_ns {
                 cpu[i].push(ns as f64 / plan.storm_events as f64);
+            }
+            if let Some(ns) = s.guest_cpu_ns {
+                guest_cpu[i].push(ns as f64 / plan.storm_events as f64);
             }
             lost += s.lost;
             if rep == 0 {
@@ -105,30 +110,36 @@ pub fn run(bin: &Path, plan: &Plan, r: &mut Report) -> anyhow::Result<()> {
     r.set("propagation_ratio", rate[0] / rate[1]);
     r.set("read_syscalls_per_1000_events", per_1000(0));
     r.set("read_syscalls_per_1000_events_seed_style", per_1000(1));
-    r.set(
-        "server_cpu_ns_per_event_batched",
-        median(&cpu[0]),
-    );
-    r.set(
-        "server_cpu_ns_per_event_seed_style",
-        median(&cpu[1]),
-    );
-    r.set(
-        "server_cpu_ratio",
-        median(&cpu[1]) / median(&cpu[0]),
-    );
+    r.set("server_cpu_ns_per_event_batched", median(&cpu[0]));
+    r.set("server_cpu_ns_per_event_seed_style", median(&cpu[1]));
+    r.set("server_cpu_ratio", median(&cpu[1]) / median(&cpu[0]));
     r.set("propagation_events_lost", lost as f64);
-    r.set("propagation_latency_p50_us", latency[0].median_us());
-    r.set("propagation_latency_p99_us", latency[0].percentile_us(99.0));
+    r.set("read_syscall_ns", proc::read_syscall_ns(100_000)?);
+    r.set("guest_cpu_ns_per_event_batched", median(&guest_cpu[0]));
+    r.set("guest_cpu_ns_per_event_seed_style", median(&guest_cpu[1]));
+    for (k, l) in ["", "_seed_style"].into_iter().zip(latency.iter_mut()) {
+        r.set(
+            &format!("propagation_latency{k}_p50_us"),
+            l.seen.median_us(),
+        );
+        r.set(
+            &format!("propagation_latency{k}_p99_us"),
+            l.seen.percentile_us(99.0),
+        );
+        r.set(
+            &format!("propagation_irq_latency{k}_p50_us"),
+            l.irq.median_us(),
+        );
+        r.set(
+            &format!("propagation_irq_latency{k}_p99_us"),
+            l.irq.percentile_us(99.0),
+        );
+    }
+    r.set("propagation_latency_samples", plan.latency_samples as f64);
     r.set(
-        "propagation_latency_seed_style_p50_us",
-        latency[1].median_us(),
+        "propagation_irq_missing",
+        (latency[0].irq_missing + latency[1].irq_missing) as f64,
     );
-    r.set(
-        "propagation_latency_seed_style_p99_us",
-        latency[1].percentile_us(99.0),
-    );
-    r.set("propagation_latency_samples", latency[0].len() as f64);
     Ok(())
 }
 
@@ -159,6 +170,7 @@ fn storm(d: &mut SmmuDriver, total: u64) -> anyhow::Result<Storm> {
     let pid = d.client.server_pid().context("no server pid")?;
     let s0 = d.client.stats()?;
     let c0 = proc::cpu_ns(pid);
+    let g0 = proc::cpu_ns(std::process::id());
     let t0 = Instant::now();
     let (mut next, mut seen) = (0u64, 0u64);
     let mut progress = Instant::now();
@@ -181,6 +193,7 @@ fn storm(d: &mut SmmuDriver, total: u64) -> anyhow::Result<Storm> {
     }
     let secs = t0.elapsed().as_secs_f64();
     let c1 = proc::cpu_ns(pid);
+    let g1 = proc::cpu_ns(std::process::id());
     let s1 = d.client.stats()?;
     let delta = |k: &str| counter(&s1, k).saturating_sub(counter(&s0, k));
     if delta("guest_events_written") != total {
@@ -193,18 +206,53 @@ fn storm(d: &mut SmmuDriver, total: u64) -> anyhow::Result<Storm> {
         events_per_s: total as f64 / secs,
         read_calls: delta("veventq_read_calls"),
         server_cpu_ns: c0.zip(c1).map(|(a, b)| b.saturating_sub(a)),
+        guest_cpu_ns: g0.zip(g1).map(|(a, b)| b.saturating_sub(a)),
         lost: delta("host_events_lost") + delta("guest_events_dropped"),
     })
 }
 
-/// Injects one event at a time and spins on the guest's event-queue pass
-/// until it shows up: injection-to-guest latency samples.
-fn latencies(d: &mut SmmuDriver, n: usize, out: &mut Samples) -> anyhow::Result<()> {
+/// Latency samples of one read mode.
+#[derive(Debug)]
+struct Latency {
+    /// Injection until the guest's event-queue pass returned the record.
+    seen: Samples,
+    /// Injection until the EVTQ interrupt eventfd was signalled.
+    irq: Samples,
+    /// Events whose interrupt did not come within the wait.
+    irq_missing: u64,
+}
+
+impl Latency {
+    fn new(n: usize) -> Self {
+        Latency {
+            seen: Samples::with_capacity(n),
+            irq: Samples::with_capacity(n),
+            irq_missing: 0,
+        }
+    }
+}
+
+/// Injects one event at a time and waits as Linux's interrupt-driven
+/// event thread does, but spinning: on the EVTQ interrupt eventfd, then on
+/// event-queue passes (each reads EVENTQ_PROD) until the record shows up.
+/// Without an interrupt within 2 ms the passes start anyway.
+fn latencies(d: &mut SmmuDriver, n: usize, out: &mut Latency) -> anyhow::Result<()> {
+    const IRQ_WAIT: Duration = Duration::from_millis(2);
     for i in 0..n {
         let rec = [fault(VSID, (i as u64) << 12)];
+        d.irq_count(0);
         let t0 = Instant::now();
         d.client.sim_inject(&rec)?;
+        let mut irq = None;
         loop {
+            if irq.is_none() {
+                if d.irq_count(0) > 0 {
+                    irq = Some(t0.elapsed());
+                } else if t0.elapsed() < IRQ_WAIT {
+                    std::hint::spin_loop();
+                    continue;
+                }
+            }
             let pass = d.evtq_pass()?;
             if !pass.events.is_empty() {
                 if pass.events.len() != 1 || pass.events[0].raw != rec[0] {
@@ -216,7 +264,11 @@ fn latencies(d: &mut SmmuDriver, n: usize, out: &mut Samples) -> anyhow::Result<
                 bail!("event {i} never reached the guest");
             }
         }
-        out.push(t0.elapsed());
+        out.seen.push(t0.elapsed());
+        match irq {
+            Some(t) => out.irq.push(t),
+            None => out.irq_missing += 1,
+        }
     }
     Ok(())
 }

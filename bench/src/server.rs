@@ -4,8 +4,11 @@
 use std::path::Path;
 
 use anyhow::Context;
+use clap::Parser;
 use vsmmu_client::driver::{DriverOptions, SmmuDriver};
 use vsmmu_client::{Client, GuestRam, SpawnOptions};
+use vsmmu_server::args::Args;
+use vsmmu_server::config::Config;
 
 /// Guest RAM base (QEMU virt's RAM starts at 1 GiB).
 pub const RAM_BASE: u64 = 0x4000_0000;
@@ -24,8 +27,22 @@ pub fn options(bin: &Path, extra: &[&str]) -> SpawnOptions {
     o
 }
 
+/// Checks a command line with `vsmmud`'s own parser and validation, as
+/// `Client::spawn` will give it (`--fd 3 --seccomp kill` first).
+pub fn check_args(extra: &[&str]) -> anyhow::Result<()> {
+    let o = options(Path::new("vsmmud"), extra);
+    let argv = ["vsmmud", "--fd", "3", "--seccomp", &o.seccomp]
+        .into_iter()
+        .map(String::from)
+        .chain(o.args);
+    let args = Args::try_parse_from(argv).map_err(|e| anyhow::anyhow!("{e}"))?;
+    Config::try_from(args).with_context(|| format!("vsmmud arguments {extra:?}"))?;
+    Ok(())
+}
+
 /// Spawns `vsmmud` and negotiates with the vsmmu extension.
 pub fn client(bin: &Path, extra: &[&str]) -> anyhow::Result<Client> {
+    check_args(extra)?;
     let mut c = Client::spawn(&options(bin, extra)).context("spawning vsmmud")?;
     c.negotiate(true).context("VERSION negotiation")?;
     Ok(c)
@@ -50,4 +67,18 @@ pub fn counter(stats: &serde_json::Value, name: &str) -> u64 {
         .get(name)
         .and_then(serde_json::Value::as_u64)
         .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn command_lines_are_checked() {
+        check_args(&[]).unwrap();
+        check_args(&["--veventq-read", "single", "--sim-veventq-depth", "32768"]).unwrap();
+        check_args(&["--no-batch"]).unwrap();
+        assert!(check_args(&["--sim-veventq-depth", "0"]).is_err());
+        assert!(check_args(&["--no-such-option"]).is_err());
+    }
 }

@@ -269,6 +269,32 @@ impl Client {
         Ok(reply)
     }
 
+    /// Sends `payloads` as back-to-back `command` messages without waiting,
+    /// then collects the replies in order (errors become `Err` entries are
+    /// not separated: an error reply fails the whole call).
+    pub fn pipeline(&mut self, command: Command, payloads: &[Vec<u8>]) -> Result<Vec<Vec<u8>>> {
+        let first = self.next_id;
+        let mut batch = Vec::new();
+        for p in payloads {
+            let id = self.id();
+            batch.extend(Message::command(id, command).bytes(p).finish());
+        }
+        self.send_raw(&batch, &[])?;
+        let mut out = Vec::with_capacity(payloads.len());
+        for k in 0..payloads.len() {
+            let (hdr, reply) = self.recv_raw()?;
+            let id = first.wrapping_add(k as u16);
+            if hdr.msg_id != id || hdr.command != command as u16 {
+                return Err(ClientError::Protocol(format!("reply {} to request {id}", hdr.msg_id)));
+            }
+            if hdr.is_error() {
+                return Err(ClientError::Remote { command, errno: hdr.error_no as i32 });
+            }
+            out.push(reply);
+        }
+        Ok(out)
+    }
+
     /// Sends a command without asking for a reply.
     pub fn post(&mut self, command: Command, payload: &[u8]) -> Result<()> {
         let id = self.id();

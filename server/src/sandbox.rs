@@ -1,11 +1,994 @@
-//! seccomp sandbox (being written).
+//! The seccomp sandbox of `vsmmud`.
+//!
+//! [`crate::run`] applies the filter once setup is over (the socket is
+//! bound or inherited, the signalfd and the host backend are open) and
+//! before the first client is served. From then on the process only serves:
+//! it never opens a path, creates a socket, executes a program or starts a
+//! thread, and a client (or a guest behind it) that takes control of it
+//! finds the kernel closed to everything else.
+//!
+//! The rules follow cloud-hypervisor's `vmm/src/seccomp_filters.rs`: one
+//! rule table per thread role ([`Thread`]; vsmmud has one thread, the
+//! serving thread), built with `seccompiler`, with argument conditions where
+//! they narrow what a call can do.
+//!
+//! `--seccomp` picks what a forbidden syscall does ([`SeccompMode`]):
+//! `kill` (default) kills the process (`SECCOMP_RET_KILL_PROCESS`, seen as
+//! SIGSYS); `trap` raises SIGSYS, whose handler prints
+//! `vsmmud: seccomp: forbidden syscall N (name)` on stderr and exits with
+//! status 31; `log` lets the call through and the kernel logs it
+//! (`SECCOMP_RET_LOG`, for finding a missing rule); `off` applies nothing.
+//!
+//! # Allowed syscalls and why (the serving thread)
+//!
+//! Any syscall not in this table is refused. Argument conditions compare the
+//! low 32 bits of the argument.
+//!
+//! | syscall | arguments allowed | why |
+//! |---|---|---|
+//! | `epoll_wait`, `epoll_pwait` | any | mio `Poll::poll`, the event loop's only wait (aarch64 has only `epoll_pwait`) |
+//! | `epoll_ctl` | any | register and deregister the client connection and the vEVENTQ fd as they come and go |
+//! | `accept4` | flags = `SOCK_CLOEXEC \| SOCK_NONBLOCK` | accept a client on the listening socket (mio) |
+//! | `recvmsg` | flags = `MSG_CMSG_CLOEXEC \| MSG_DONTWAIT` | read vfio-user messages and the fds they carry (SCM_RIGHTS: memfds, eventfds, VFIO cdevs) |
+//! | `sendmsg` | flags = `MSG_DONTWAIT \| MSG_NOSIGNAL` | send replies, never blocking, EPIPE instead of SIGPIPE |
+//! | `read` | any | the signalfd (SIGTERM/SIGINT), the vEVENTQ fd, the sim's vEVENTQ eventfd |
+//! | `write` | any | signal the client's irq eventfds and the sim's vEVENTQ eventfd; log lines to stderr (env_logger); the SIGSYS report |
+//! | `close` | any | drop received fds, a departed client, unmapped memfds, a freed vEVENTQ |
+//! | `fcntl` | cmd = `F_GETFD` or `F_GETFL` | std checks that an fd is open before closing it (debug builds) |
+//! | `statx` | flags with `AT_EMPTY_PATH`, or a NULL path | DMA_MAP: `File::metadata` of the received memfd (type, size); std's one-time statx probe |
+//! | `fstat`, `newfstatat` | `newfstatat`: flags with `AT_EMPTY_PATH` | the same where libc or the kernel has no statx |
+//! | `mmap` | prot without `PROT_EXEC` | DMA_MAP: map the memfd `MAP_SHARED` (vm-memory); anonymous memory for the allocator |
+//! | `mprotect` | prot without `PROT_EXEC` | the allocator (glibc heap growth) |
+//! | `munmap` | any | DMA_UNMAP and a departed client's mappings; the allocator |
+//! | `mremap`, `madvise`, `brk` | any | the allocator (realloc of large buffers, returning memory, the heap) |
+//! | `eventfd2` | flags = `EFD_CLOEXEC \| EFD_NONBLOCK`; sim backend only | the sim allocates its vEVENTQ, an eventfd, when the guest sets EVENTQEN |
+//! | `ioctl` | request = one of `IOMMU_DESTROY`, `IOMMU_IOAS_ALLOC`, `IOMMU_IOAS_MAP`, `IOMMU_IOAS_UNMAP`, `IOMMU_HWPT_ALLOC`, `IOMMU_GET_HW_INFO`, `IOMMU_HWPT_INVALIDATE`, `IOMMU_VIOMMU_ALLOC`, `IOMMU_VDEVICE_ALLOC`, `IOMMU_VEVENTQ_ALLOC`, `VFIO_DEVICE_BIND_IOMMUFD`, `VFIO_DEVICE_ATTACH_IOMMUFD_PT`, `VFIO_DEVICE_DETACH_IOMMUFD_PT`; iommufd backend only | the iommufd backend: guest RAM into the IOAS at DMA_MAP, device bind/attach, nested HWPTs from vSTEs, vIOMMU/vDEVICE/vEVENTQ allocation, invalidations, teardown |
+//! | `clock_gettime` | any | log timestamps (the vDSO normally answers without a syscall) |
+//! | `getrandom` | any | std `HashMap` seeds, should the first one be built while serving |
+//! | `futex` | op = `FUTEX_WAIT_PRIVATE`, `FUTEX_WAKE_PRIVATE` or `FUTEX_WAIT_BITSET_PRIVATE` | std and libc locks (stderr, `Once`); they enter the kernel only when contended |
+//! | `rt_sigreturn` | any | return from a signal handler |
+//! | `rt_sigprocmask` | any | `abort()` (a panic in a `Drop`, an allocation failure) unblocks SIGABRT |
+//! | `rt_sigaction` | signal = SIGABRT, SIGSEGV or SIGBUS | `abort()` and std's stack-overflow handler reset the action so a crash shows its real signal |
+//! | `sigaltstack` | any | std frees the main thread's signal stack at exit |
+//! | `getpid`, `gettid` | any | `abort()` names its own thread |
+//! | `tgkill` | tgid = vsmmud's pid, signal = SIGABRT | `abort()` raises SIGABRT on itself; no other signal, no other process |
+//! | `restart_syscall` | any | the kernel resumes a call interrupted by SIGSTOP/SIGCONT |
+//! | `unlinkat`, `unlink` (x86_64) | `unlinkat`: flags = 0 | remove the listening socket's path at exit (SIGTERM/SIGINT) |
+//! | `exit`, `exit_group` | any | exit |
+//!
+//! Refused, among everything else: `open`/`openat`/`openat2`/`creat` (no
+//! path is opened after setup: guest RAM, eventfds and VFIO devices arrive
+//! as fds), `socket`, `socketpair`, `connect`, `bind`, `listen`, `execve`,
+//! `execveat`, `fork`/`vfork`/`clone`/`clone3` (no thread or child),
+//! `ptrace`, `process_vm_readv`/`writev`, `kill`/`tkill` and `tgkill` other
+//! than SIGABRT to itself, `memfd_create`, `prctl`, `seccomp`, `mount`,
+//! `ioctl` other than the iommufd requests (also `TCGETS`: env_logger probes
+//! the terminal once, at startup, before the filter; `FIONBIO`/`FIOCLEX`:
+//! accept4 and recvmsg flags make them unneeded), executable mappings, and
+//! `eventfd2` with the iommufd backend.
 
-use crate::args::SeccompMode;
+use std::collections::BTreeMap;
+use std::ffi::{c_int, c_long, c_uint, c_void};
 
-/// Applies the filter for `mode` to the calling thread.
-pub fn apply(mode: SeccompMode) -> anyhow::Result<()> {
-    if mode != SeccompMode::Off {
-        log::warn!("seccomp {mode:?} requested: filter not built yet");
-    }
+use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
+use seccompiler::SeccompCmpOp::{Eq, MaskedEq};
+use seccompiler::{
+    BackendError, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
+use vsmmu_protocol::iommufd as uapi;
+
+use crate::args::{HostKind, SeccompMode};
+
+/// Exit status of the process after a trapped syscall (`--seccomp trap`).
+pub const TRAP_EXIT_CODE: c_int = 31;
+
+/// The threads of `vsmmud`, by what they do; each has its rule table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Thread {
+    /// The main thread after setup: the event loop, the device model and
+    /// the host backend. vsmmud has no other thread.
+    Serving,
+}
+
+/// Why the sandbox could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    /// Only x86_64 and aarch64 have a rule table.
+    #[error("seccomp: no filter for the {0} architecture (x86_64 and aarch64 only); use --seccomp off")]
+    Arch(&'static str),
+    /// seccompiler refused the rules.
+    #[error("seccomp: building the {thread:?} thread filter: {err}")]
+    Build {
+        /// The thread role.
+        thread: Thread,
+        /// The error.
+        err: BackendError,
+    },
+    /// The SIGSYS handler of `--seccomp trap`.
+    #[error("seccomp: installing the SIGSYS handler: {0}")]
+    Sigaction(nix::Error),
+    /// The kernel refused the filter.
+    #[error("seccomp: loading the filter: {0}")]
+    Load(seccompiler::Error),
+}
+
+/// Applies the serving-thread filter for `mode` to the process, allowing
+/// the iommufd ioctls whatever the backend. Prefer [`apply_for`], which
+/// allows them only to the iommufd backend.
+pub fn apply(mode: SeccompMode) -> Result<(), SandboxError> {
+    apply_for(mode, HostKind::Iommufd)
+}
+
+/// Applies the serving-thread filter for `mode` and the `host` backend to
+/// every thread of the process (TSYNC). `off` only logs a warning.
+pub fn apply_for(mode: SeccompMode, host: HostKind) -> Result<(), SandboxError> {
+    let Some(program) = build(Thread::Serving, mode, host)? else {
+        log::warn!("running without seccomp");
+        return Ok(());
+    };
+    install(mode, &program)?;
+    log::info!(
+        "seccomp: {} filter applied ({} BPF instructions, {host:?} backend)",
+        match mode {
+            SeccompMode::Kill => "kill",
+            SeccompMode::Trap => "trap",
+            SeccompMode::Log => "log",
+            SeccompMode::Off => "no",
+        },
+        program.len()
+    );
     Ok(())
+}
+
+/// Compiles the filter of `thread` for `mode` and `host`; `None` for `off`.
+/// Nothing is applied.
+pub fn build(thread: Thread, mode: SeccompMode, host: HostKind) -> Result<Option<BpfProgram>, SandboxError> {
+    let forbidden = match mode {
+        SeccompMode::Kill => SeccompAction::KillProcess,
+        SeccompMode::Trap => SeccompAction::Trap,
+        SeccompMode::Log => SeccompAction::Log,
+        SeccompMode::Off => return Ok(None),
+    };
+    let arch = match std::env::consts::ARCH {
+        "x86_64" => TargetArch::x86_64,
+        "aarch64" => TargetArch::aarch64,
+        other => return Err(SandboxError::Arch(other)),
+    };
+    let build_err = |err| SandboxError::Build { thread, err };
+    let rules: BTreeMap<i64, Vec<SeccompRule>> = rule_table(thread, host, std::process::id())
+        .map_err(build_err)?
+        .into_iter()
+        .map(|a| (a.nr, a.rules))
+        .collect();
+    let filter = SeccompFilter::new(rules, forbidden, SeccompAction::Allow, arch).map_err(build_err)?;
+    BpfProgram::try_from(filter).map(Some).map_err(build_err)
+}
+
+/// Installs `program` (built for `mode`) on every thread, with the SIGSYS
+/// handler first in trap mode. Makes only system calls, no allocation: a
+/// forked child may call it.
+fn install(mode: SeccompMode, program: &BpfProgram) -> Result<(), SandboxError> {
+    if mode == SeccompMode::Trap {
+        install_sigsys_handler()?;
+    }
+    seccompiler::apply_filter_all_threads(program).map_err(SandboxError::Load)
+}
+
+// ---------------------------------------------------------------------------
+// The rule tables
+// ---------------------------------------------------------------------------
+
+/// One allowed syscall: unconditionally when `rules` is empty, else when
+/// any rule holds.
+struct Allowed {
+    nr: i64,
+    /// `SYS_<name>`.
+    sys: &'static str,
+    rules: Vec<SeccompRule>,
+}
+
+impl Allowed {
+    fn name(&self) -> &'static str {
+        self.sys.strip_prefix("SYS_").unwrap_or(self.sys)
+    }
+}
+
+/// `allow!(SYS_x)`: always; `allow!(SYS_x, rule, ...)`: when a rule holds.
+macro_rules! allow {
+    ($sys:ident $(, $rule:expr)* $(,)?) => {
+        Allowed {
+            nr: i64::from(libc::$sys),
+            sys: stringify!($sys),
+            rules: vec![$($rule),*],
+        }
+    };
+}
+
+/// A rule that holds when all its conditions do (cloud-hypervisor's `and!`).
+macro_rules! and {
+    ($($cond:expr),+ $(,)?) => {
+        SeccompRule::new(vec![$($cond?),+])?
+    };
+}
+
+/// Argument `arg` (its low 32 bits) compares to `value` by `op`.
+fn arg(arg: u8, op: SeccompCmpOp, value: u64) -> Result<SeccompCondition, BackendError> {
+    SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, value)
+}
+
+/// Argument `arg` (its low 32 bits) equals `value`.
+fn arg_eq(index: u8, value: impl Into<i64>) -> Result<SeccompCondition, BackendError> {
+    arg(index, Eq, value.into() as u64 & 0xffff_ffff)
+}
+
+/// Argument `arg` has none of the bits of `mask`.
+fn arg_clear(index: u8, mask: c_int) -> Result<SeccompCondition, BackendError> {
+    arg(index, MaskedEq(mask as u64), 0)
+}
+
+/// Argument `arg` has every bit of `mask`.
+fn arg_set(index: u8, mask: c_int) -> Result<SeccompCondition, BackendError> {
+    arg(index, MaskedEq(mask as u64), mask as u64)
+}
+
+/// The ioctl requests of the iommufd backend (`host/iommufd.rs`).
+const IOMMUFD_IOCTLS: [u64; 13] = [
+    uapi::IOMMU_DESTROY,
+    uapi::IOMMU_IOAS_ALLOC,
+    uapi::IOMMU_IOAS_MAP,
+    uapi::IOMMU_IOAS_UNMAP,
+    uapi::IOMMU_HWPT_ALLOC,
+    uapi::IOMMU_GET_HW_INFO,
+    uapi::IOMMU_HWPT_INVALIDATE,
+    uapi::IOMMU_VIOMMU_ALLOC,
+    uapi::IOMMU_VDEVICE_ALLOC,
+    uapi::IOMMU_VEVENTQ_ALLOC,
+    uapi::VFIO_DEVICE_BIND_IOMMUFD,
+    uapi::VFIO_DEVICE_ATTACH_IOMMUFD_PT,
+    uapi::VFIO_DEVICE_DETACH_IOMMUFD_PT,
+];
+
+fn rule_table(thread: Thread, host: HostKind, pid: u32) -> Result<Vec<Allowed>, BackendError> {
+    match thread {
+        Thread::Serving => serving_thread_rules(host, pid),
+    }
+}
+
+/// The serving thread: see the table in the module documentation, which a
+/// test keeps in step with this list.
+fn serving_thread_rules(host: HostKind, pid: u32) -> Result<Vec<Allowed>, BackendError> {
+    let mut table = vec![
+        // --- the event loop (event_loop.rs, mio) ---
+        // mio's Poll::poll; aarch64 libc implements epoll_wait with it.
+        allow!(SYS_epoll_pwait),
+        // (De)register the client connection and the vEVENTQ fd.
+        allow!(SYS_epoll_ctl),
+        // A new client on the listener, as mio accepts: non-blocking, CLOEXEC.
+        allow!(
+            SYS_accept4,
+            and![arg_eq(3, libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)]
+        ),
+        // --- the vfio-user connection (conn.rs) ---
+        // Messages and their SCM_RIGHTS fds, never blocking.
+        allow!(
+            SYS_recvmsg,
+            and![arg_eq(2, libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT)]
+        ),
+        // Replies, never blocking, EPIPE rather than SIGPIPE.
+        allow!(
+            SYS_sendmsg,
+            and![arg_eq(2, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL)]
+        ),
+        // The signalfd, the vEVENTQ fd, the sim's vEVENTQ eventfd.
+        allow!(SYS_read),
+        // Irq eventfds (irq.rs), the sim's eventfd, log lines on stderr.
+        allow!(SYS_write),
+        // Received fds, a departed client, unmapped memfds, a freed vEVENTQ.
+        allow!(SYS_close),
+        // std's "is this fd open" check before close (debug builds).
+        allow!(
+            SYS_fcntl,
+            and![arg_eq(1, libc::F_GETFD)],
+            and![arg_eq(1, libc::F_GETFL)]
+        ),
+        // --- guest RAM (memory.rs, vm-memory) ---
+        // File::metadata of a DMA_MAP'd memfd; the NULL-path form is std's
+        // one-time probe for statx support.
+        allow!(
+            SYS_statx,
+            and![arg_set(2, libc::AT_EMPTY_PATH)],
+            SeccompRule::new(vec![SeccompCondition::new(
+                1,
+                SeccompCmpArgLen::Qword,
+                Eq,
+                0
+            )?])?
+        ),
+        // The same without statx.
+        allow!(SYS_fstat),
+        allow!(SYS_newfstatat, and![arg_set(3, libc::AT_EMPTY_PATH)]),
+        // MAP_SHARED of the memfd, anonymous memory; never executable.
+        allow!(SYS_mmap, and![arg_clear(2, libc::PROT_EXEC)]),
+        // DMA_UNMAP, client gone, the allocator.
+        allow!(SYS_munmap),
+        // --- the allocator ---
+        allow!(SYS_brk),
+        allow!(SYS_mremap),
+        allow!(SYS_madvise),
+        // glibc heap growth; never executable.
+        allow!(SYS_mprotect, and![arg_clear(2, libc::PROT_EXEC)]),
+        // --- std and libc ---
+        // Log timestamps when the vDSO cannot answer.
+        allow!(SYS_clock_gettime),
+        // HashMap seeds, should the first map be built while serving.
+        allow!(SYS_getrandom),
+        // Locks, only when contended (one thread: never in practice).
+        allow!(
+            SYS_futex,
+            and![arg_eq(1, libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG)],
+            and![arg_eq(1, libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG)],
+            and![arg_eq(1, libc::FUTEX_WAIT_BITSET | libc::FUTEX_PRIVATE_FLAG)]
+        ),
+        // --- signals, crashes and exit ---
+        // Return from a signal handler.
+        allow!(SYS_rt_sigreturn),
+        // abort() unblocks SIGABRT.
+        allow!(SYS_rt_sigprocmask),
+        // abort() and std's stack-overflow handler reset these to default.
+        allow!(
+            SYS_rt_sigaction,
+            and![arg_eq(0, libc::SIGABRT)],
+            and![arg_eq(0, libc::SIGSEGV)],
+            and![arg_eq(0, libc::SIGBUS)]
+        ),
+        // std frees the main thread's signal stack at exit.
+        allow!(SYS_sigaltstack),
+        // abort() names its thread, then signals it (SIGABRT, this process).
+        allow!(SYS_getpid),
+        allow!(SYS_gettid),
+        allow!(
+            SYS_tgkill,
+            and![arg_eq(0, pid as i32), arg_eq(2, libc::SIGABRT)]
+        ),
+        // The kernel resumes a call interrupted by SIGSTOP/SIGCONT.
+        allow!(SYS_restart_syscall),
+        // The listening socket's path goes at exit (event_loop.rs Drop);
+        // never a directory.
+        allow!(SYS_unlinkat, and![arg_eq(2, 0)]),
+        allow!(SYS_exit),
+        allow!(SYS_exit_group),
+    ];
+    #[cfg(target_arch = "x86_64")]
+    table.extend([
+        // mio's Poll::poll on x86_64.
+        allow!(SYS_epoll_wait),
+        // std's remove_file of the socket path on x86_64.
+        allow!(SYS_unlink),
+    ]);
+    match host {
+        HostKind::Sim => table.push(
+            // The sim's vEVENTQ, allocated when the guest sets EVENTQEN.
+            allow!(
+                SYS_eventfd2,
+                and![arg_eq(1, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK)]
+            ),
+        ),
+        HostKind::Iommufd => {
+            // Everything the iommufd backend asks of the kernel; no other
+            // request on any fd.
+            let rules = IOMMUFD_IOCTLS
+                .iter()
+                .map(|&req| Ok(and![arg(1, Eq, req)]))
+                .collect::<Result<Vec<_>, BackendError>>()?;
+            table.push(Allowed {
+                nr: i64::from(libc::SYS_ioctl),
+                sys: "SYS_ioctl",
+                rules,
+            });
+        }
+    }
+    Ok(table)
+}
+
+// ---------------------------------------------------------------------------
+// --seccomp trap: the SIGSYS handler
+// ---------------------------------------------------------------------------
+
+/// The head of the kernel's `siginfo_t` for SIGSYS (`_sigsys` in
+/// `include/uapi/asm-generic/siginfo.h`), the same on x86_64 and aarch64:
+/// three ints, the union 8-aligned at offset 16, then `_call_addr`,
+/// `_syscall`, `_arch`. libc offers no accessor for these fields.
+#[repr(C)]
+struct SigsysInfo {
+    si_signo: c_int,
+    si_errno: c_int,
+    si_code: c_int,
+    _pad: c_int,
+    call_addr: *mut c_void,
+    syscall: c_int,
+    arch: c_uint,
+}
+
+const _: () = assert!(std::mem::size_of::<SigsysInfo>() <= std::mem::size_of::<libc::siginfo_t>());
+const _: () = assert!(std::mem::offset_of!(SigsysInfo, syscall) == 24);
+
+/// `si_code` of a SIGSYS raised by seccomp.
+const SYS_SECCOMP: c_int = 1;
+
+/// `(number, "SYS_name")` pairs.
+macro_rules! names {
+    ($($sys:ident),* $(,)?) => {
+        &[$((libc::$sys as c_long, stringify!($sys))),*]
+    };
+}
+
+/// Names for the SIGSYS report: the syscalls a compromised server would
+/// reach for, and the allowed ones (refused for their arguments).
+static NAMES: &[(c_long, &str)] = names![
+    SYS_read, SYS_write, SYS_close, SYS_fstat, SYS_newfstatat, SYS_statx, SYS_mmap, SYS_mprotect,
+    SYS_munmap, SYS_mremap, SYS_madvise, SYS_brk, SYS_rt_sigaction, SYS_rt_sigprocmask, SYS_rt_sigreturn,
+    SYS_ioctl, SYS_pread64, SYS_pwrite64, SYS_readv, SYS_writev, SYS_sched_yield, SYS_msync, SYS_mincore,
+    SYS_dup, SYS_dup3, SYS_nanosleep, SYS_clock_nanosleep, SYS_getpid, SYS_gettid, SYS_getppid,
+    SYS_socket, SYS_socketpair, SYS_connect, SYS_accept, SYS_accept4, SYS_sendto, SYS_recvfrom,
+    SYS_sendmsg, SYS_recvmsg, SYS_sendmmsg, SYS_recvmmsg, SYS_shutdown, SYS_bind, SYS_listen,
+    SYS_getsockname, SYS_getpeername, SYS_setsockopt, SYS_getsockopt, SYS_clone, SYS_clone3,
+    SYS_execve, SYS_execveat, SYS_exit, SYS_exit_group, SYS_wait4, SYS_waitid, SYS_kill, SYS_tkill,
+    SYS_tgkill, SYS_uname, SYS_fcntl, SYS_flock, SYS_fsync, SYS_ftruncate, SYS_getdents64,
+    SYS_getcwd, SYS_chdir, SYS_fchdir, SYS_renameat, SYS_renameat2, SYS_mkdirat, SYS_linkat,
+    SYS_symlinkat, SYS_unlinkat, SYS_readlinkat, SYS_fchmod, SYS_fchmodat, SYS_fchown, SYS_fchownat,
+    SYS_openat, SYS_openat2, SYS_open_by_handle_at, SYS_name_to_handle_at, SYS_umask,
+    SYS_ptrace, SYS_process_vm_readv, SYS_process_vm_writev, SYS_pidfd_open, SYS_pidfd_getfd,
+    SYS_prctl, SYS_seccomp, SYS_bpf, SYS_perf_event_open, SYS_mount, SYS_umount2, SYS_pivot_root,
+    SYS_chroot, SYS_unshare, SYS_setns, SYS_setuid, SYS_setgid, SYS_setresuid, SYS_setresgid,
+    SYS_capset, SYS_init_module, SYS_finit_module, SYS_delete_module, SYS_kexec_load, SYS_reboot,
+    SYS_keyctl, SYS_add_key, SYS_memfd_create, SYS_userfaultfd, SYS_io_uring_setup,
+    SYS_io_uring_enter, SYS_epoll_create1, SYS_epoll_ctl, SYS_epoll_pwait, SYS_eventfd2,
+    SYS_signalfd4, SYS_timerfd_create, SYS_inotify_init1, SYS_pipe2, SYS_futex, SYS_set_robust_list,
+    SYS_sigaltstack, SYS_clock_gettime, SYS_getrandom, SYS_restart_syscall, SYS_prlimit64,
+    SYS_sched_getaffinity, SYS_sched_setaffinity, SYS_mlock, SYS_mlockall, SYS_rseq,
+];
+
+#[cfg(target_arch = "x86_64")]
+static ARCH_NAMES: &[(c_long, &str)] = names![
+    SYS_open, SYS_creat, SYS_stat, SYS_lstat, SYS_access, SYS_pipe, SYS_dup2, SYS_fork, SYS_vfork,
+    SYS_unlink, SYS_rename, SYS_mkdir, SYS_rmdir, SYS_link, SYS_symlink, SYS_readlink, SYS_chmod,
+    SYS_chown, SYS_poll, SYS_select, SYS_epoll_wait, SYS_epoll_create, SYS_eventfd, SYS_signalfd,
+    SYS_inotify_init, SYS_getdents, SYS_arch_prctl, SYS_iopl, SYS_ioperm, SYS_modify_ldt,
+];
+
+#[cfg(not(target_arch = "x86_64"))]
+static ARCH_NAMES: &[(c_long, &str)] = &[];
+
+/// The name of syscall `nr`, or `"?"`. Async-signal-safe.
+fn syscall_name(nr: c_long) -> &'static str {
+    NAMES
+        .iter()
+        .chain(ARCH_NAMES)
+        .find(|(n, _)| *n == nr)
+        .map_or("?", |(_, s)| s.strip_prefix("SYS_").unwrap_or(s))
+}
+
+/// A message assembled on the stack (the handler may not allocate).
+struct StackMsg {
+    buf: [u8; 128],
+    len: usize,
+}
+
+impl StackMsg {
+    const fn new() -> Self {
+        StackMsg { buf: [0; 128], len: 0 }
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if let Some(slot) = self.buf.get_mut(self.len) {
+                *slot = b;
+                self.len += 1;
+            }
+        }
+    }
+
+    fn push_num(&mut self, n: i64) {
+        if n < 0 {
+            self.push(b"-");
+        }
+        let mut v = n.unsigned_abs();
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (v % 10) as u8;
+            v /= 10;
+            if v == 0 {
+                break;
+            }
+        }
+        self.push(&digits[i..]);
+    }
+
+    fn bytes(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// The report of a trapped syscall, `vsmmud: seccomp: forbidden syscall N (name)\n`.
+fn trap_message(code: c_int, nr: c_int) -> StackMsg {
+    let mut m = StackMsg::new();
+    if code == SYS_SECCOMP {
+        m.push(b"vsmmud: seccomp: forbidden syscall ");
+        m.push_num(i64::from(nr));
+        m.push(b" (");
+        m.push(syscall_name(c_long::from(nr)).as_bytes());
+        m.push(b")\n");
+    } else {
+        m.push(b"vsmmud: SIGSYS not raised by seccomp (si_code ");
+        m.push_num(i64::from(code));
+        m.push(b")\n");
+    }
+    m
+}
+
+/// SIGSYS handler of `--seccomp trap`: names the syscall on stderr and exits
+/// with [`TRAP_EXIT_CODE`]. Async-signal-safe: no allocation, no lock, only
+/// `write(2)` and `_exit(2)`, both allowed by every filter.
+extern "C" fn sigsys_handler(_signo: c_int, info: *mut libc::siginfo_t, _ucontext: *mut c_void) {
+    let (code, nr) = if info.is_null() {
+        (0, -1)
+    } else {
+        // SAFETY: the kernel passes an SA_SIGINFO handler a valid, aligned
+        // `siginfo_t`, of which `SigsysInfo` describes a prefix (size checked
+        // at compile time); for SIGSYS its fields are those of `_sigsys`.
+        let si = unsafe { &*info.cast::<SigsysInfo>() };
+        (si.si_code, si.syscall)
+    };
+    let msg = trap_message(code, nr);
+    let bytes = msg.bytes();
+    // SAFETY: write(2) from a live stack buffer of `bytes.len()` bytes; fd 2
+    // may be closed, then the call fails harmlessly.
+    let _ = unsafe { libc::write(libc::STDERR_FILENO, bytes.as_ptr().cast(), bytes.len()) };
+    // SAFETY: _exit(2) ends the process without running any user code.
+    unsafe { libc::_exit(TRAP_EXIT_CODE) }
+}
+
+/// Installs [`sigsys_handler`] and makes sure SIGSYS is not blocked (a
+/// blocked SIGSYS from seccomp would kill the process without the report).
+fn install_sigsys_handler() -> Result<(), SandboxError> {
+    let action = SigAction::new(SigHandler::SigAction(sigsys_handler), SaFlags::SA_SIGINFO, SigSet::empty());
+    // SAFETY: the handler is async-signal-safe (write and _exit only) and
+    // replaces no handler this program relies on.
+    unsafe { sigaction(Signal::SIGSYS, &action) }.map_err(SandboxError::Sigaction)?;
+    let mut sys = SigSet::empty();
+    sys.add(Signal::SIGSYS);
+    sys.thread_unblock().map_err(SandboxError::Sigaction)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    use std::collections::BTreeSet;
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+    use std::os::linux::net::SocketAddrExt;
+    use std::os::unix::net::{SocketAddr, UnixListener, UnixStream};
+
+    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::unistd::{fork, ForkResult};
+
+    const MODES: [SeccompMode; 3] = [SeccompMode::Kill, SeccompMode::Trap, SeccompMode::Log];
+    const HOSTS: [HostKind; 2] = [HostKind::Sim, HostKind::Iommufd];
+
+    fn program(mode: SeccompMode, host: HostKind) -> BpfProgram {
+        build(Thread::Serving, mode, host).expect("build").expect("a filter")
+    }
+
+    /// Runs `body` in a forked child that first disables core dumps (a
+    /// SIGSYS kill would dump one). `body` must make raw system calls only
+    /// (the parent is the multi-threaded test harness: no allocation, no
+    /// lock) and returns the child's exit status.
+    fn in_child(body: impl FnOnce() -> c_int) -> WaitStatus {
+        // SAFETY: the child runs only `body`, which by contract makes only
+        // async-signal-safe calls, then leaves with _exit.
+        match unsafe { fork() }.expect("fork") {
+            ForkResult::Child => {
+                let no_core = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+                // SAFETY: setrlimit with a live struct.
+                unsafe { libc::setrlimit(libc::RLIMIT_CORE, &no_core) };
+                let code = body();
+                // SAFETY: ends the child without unwinding into the harness.
+                unsafe { libc::_exit(code) }
+            }
+            ForkResult::Parent { child } => waitpid(child, None).expect("waitpid"),
+        }
+    }
+
+    /// In a child: installs `prog` for `mode`, then `call`; exits 0 if the
+    /// call returned, 100 if the filter could not be installed.
+    fn after_filter(mode: SeccompMode, prog: &BpfProgram, call: impl FnOnce()) -> WaitStatus {
+        in_child(|| {
+            if install(mode, prog).is_err() {
+                return 100;
+            }
+            call();
+            0
+        })
+    }
+
+    fn killed_by_sigsys(status: WaitStatus) -> bool {
+        matches!(status, WaitStatus::Signaled(_, nix::sys::signal::Signal::SIGSYS, _))
+    }
+
+    #[test]
+    fn filters_build_for_every_mode_and_backend() {
+        for host in HOSTS {
+            assert!(build(Thread::Serving, SeccompMode::Off, host).unwrap().is_none());
+            for (mode, ret) in MODES.into_iter().zip([
+                libc::SECCOMP_RET_KILL_PROCESS,
+                libc::SECCOMP_RET_TRAP,
+                libc::SECCOMP_RET_LOG,
+            ]) {
+                let prog = program(mode, host);
+                assert!(prog.len() > 40 && prog.len() < 4096, "{mode:?} {host:?}: {}", prog.len());
+                // BPF_RET | BPF_K with the mode's action ends the program.
+                let last = prog.last().unwrap();
+                assert_eq!((last.code, last.k), (0x06, ret), "{mode:?} {host:?}");
+                assert!(prog.iter().any(|i| i.code == 0x06 && i.k == libc::SECCOMP_RET_ALLOW));
+            }
+        }
+        // The iommufd backend adds the ioctl rules; the sim has none.
+        let nr = |i: &seccompiler::sock_filter| i.code == 0x15 && i.k == libc::SYS_ioctl as u32;
+        assert!(program(SeccompMode::Kill, HostKind::Iommufd).iter().any(nr));
+        assert!(!program(SeccompMode::Kill, HostKind::Sim).iter().any(nr));
+    }
+
+    #[test]
+    fn rule_table_is_documented_and_has_no_duplicates() {
+        let source = include_str!("sandbox.rs");
+        let doc_table: String = source
+            .lines()
+            .filter(|l| l.starts_with("//! | `"))
+            .map(|l| l.split('|').nth(1).unwrap_or_default())
+            .collect();
+        for host in HOSTS {
+            let table = rule_table(Thread::Serving, host, 1).unwrap();
+            let mut seen = BTreeSet::new();
+            for a in &table {
+                assert!(seen.insert(a.nr), "{} twice", a.name());
+                assert!(doc_table.contains(&format!("`{}`", a.name())), "{} is not in the doc table", a.name());
+                assert_eq!(syscall_name(a.nr as c_long), a.name());
+            }
+        }
+        let all: BTreeSet<_> = HOSTS
+            .iter()
+            .flat_map(|&h| rule_table(Thread::Serving, h, 1).unwrap())
+            .map(|a| a.name())
+            .collect();
+        for name in doc_table.split('`').skip(1).step_by(2) {
+            let x86_only = ["epoll_wait", "unlink"].contains(&name);
+            assert!(all.contains(name) || (x86_only && !cfg!(target_arch = "x86_64")), "doc lists {name}, not allowed");
+        }
+    }
+
+    #[test]
+    fn trap_message_names_the_syscall() {
+        let m = trap_message(SYS_SECCOMP, libc::SYS_openat as c_int);
+        let want = format!("vsmmud: seccomp: forbidden syscall {} (openat)\n", libc::SYS_openat);
+        assert_eq!(m.bytes(), want.as_bytes());
+        assert_eq!(trap_message(SYS_SECCOMP, 9999).bytes(), b"vsmmud: seccomp: forbidden syscall 9999 (?)\n");
+        assert_eq!(trap_message(0, 1).bytes(), b"vsmmud: SIGSYS not raised by seccomp (si_code 0)\n");
+    }
+
+    #[test]
+    fn forbidden_syscalls_kill_the_process() {
+        let sim = program(SeccompMode::Kill, HostKind::Sim);
+        let iommufd = program(SeccompMode::Kill, HostKind::Iommufd);
+        let mut buf = [0u8; 8];
+        let p = buf.as_mut_ptr();
+        type Case<'a> = (&'a str, &'a BpfProgram, Box<dyn Fn() + 'a>);
+        // SAFETY (every call below): raw syscalls on constant or local
+        // arguments; the filter kills the child before any takes effect.
+        let cases: Vec<Case<'_>> = vec![
+            ("openat /", &sim, Box::new(|| unsafe {
+                libc::openat(libc::AT_FDCWD, c"/".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC);
+            })),
+            ("socket", &iommufd, Box::new(|| unsafe {
+                libc::socket(libc::AF_UNIX, libc::SOCK_STREAM, 0);
+            })),
+            ("connect", &sim, Box::new(|| unsafe {
+                libc::connect(0, std::ptr::null(), 0);
+            })),
+            ("execve", &sim, Box::new(|| unsafe {
+                let argv = [c"/bin/true".as_ptr(), std::ptr::null()];
+                libc::execve(argv[0], argv.as_ptr(), std::ptr::null());
+            })),
+            ("clone", &sim, Box::new(|| unsafe {
+                libc::syscall(libc::SYS_clone, libc::SIGCHLD, 0, 0, 0, 0);
+            })),
+            ("kill", &sim, Box::new(|| unsafe {
+                libc::kill(1, 0);
+            })),
+            ("tgkill SIGTERM", &sim, Box::new(|| unsafe {
+                libc::syscall(libc::SYS_tgkill, libc::getpid(), libc::gettid(), libc::SIGTERM);
+            })),
+            ("ptrace", &sim, Box::new(|| unsafe {
+                libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0);
+            })),
+            ("memfd_create", &sim, Box::new(|| unsafe {
+                libc::memfd_create(c"x".as_ptr(), 0);
+            })),
+            ("ioctl TCGETS", &iommufd, Box::new(|| unsafe {
+                libc::ioctl(2, libc::TCGETS, p);
+            })),
+            ("ioctl FIONBIO", &iommufd, Box::new(|| unsafe {
+                libc::ioctl(0, libc::FIONBIO, p);
+            })),
+            ("iommufd ioctl under sim", &sim, Box::new(|| unsafe {
+                libc::ioctl(0, uapi::IOMMU_DESTROY as libc::Ioctl, p);
+            })),
+            ("eventfd2 under iommufd", &iommufd, Box::new(|| unsafe {
+                libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK);
+            })),
+            ("eventfd2 blocking", &sim, Box::new(|| unsafe {
+                libc::eventfd(0, libc::EFD_CLOEXEC);
+            })),
+            ("mmap PROT_EXEC", &sim, Box::new(|| unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    4096,
+                    libc::PROT_READ | libc::PROT_EXEC,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                );
+            })),
+            ("mprotect PROT_EXEC", &sim, Box::new(|| unsafe {
+                libc::mprotect(p.cast(), 1, libc::PROT_READ | libc::PROT_EXEC);
+            })),
+            ("accept4 blocking", &sim, Box::new(|| unsafe {
+                libc::accept4(0, std::ptr::null_mut(), std::ptr::null_mut(), libc::SOCK_CLOEXEC);
+            })),
+            ("recvmsg blocking", &sim, Box::new(|| unsafe {
+                libc::recvmsg(0, std::ptr::null_mut(), libc::MSG_CMSG_CLOEXEC);
+            })),
+            ("statx of a path", &sim, Box::new(|| unsafe {
+                libc::statx(libc::AT_FDCWD, c"/etc/passwd".as_ptr(), 0, 0, std::ptr::null_mut());
+            })),
+            ("fcntl F_DUPFD", &sim, Box::new(|| unsafe {
+                libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 100);
+            })),
+            ("unlinkat AT_REMOVEDIR", &sim, Box::new(|| unsafe {
+                libc::unlinkat(libc::AT_FDCWD, c"/nonexistent".as_ptr(), libc::AT_REMOVEDIR);
+            })),
+            ("prctl", &sim, Box::new(|| unsafe {
+                libc::prctl(libc::PR_GET_DUMPABLE);
+            })),
+            ("rt_sigaction SIGSYS", &sim, Box::new(|| unsafe {
+                libc::signal(libc::SIGSYS, libc::SIG_IGN);
+            })),
+        ];
+        for (what, prog, call) in cases {
+            let st = after_filter(SeccompMode::Kill, prog, call);
+            assert!(killed_by_sigsys(st), "{what}: {st:?}");
+        }
+    }
+
+    fn pipe() -> (OwnedFd, OwnedFd) {
+        let mut fds = [0; 2];
+        // SAFETY: pipe2 fills `fds` with two new descriptors we then own.
+        assert_eq!(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) }, 0);
+        // SAFETY: fresh descriptors from pipe2, owned once each.
+        unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) }
+    }
+
+    #[test]
+    fn trap_names_the_syscall_and_exits_31() {
+        let prog = program(SeccompMode::Trap, HostKind::Sim);
+        let (rd, wr) = pipe();
+        let wfd = wr.as_raw_fd();
+        let st = in_child(|| {
+            // SAFETY: stderr of this child becomes the pipe.
+            if unsafe { libc::dup2(wfd, libc::STDERR_FILENO) } < 0 {
+                return 100;
+            }
+            if install(SeccompMode::Trap, &prog).is_err() {
+                return 101;
+            }
+            // SAFETY: a raw openat of a constant path; trapped.
+            unsafe { libc::openat(libc::AT_FDCWD, c"/".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+            0
+        });
+        drop(wr);
+        assert_eq!(st, WaitStatus::Exited(st.pid().unwrap(), TRAP_EXIT_CODE), "{st:?}");
+        let mut out = [0u8; 256];
+        let n = nix::unistd::read(&rd, &mut out).expect("read the child's stderr");
+        let text = String::from_utf8_lossy(&out[..n]);
+        assert_eq!(text, format!("vsmmud: seccomp: forbidden syscall {} (openat)\n", libc::SYS_openat));
+    }
+
+    #[test]
+    fn log_mode_lets_forbidden_calls_through() {
+        let prog = program(SeccompMode::Log, HostKind::Sim);
+        let st = in_child(|| {
+            if install(SeccompMode::Log, &prog).is_err() {
+                return 100;
+            }
+            // SAFETY: a raw socket(2), logged and allowed.
+            let fd = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+            if fd < 0 {
+                return 1;
+            }
+            0
+        });
+        assert_eq!(st, WaitStatus::Exited(st.pid().unwrap(), 0), "{st:?}");
+    }
+
+    /// Serving-thread work, by raw syscalls on resources the parent made:
+    /// returns 0, or the number of the step that failed.
+    struct Serving {
+        memfd: RawFd,
+        epoll: RawFd,
+        listener: RawFd,
+        pair: [RawFd; 2],
+    }
+
+    impl Serving {
+        fn run(&self, host: HostKind) -> c_int {
+            macro_rules! check {
+                ($step:expr, $ok:expr) => {
+                    if !$ok {
+                        return $step;
+                    }
+                };
+            }
+            // SAFETY (every block below): raw syscalls on descriptors this
+            // child inherited or created and on live stack buffers.
+            unsafe {
+                let one = 1u64.to_ne_bytes();
+                let mut eight = [0u8; 8];
+                // The vEVENTQ eventfd of the sim (an irq eventfd otherwise).
+                let efd = match host {
+                    HostKind::Sim => libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK),
+                    HostKind::Iommufd => libc::dup(self.pair[0]).min(-1),
+                };
+                if host == HostKind::Sim {
+                    check!(1, efd >= 0);
+                    check!(2, libc::write(efd, one.as_ptr().cast(), 8) == 8);
+                    check!(3, libc::read(efd, eight.as_mut_ptr().cast(), 8) == 8);
+                }
+                // An fd over the socket, as a client sends eventfds.
+                let passed = if efd >= 0 { efd } else { self.memfd };
+                let mut cmsg = [0u64; 8];
+                let mut iov = libc::iovec { iov_base: one.as_ptr() as *mut c_void, iov_len: 8 };
+                let mut msg: libc::msghdr = std::mem::zeroed();
+                msg.msg_iov = &mut iov;
+                msg.msg_iovlen = 1;
+                msg.msg_control = cmsg.as_mut_ptr().cast();
+                msg.msg_controllen = libc::CMSG_SPACE(4) as usize;
+                let c = libc::CMSG_FIRSTHDR(&msg);
+                (*c).cmsg_level = libc::SOL_SOCKET;
+                (*c).cmsg_type = libc::SCM_RIGHTS;
+                (*c).cmsg_len = libc::CMSG_LEN(4) as usize;
+                libc::CMSG_DATA(c).cast::<c_int>().write_unaligned(passed);
+                check!(4, libc::sendmsg(self.pair[0], &msg, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) == 8);
+                let mut riov = libc::iovec { iov_base: eight.as_mut_ptr().cast(), iov_len: 8 };
+                let mut rcmsg = [0u64; 8];
+                let mut rmsg: libc::msghdr = std::mem::zeroed();
+                rmsg.msg_iov = &mut riov;
+                rmsg.msg_iovlen = 1;
+                rmsg.msg_control = rcmsg.as_mut_ptr().cast();
+                rmsg.msg_controllen = std::mem::size_of_val(&rcmsg);
+                let flags = libc::MSG_CMSG_CLOEXEC | libc::MSG_DONTWAIT;
+                check!(5, libc::recvmsg(self.pair[1], &mut rmsg, flags) == 8);
+                let rc = libc::CMSG_FIRSTHDR(&rmsg);
+                check!(6, !rc.is_null() && (*rc).cmsg_type == libc::SCM_RIGHTS);
+                let got = libc::CMSG_DATA(rc).cast::<c_int>().read_unaligned();
+                // Nothing waiting: EAGAIN, not a kill.
+                check!(7, libc::recvmsg(self.pair[1], &mut rmsg, flags) == -1);
+                // Guest RAM: metadata and a shared mapping of a memfd.
+                let mut stx: libc::statx = std::mem::zeroed();
+                let e = libc::statx(self.memfd, c"".as_ptr(), libc::AT_EMPTY_PATH, libc::STATX_ALL, &mut stx);
+                check!(8, e == 0 && stx.stx_size == 4096);
+                let mut st: libc::stat = std::mem::zeroed();
+                check!(9, libc::fstat(self.memfd, &mut st) == 0);
+                let rw = libc::PROT_READ | libc::PROT_WRITE;
+                let ram = libc::mmap(std::ptr::null_mut(), 4096, rw, libc::MAP_SHARED, self.memfd, 0);
+                check!(10, ram != libc::MAP_FAILED);
+                ram.cast::<u64>().write_volatile(0x1234);
+                check!(11, libc::munmap(ram, 4096) == 0);
+                // The allocator's anonymous memory.
+                let anon = libc::mmap(
+                    std::ptr::null_mut(),
+                    1 << 20,
+                    rw,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                );
+                check!(12, anon != libc::MAP_FAILED);
+                let anon = libc::mremap(anon, 1 << 20, 2 << 20, libc::MREMAP_MAYMOVE);
+                check!(13, anon != libc::MAP_FAILED);
+                check!(14, libc::madvise(anon, 1 << 20, libc::MADV_DONTNEED) == 0);
+                check!(15, libc::mprotect(anon, 4096, libc::PROT_READ) == 0);
+                check!(16, libc::munmap(anon, 2 << 20) == 0);
+                check!(17, libc::brk(std::ptr::null_mut()) != -1);
+                // The event loop.
+                let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: 7 };
+                check!(18, libc::epoll_ctl(self.epoll, libc::EPOLL_CTL_ADD, got, &mut ev) == 0);
+                check!(19, libc::epoll_wait(self.epoll, &mut ev, 1, 0) >= 0);
+                check!(20, libc::epoll_pwait(self.epoll, &mut ev, 1, 0, std::ptr::null()) >= 0);
+                check!(21, libc::epoll_ctl(self.epoll, libc::EPOLL_CTL_DEL, got, &mut ev) == 0);
+                let nb = libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK;
+                let client = libc::accept4(self.listener, std::ptr::null_mut(), std::ptr::null_mut(), nb);
+                check!(22, client >= 0);
+                check!(23, libc::fcntl(got, libc::F_GETFD) == libc::FD_CLOEXEC);
+                check!(24, libc::fcntl(client, libc::F_GETFL) >= 0);
+                // An irq: write the received eventfd.
+                if host == HostKind::Sim {
+                    check!(25, libc::write(got, one.as_ptr().cast(), 8) == 8);
+                }
+                check!(26, libc::close(got) == 0 && libc::close(client) == 0);
+                // std and libc.
+                let mut ts: libc::timespec = std::mem::zeroed();
+                check!(27, libc::syscall(libc::SYS_clock_gettime, libc::CLOCK_REALTIME, &mut ts) == 0);
+                check!(28, libc::getrandom(eight.as_mut_ptr().cast(), 8, 0) == 8);
+                let word = 0u32;
+                let wake = libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG;
+                check!(29, libc::syscall(libc::SYS_futex, &word, wake, 1, 0, 0, 0) == 0);
+                check!(30, libc::getpid() > 0 && libc::gettid() > 0);
+                let mut old: libc::sigset_t = std::mem::zeroed();
+                check!(31, libc::pthread_sigmask(libc::SIG_BLOCK, std::ptr::null(), &mut old) == 0);
+                let mut oldact: libc::sigaction = std::mem::zeroed();
+                check!(32, libc::sigaction(libc::SIGABRT, std::ptr::null(), &mut oldact) == 0);
+                // abort()'s signal to itself, here the harmless signal 0.
+                check!(33, libc::syscall(libc::SYS_tgkill, libc::getpid(), libc::gettid(), 0) == -1);
+                let mut ss: libc::stack_t = std::mem::zeroed();
+                check!(34, libc::sigaltstack(std::ptr::null(), &mut ss) == 0);
+                // The socket path at exit (here one that does not exist).
+                check!(35, libc::unlinkat(libc::AT_FDCWD, c"/nonexistent/vsmmu.sock".as_ptr(), 0) == -1);
+                // The iommufd backend's ioctls reach the kernel (ENOTTY on a memfd).
+                if host == HostKind::Iommufd {
+                    let mut arg = [0u32; 2];
+                    for req in IOMMUFD_IOCTLS {
+                        check!(36, libc::ioctl(self.memfd, req as libc::Ioctl, arg.as_mut_ptr()) == -1);
+                    }
+                }
+            }
+            0
+        }
+    }
+
+    #[test]
+    fn the_filter_allows_what_serving_needs() {
+        let memfd = nix::sys::memfd::memfd_create("vsmmu-seccomp-test", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
+            .expect("memfd");
+        nix::unistd::ftruncate(&memfd, 4096).expect("ftruncate");
+        let epoll = nix::sys::epoll::Epoll::new(nix::sys::epoll::EpollCreateFlags::EPOLL_CLOEXEC).expect("epoll");
+        let (a, b) = nix::sys::socket::socketpair(
+            nix::sys::socket::AddressFamily::Unix,
+            nix::sys::socket::SockType::Stream,
+            None,
+            nix::sys::socket::SockFlag::SOCK_CLOEXEC | nix::sys::socket::SockFlag::SOCK_NONBLOCK,
+        )
+        .expect("socketpair");
+        for host in HOSTS {
+            let name = format!("vsmmu-seccomp-test-{}-{host:?}", std::process::id());
+            let addr = SocketAddr::from_abstract_name(name.as_bytes()).expect("abstract address");
+            let listener = UnixListener::bind_addr(&addr).expect("listen");
+            let _client = UnixStream::connect_addr(&addr).expect("connect");
+            let serving = Serving {
+                memfd: memfd.as_raw_fd(),
+                epoll: epoll.0.as_raw_fd(),
+                listener: listener.as_raw_fd(),
+                pair: [a.as_raw_fd(), b.as_raw_fd()],
+            };
+            let prog = program(SeccompMode::Kill, host);
+            let st = in_child(|| {
+                if install(SeccompMode::Kill, &prog).is_err() {
+                    return 100;
+                }
+                serving.run(host)
+            });
+            assert_eq!(st, WaitStatus::Exited(st.pid().unwrap(), 0), "{host:?}: {st:?}");
+        }
+    }
 }
