@@ -110,10 +110,10 @@ pub const VEVENT_SEQ_MASK: u32 = 0x7fff_ffff;
 
 /// `STRTAB_STE_0_NESTING_ALLOWED`: the vSTE word 0 bits user space may set
 /// (V, Config, S1Fmt, S1ContextPtr, S1CDMax).
-pub const VSTE_WORD0_ALLOWED: u64 = 0xf80f_ffff_ffff_ffff;
+pub const VSTE_WORD0_ALLOWED: u64 = crate::smmu::ste::VSTE_WORD0_MASK;
 /// `STRTAB_STE_1_NESTING_ALLOWED`: the vSTE word 1 bits user space may set
 /// (S1DSS, S1CIR, S1COR, S1CSH, S1STALLD, EATS).
-pub const VSTE_WORD1_ALLOWED: u64 = 0x3800_00ff;
+pub const VSTE_WORD1_ALLOWED: u64 = crate::smmu::ste::VSTE_WORD1_MASK;
 
 // ---------------------------------------------------------------------------
 // ioctl structures

@@ -86,18 +86,8 @@ pub const VSTE_WORD1_MASK: u64 = 0x3800_00ff;
 /// abort STE); with V = 1 no bit may be outside [`VSTE_WORD0_MASK`] /
 /// [`VSTE_WORD1_MASK`], Config must be abort, bypass or stage-1 translate,
 /// and EATS 0 or 1.
-pub const fn kernel_accepts_vste(vste: [u64; 2]) -> bool {
-    if !STE_0_V.is_set(vste[0]) {
-        return true;
-    }
-    if vste[0] & !VSTE_WORD0_MASK != 0 || vste[1] & !VSTE_WORD1_MASK != 0 {
-        return false;
-    }
-    let config = STE_0_CONFIG.get(vste[0]) as u8;
-    if config != CONFIG_ABORT && config != CONFIG_BYPASS && config != CONFIG_S1_TRANS {
-        return false;
-    }
-    STE_1_EATS.get(vste[1]) <= 1
+pub fn kernel_accepts_vste(vste: [u64; 2]) -> bool {
+    crate::iommufd::check_vste(&vste).is_ok()
 }
 
 /// Stage-1 context descriptor table format (STE.S1Fmt), effective value.
