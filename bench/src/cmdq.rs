@@ -12,6 +12,7 @@ use vsmmu_client::driver::{DriverOptions, SmmuDriver};
 use vsmmu_protocol::smmu::command::{Command, TlbiRange};
 
 use crate::report::Report;
+use crate::sample::median;
 use crate::server::{boot, counter};
 use crate::Plan;
 
@@ -26,23 +27,30 @@ struct Flood {
     host_entries_per_cmd: f64,
 }
 
-/// Runs the floods and fills the report.
+/// Runs the floods and fills the report: for each N, `plan.storm_reps`
+/// rounds alternating batched and unbatched servers; medians reported.
 pub fn run(bin: &Path, plan: &Plan, r: &mut Report) -> anyhow::Result<()> {
     for (n, total, suffix) in [
         (64usize, plan.flood_cmds, ""),
         (1, plan.flood_cmds_n1, "_n1"),
     ] {
-        for (mode, args) in [("batched", &[][..]), ("unbatched", &["--no-batch"][..])] {
-            let mut d = boot(bin, args, 16 << 20, DriverOptions::default())?;
-            let f = flood(&mut d, n, total)?;
-            r.set(&format!("cmds_per_s_{mode}{suffix}"), f.cmds_per_s);
+        let mut floods: [Vec<Flood>; 2] = [Vec::new(), Vec::new()];
+        for _ in 0..plan.storm_reps {
+            for (i, args) in [&[][..], &["--no-batch"][..]].into_iter().enumerate() {
+                let mut d = boot(bin, args, 16 << 20, DriverOptions::default())?;
+                floods[i].push(flood(&mut d, n, total)?);
+            }
+        }
+        for (mode, f) in ["batched", "unbatched"].into_iter().zip(&floods) {
+            let m = |g: fn(&Flood) -> f64| median(&f.iter().map(g).collect::<Vec<_>>());
+            r.set(&format!("cmds_per_s_{mode}{suffix}"), m(|f| f.cmds_per_s));
             r.set(
                 &format!("host_calls_per_cmd_{mode}{suffix}"),
-                f.host_calls_per_cmd,
+                m(|f| f.host_calls_per_cmd),
             );
             r.set(
                 &format!("host_entries_per_cmd_{mode}{suffix}"),
-                f.host_entries_per_cmd,
+                m(|f| f.host_entries_per_cmd),
             );
         }
         r.set(&format!("flood_cmds{suffix}"), total as f64);

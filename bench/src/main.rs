@@ -74,7 +74,8 @@ pub struct Plan {
     pub quick: bool,
     /// Events per propagation storm (whole injection batches).
     pub storm_events: u64,
-    /// Storms per read mode (the median rate is reported).
+    /// Storms per read mode, and floods per batching mode (medians are
+    /// reported).
     pub storm_reps: usize,
     /// Single-event latency samples per read mode.
     pub latency_samples: usize,
@@ -105,11 +106,11 @@ impl Plan {
             Plan {
                 quick,
                 storm_events: 200 * 1024,
-                storm_reps: 3,
+                storm_reps: 5,
                 latency_samples: 3_000,
                 rtt_samples: 30_000,
                 flood_cmds: 256_000,
-                flood_cmds_n1: 20_000,
+                flood_cmds_n1: 10_000,
                 startup_samples: 11,
             }
         }

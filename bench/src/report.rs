@@ -265,8 +265,10 @@ impl Report {
         let _ = writeln!(
             out,
             "\nnote: the sim's vEVENTQ read and host invalidation run in-process (the kernel's \
-             are syscalls);\na read(2) of 40 bytes costs {} ns on this machine.",
-            fix(g("read_syscall_ns"), 0)
+             are syscalls);\na read(2) of 40 bytes costs {} ns here: with that per read, the \
+             server CPU ratio would be about {} (estimate).",
+            fix(g("read_syscall_ns"), 0),
+            ratio(g("server_cpu_ratio_kernel_read_est"))
         );
         let _ = writeln!(out, "\ntargets (reported, not asserted):");
         for tg in TARGETS {

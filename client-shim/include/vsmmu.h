@@ -24,6 +24,11 @@
  */
 struct vsmmu_client;
 
+/**
+ * Access rights of a mapping, as Linux's `IOMMU_*` prot flags.
+ */
+struct Prot;
+
 #ifdef __cplusplus
 extern "C" {
 #endif // __cplusplus

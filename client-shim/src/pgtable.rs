@@ -208,9 +208,44 @@ impl<'m, M: PtMemory + ?Sized> PageTable<'m, M> {
         alloc_start: u64,
         alloc_end: u64,
     ) -> Result<Self, PtError> {
+        let mut pt = Self::with_root(mem, granule, t0sz, 0, alloc_start, alloc_end)?;
+        pt.root = pt.alloc()?;
+        Ok(pt)
+    }
+
+    /// A table that already exists at `root` (built earlier, by this
+    /// builder or another); new tables come from `[alloc_start,
+    /// alloc_end)`, which must not overlap the existing ones.
+    pub fn from_root(
+        mem: &'m M,
+        granule: Granule,
+        t0sz: u8,
+        root: u64,
+        alloc_start: u64,
+        alloc_end: u64,
+    ) -> Result<Self, PtError> {
+        let pt = Self::with_root(mem, granule, t0sz, root, alloc_start, alloc_end)?;
+        if root & (pt.gran() - 1) != 0 {
+            return Err(PtError::Unaligned {
+                what: "root",
+                value: root,
+                granule,
+            });
+        }
+        Ok(pt)
+    }
+
+    fn with_root(
+        mem: &'m M,
+        granule: Granule,
+        t0sz: u8,
+        root: u64,
+        alloc_start: u64,
+        alloc_end: u64,
+    ) -> Result<Self, PtError> {
         let geo = Geometry::from_tsz(granule, t0sz)
             .filter(|_| {
-                (16..=39).contains(&t0sz) || (granule == Granule::K64 && t0sz >= 12 && t0sz < 16)
+                (16..=39).contains(&t0sz) || (granule == Granule::K64 && (12..16).contains(&t0sz))
             })
             .ok_or(PtError::Geometry { granule, t0sz })?;
         let gran = 1u64 << granule.shift();
@@ -221,16 +256,14 @@ impl<'m, M: PtMemory + ?Sized> PageTable<'m, M> {
                 next: alloc_start,
                 end: alloc_end,
             })?;
-        let mut pt = PageTable {
+        Ok(PageTable {
             mem,
             geo,
-            root: 0,
+            root,
             next,
             end: alloc_end,
             blocks: true,
-        };
-        pt.root = pt.alloc()?;
-        Ok(pt)
+        })
     }
 
     /// Guest address of the root table (CD.TTB0).
@@ -701,6 +734,16 @@ mod tests {
         assert_eq!(pt.translate(0x5000), None);
         let cd = pt.cd(5, 3);
         assert_eq!((cd.ttb0(), cd.t0sz(), cd.asid()), (POOL, 16, 3));
+        // Reopened later: same mappings, new tables from a new range.
+        let next = pt.alloc_next();
+        let mut again = PageTable::from_root(&m, Granule::K4, 16, POOL, next, POOL_END).unwrap();
+        assert_eq!(again.translate(0x1234_6abc).unwrap().pa, 0x8000_1abc);
+        again.map(0x40_0000_0000, 0x1000, 0x1000, Prot::RW).unwrap();
+        assert_eq!(again.alloc_next(), next + 0x2000);
+        assert!(matches!(
+            PageTable::from_root(&m, Granule::K4, 16, POOL + 8, next, POOL_END),
+            Err(PtError::Unaligned { what: "root", .. })
+        ));
     }
 
     #[test]

@@ -38,7 +38,10 @@ fuzz_target!(|data: &[u8]| {
         mpam: true,
     };
     for entry in cmds.chunks(16) {
-        let raw = [word(&entry[..entry.len().min(8)]), word(entry.get(8..).unwrap_or(&[]))];
+        let raw = [
+            word(&entry[..entry.len().min(8)]),
+            word(entry.get(8..).unwrap_or(&[])),
+        ];
         match Command::decode(raw) {
             Ok(cmd) => {
                 assert_eq!(cmd.encode(), raw, "{cmd:?} does not round-trip");

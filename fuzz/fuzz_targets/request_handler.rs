@@ -34,9 +34,8 @@ use vsmmu_protocol::smmu::regs::*;
 use vsmmu_protocol::smmu::ste::{S1Dss, S1Fmt, Ste, SteCaps, SteConfig};
 use vsmmu_protocol::smmu::strtab::{L1Std, SteLocation, StrtabCaps, StrtabConfig};
 use vsmmu_protocol::vfio_user::{
-    self as vu, Command, DmaMap, DmaUnmap, Header, IrqSet, Message, RegionAccess,
-    SimInjectHeader, VsmmuDevice, WriteMultiEntry, WriteMultiHeader, FLAG_NO_REPLY,
-    FLAG_TYPE_REPLY, HEADER_SIZE,
+    self as vu, Command, DmaMap, DmaUnmap, Header, IrqSet, Message, RegionAccess, SimInjectHeader,
+    VsmmuDevice, WriteMultiEntry, WriteMultiHeader, FLAG_NO_REPLY, FLAG_TYPE_REPLY, HEADER_SIZE,
 };
 use vsmmu_server::conn::Incoming;
 use vsmmu_server::device::{Device, Limits, Outcome, Session};
@@ -267,14 +266,9 @@ impl Harness {
             self.reconnect();
             return None;
         }
-        let out = self.dev.handle(
-            &mut self.session,
-            Incoming {
-                header,
-                bytes,
-                fds,
-            },
-        );
+        let out = self
+            .dev
+            .handle(&mut self.session, Incoming { header, bytes, fds });
         let reply = match out {
             Outcome::Reply(b) => {
                 assert!(!header.no_reply(), "a reply to a posted command");
@@ -315,7 +309,9 @@ impl Harness {
             addr: RAM_BASE,
             size: RAM_SIZE,
         };
-        let r = self.call(Command::DmaMap, map.as_bytes(), vec![mem_fd()]).unwrap();
+        let r = self
+            .call(Command::DmaMap, map.as_bytes(), vec![mem_fd()])
+            .unwrap();
         assert!(!Header::decode(&r).unwrap().is_error(), "DMA_MAP refused");
         for (i, idr) in self.idr.iter_mut().enumerate() {
             *idr = 0;
@@ -797,4 +793,15 @@ fuzz_target!(|data: &[u8]| {
     let _ = nix::unistd::read(&fds().irq, &mut b);
     let mut h = Harness::new(cfg);
     h.run(&mut inp);
+    if debug() {
+        h.dev.smmu.refresh_stats(&mut h.dev.stats);
+        eprintln!("{}", String::from_utf8_lossy(&h.dev.stats.to_json()));
+    }
 });
+
+/// `VSMMU_FUZZ_DEBUG=1`: print the device counters after each input (to
+/// check how deep a seed gets).
+fn debug() -> bool {
+    static DEBUG: OnceLock<bool> = OnceLock::new();
+    *DEBUG.get_or_init(|| std::env::var_os("VSMMU_FUZZ_DEBUG").is_some())
+}

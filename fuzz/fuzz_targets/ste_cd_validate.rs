@@ -42,11 +42,7 @@ fuzz_target!(|data: &[u8]| {
     let mut inp = Input(data);
     let [sel] = inp.take::<1>();
     let (f0, f1, f5) = (inp.u32(), inp.u32(), inp.u32());
-    let (idr0, idr1, idr5) = if sel & 1 == 1 {
-        (f0, f1, f5)
-    } else {
-        SIM_IDR
-    };
+    let (idr0, idr1, idr5) = if sel & 1 == 1 { (f0, f1, f5) } else { SIM_IDR };
     let strtab_base = inp.u64();
     let strtab_base_cfg = inp.u32();
     let sid = inp.u32();
@@ -144,7 +140,11 @@ fuzz_target!(|data: &[u8]| {
     }
     // The two statements of the kernel's vSTE rule agree on any words.
     let raw = [ste.0[0], ste.0[1]];
-    assert_eq!(kernel_accepts_vste(raw), check_vste(&raw).is_ok(), "{raw:x?}");
+    assert_eq!(
+        kernel_accepts_vste(raw),
+        check_vste(&raw).is_ok(),
+        "{raw:x?}"
+    );
 
     let cd = Cd::from_bytes(&cd_bytes);
     assert_eq!(cd.to_bytes(), cd_bytes);

@@ -19,7 +19,10 @@ fn check_decode(hdr: &Header, payload: &[u8]) {
     match Request::decode(hdr, payload) {
         Ok(req) => {
             assert_eq!(req.command() as u16, hdr.command, "{req:?}");
-            assert!(!matches!(req.command(), Command::DmaRead | Command::DmaWrite));
+            assert!(!matches!(
+                req.command(),
+                Command::DmaRead | Command::DmaWrite
+            ));
         }
         Err(e) => {
             let errno = e.errno();

@@ -133,7 +133,7 @@ fn a_full_session_survives_the_kill_filter() {
     let mut srv = TestServer::start(&[]);
     assert_eq!(seccomp_status(srv.pid()), "Seccomp:\t2");
     full_session(&srv);
-    srv.wait_log("client disconnected");
+    srv.wait_clients_gone();
     // Reconnect: accept4 and a second session under the same filter.
     full_session(&srv);
     let mut c = srv.client();
@@ -155,11 +155,18 @@ fn seccomp_off_runs_without_a_filter() {
 }
 
 #[test]
-fn zz_trace_session() {
-    let mut srv = TestServer::start(&[]);
-    full_session(&srv);
-    srv.wait_log("client disconnected");
-    full_session(&srv);
-    let st = srv.terminate();
-    assert!(st.success(), "exit status {st}");
+fn trap_and_log_modes_serve_a_full_session() {
+    for mode in ["trap", "log"] {
+        let mut srv = TestServer::start(&["--seccomp", mode]);
+        assert_eq!(seccomp_status(srv.pid()), "Seccomp:\t2", "{mode}");
+        full_session(&srv);
+        assert!(srv.alive(), "{mode}: {}", srv.log_text());
+        assert!(
+            !srv.log_text().contains("forbidden syscall"),
+            "{mode}: {}",
+            srv.log_text()
+        );
+        let st = srv.terminate();
+        assert!(st.success(), "{mode}: exit status {st}");
+    }
 }
