@@ -64,7 +64,11 @@ enum Mode {
     /// Blocking read/write ping-pong on the socket inherited as standard
     /// input: reads 32-byte requests, answers 36-byte replies.
     #[command(hide = true)]
-    EchoServer,
+    EchoServer {
+        /// Serve from an edge-triggered epoll loop instead.
+        #[arg(long)]
+        epoll: bool,
+    },
 }
 
 /// Sizes of one run.
@@ -119,8 +123,8 @@ impl Plan {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if let Some(Mode::EchoServer) = args.mode {
-        return echo::serve_stdin();
+    if let Some(Mode::EchoServer { epoll }) = args.mode {
+        return echo::serve_stdin(epoll);
     }
     let plan = Plan::new(args.quick);
     let bin = locate::vsmmud(args.vsmmud.clone(), !args.no_build)?;

@@ -207,6 +207,18 @@ impl Report {
             String::new(),
         );
         t.row(
+            "  vs raw socket served by an epoll loop, us",
+            fix(g("mmio_rtt_us"), 2),
+            fix(g("raw_socket_epoll_rtt_us"), 2),
+            ratio(g("mmio_rtt_ratio_vs_epoll")),
+        );
+        t.row(
+            "  vs client-shim over the blocking echo, us",
+            fix(g("mmio_rtt_us"), 2),
+            fix(g("client_shim_echo_rtt_us"), 2),
+            ratio(g("mmio_rtt_us") / g("client_shim_echo_rtt_us")),
+        );
+        t.row(
             "TLBI flood, sync every 64: cmds/s",
             num(g("cmds_per_s_batched")),
             num(g("cmds_per_s_unbatched")),

@@ -164,7 +164,7 @@ impl<'a> Input<'a> {
     fn reg(&mut self) -> u64 {
         match self.u8() {
             b @ 0..=0xef => REGS[b as usize % REGS.len()],
-            _ => u64::from(self.u32()) % REGION_SIZE & !3,
+            _ => (u64::from(self.u32()) % REGION_SIZE) & !3,
         }
     }
 }
@@ -467,13 +467,21 @@ impl Harness {
             1..=4 => {
                 let off = inp.reg();
                 let sel = inp.u8();
-                let count = if off % 8 == 0 && sel & 1 == 1 { 8 } else { 4 };
+                let count = if off.is_multiple_of(8) && sel & 1 == 1 {
+                    8
+                } else {
+                    4
+                };
                 let value = inp.value();
                 self.write(off, count, value, sel & 2 != 0);
             }
             5 => {
                 let off = inp.reg();
-                let count = if off % 8 == 0 && inp.bool() { 8 } else { 4 };
+                let count = if off.is_multiple_of(8) && inp.bool() {
+                    8
+                } else {
+                    4
+                };
                 self.read(off, count);
             }
             // Guest memory write.
@@ -590,7 +598,7 @@ impl Harness {
                 } else {
                     let u = DmaUnmap {
                         argsz: 24,
-                        flags: u32::from(inp.u8() % 8 == 0),
+                        flags: u32::from(inp.u8().is_multiple_of(8)),
                         addr,
                         size,
                     };
@@ -627,7 +635,11 @@ impl Harness {
                     let e = WriteMultiEntry {
                         offset,
                         region: 0,
-                        count: if offset % 8 == 0 && inp.bool() { 8 } else { 4 },
+                        count: if offset.is_multiple_of(8) && inp.bool() {
+                            8
+                        } else {
+                            4
+                        },
                         data: inp.value().to_le_bytes(),
                     };
                     p.extend_from_slice(e.as_bytes());

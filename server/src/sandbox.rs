@@ -236,22 +236,22 @@ macro_rules! and {
     };
 }
 
-/// Argument `arg` (its low 32 bits) compares to `value` by `op`.
-fn arg(arg: u8, op: SeccompCmpOp, value: u64) -> Result<SeccompCondition, BackendError> {
-    SeccompCondition::new(arg, SeccompCmpArgLen::Dword, op, value)
+/// Argument `index` (its low 32 bits) compares to `value` by `op`.
+fn arg(index: u8, op: SeccompCmpOp, value: u64) -> Result<SeccompCondition, BackendError> {
+    SeccompCondition::new(index, SeccompCmpArgLen::Dword, op, value)
 }
 
-/// Argument `arg` (its low 32 bits) equals `value`.
+/// Argument `index` (its low 32 bits) equals `value`.
 fn arg_eq(index: u8, value: impl Into<i64>) -> Result<SeccompCondition, BackendError> {
     arg(index, Eq, value.into() as u64 & 0xffff_ffff)
 }
 
-/// Argument `arg` has none of the bits of `mask`.
+/// Argument `index` has none of the bits of `mask`.
 fn arg_clear(index: u8, mask: c_int) -> Result<SeccompCondition, BackendError> {
     arg(index, MaskedEq(mask as u64), 0)
 }
 
-/// Argument `arg` has every bit of `mask`.
+/// Argument `index` has every bit of `mask`.
 fn arg_set(index: u8, mask: c_int) -> Result<SeccompCondition, BackendError> {
     arg(index, MaskedEq(mask as u64), mask as u64)
 }
@@ -407,19 +407,16 @@ fn serving_thread_rules(host: Option<HostKind>, pid: u32) -> Result<Vec<Allowed>
         );
     }
     if host != Some(HostKind::Sim) {
-        {
-            // Everything the iommufd backend asks of the kernel; no other
-            // request on any fd.
-            let rules = IOMMUFD_IOCTLS
-                .iter()
-                .map(|&req| -> Result<SeccompRule, BackendError> { Ok(and![arg(1, Eq, req)]) })
-                .collect::<Result<Vec<_>, _>>()?;
-            table.push(Allowed {
-                nr: i64::from(libc::SYS_ioctl),
-                sys: "SYS_ioctl",
-                rules,
-            });
-        }
+        // Everything the iommufd backend asks of the kernel; no other
+        // request on any fd.
+        let rules = IOMMUFD_IOCTLS
+            .iter()
+            .map(|&req| -> Result<SeccompRule, BackendError> { Ok(and![arg(1, Eq, req)]) })
+            .collect::<Result<Vec<_>, _>>()?;
+        table.push(Allowed {
+            rules,
+            ..allow!(SYS_ioctl)
+        });
     }
     Ok(table)
 }
@@ -908,10 +905,8 @@ mod tests {
     fn pipe() -> (OwnedFd, OwnedFd) {
         let mut fds = [0; 2];
         // SAFETY: pipe2 fills `fds` with two new descriptors.
-        assert_eq!(
-            unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) },
-            0
-        );
+        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC | libc::O_NONBLOCK) };
+        assert_eq!(rc, 0, "pipe2");
         // SAFETY: a fresh descriptor from pipe2, owned once.
         let rd = unsafe { OwnedFd::from_raw_fd(fds[0]) };
         // SAFETY: as above.

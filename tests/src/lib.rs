@@ -237,7 +237,7 @@ impl Raw {
         self.client.send_raw(bytes, &[]).expect("send");
     }
 
-    /// Sends a VERSION 0.<minor> with `json` (NUL added) and returns the reply.
+    /// Sends a VERSION `0.minor` with `json` (NUL added) and returns the reply.
     pub fn version(&mut self, minor: u16, json: &str) -> (Header, Vec<u8>) {
         let mut p = vec![0, 0];
         p.extend_from_slice(&minor.to_le_bytes());

@@ -538,7 +538,7 @@ pub struct SmmuState {
 }
 
 impl Smmu {
-    /// The migratable state (after [`Smmu::drain_host`] has moved what the
+    /// The migratable state (after the device drained what the
     /// host holds into the buffer).
     pub fn save(&self) -> SmmuState {
         SmmuState {

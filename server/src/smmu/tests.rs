@@ -48,7 +48,7 @@ impl Rig {
     /// Enables a 256-entry CMDQ at CMDQ.
     fn cmdq_on(&mut self) {
         self.w(CMDQ_BASE, 8, CMDQ | 8);
-        self.w(CR0, 4, CR0_CMDQEN.mask().into());
+        self.w(CR0, 4, CR0_CMDQEN.mask());
     }
 
     /// Writes `cmds` at the queue's PROD and rings the doorbell.
