@@ -219,6 +219,7 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
     };
     let t0 = Instant::now();
     let mut printed = 0usize;
+    let mut overflow_lines = 0u32;
     let mut last_bar = Instant::now();
     while t.dmas < u64::from(args.dmas) {
         let dev = (rng.next() % devs.len() as u64) as usize;
@@ -300,9 +301,13 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
                 printed += 1;
             }
         }
-        if pass.overflow && printed < args.log {
-            println!("  arm-smmu-v3: EVTQ overflow detected -- events lost");
-            printed += 1;
+        if pass.overflow {
+            match overflow_lines {
+                0..=2 => println!("  arm-smmu-v3: EVTQ overflow detected -- events lost"),
+                3 => println!("  (further overflow lines not shown)"),
+                _ => {}
+            }
+            overflow_lines += 1;
         }
         if last_bar.elapsed().as_millis() > 100 || t.dmas == u64::from(args.dmas) {
             progress(t.dmas, u64::from(args.dmas), t.seen);
