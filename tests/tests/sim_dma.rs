@@ -37,7 +37,7 @@ const ASID: u16 = 3;
 /// The CD.IPS encoding of 48 bits.
 const IPS_48: u8 = 5;
 /// Status of a transaction terminated without an event.
-const ABORTED: u32 = 0x100;
+const ABORTED: u32 = vsmmu_protocol::vfio_user::SIM_DMA_ABORTED;
 
 /// dword0 of a record for [`VSID`] without SubstreamID.
 const fn d0(event_type: u64) -> u64 {

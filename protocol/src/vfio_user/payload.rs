@@ -314,6 +314,10 @@ wire_struct!(
     } = 32
 );
 
+/// `SimDmaReply::status` when the host SMMU terminated the transaction
+/// without recording an event (an abort STE): above every event code.
+pub const SIM_DMA_ABORTED: u32 = 0x100;
+
 /// `SimDma::ssid` when the transaction has no SubstreamID.
 pub const SIM_DMA_NO_SSID: u32 = u32::MAX;
 

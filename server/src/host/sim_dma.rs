@@ -58,9 +58,7 @@ use super::walk::{self, Access, FaultKind, FetchError, Stage1, WalkError};
 use super::{HwInfo, SteAction};
 use crate::memory::GuestRam;
 
-/// Status of a transaction terminated without any event (an abort STE):
-/// above every 8-bit event code.
-pub const SIM_DMA_ABORTED: u32 = 0x100;
+pub use vsmmu_protocol::vfio_user::SIM_DMA_ABORTED;
 
 /// The unit a transfer is split into: the smallest translation granule.
 pub const SIM_DMA_PAGE: u64 = 4096;
