@@ -424,6 +424,7 @@ impl Device {
                     .check_sid(d.vsid)
                     .map_err(|w| Failure::new(errno::EINVAL, w))?;
                 let dev_id = self.host.attach_device(d.vsid, fds.into_iter().next())?;
+                self.smmu.host_info_changed(&self.host.hw_info());
                 self.smmu.device_attached(d.vsid, &mut ctx!(self));
                 reply
                     .push(&VsmmuDevice {

@@ -489,6 +489,24 @@ impl Smmu {
         }
     }
 
+    /// The host's hardware information became known (the iommufd backend
+    /// reads it when the first device is bound): re-derive the ID
+    /// registers, unless the guest already started using the SMMU with the
+    /// old ones.
+    pub fn host_info_changed(&mut self, hw: &HwInfo) {
+        let ids = ids::advertised(hw, self.cfg.msi);
+        if ids.idr == self.idr {
+            return;
+        }
+        if self.cr0 != 0 {
+            log::warn!("host SMMU features known only after the guest enabled the SMMU: ID registers unchanged");
+            return;
+        }
+        self.idr = ids.idr;
+        self.iidr = ids.iidr;
+        self.aidr = ids.aidr;
+    }
+
     /// The host device behind `sid` is gone.
     pub fn device_detached(&mut self, sid: u32) {
         self.attached.retain(|&s| s != sid);
