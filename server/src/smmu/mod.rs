@@ -456,6 +456,11 @@ impl Smmu {
 
     /// Checks that `sid` fits the advertised StreamID size.
     pub fn check_sid(&self, sid: u32) -> Result<(), String> {
+        if !IDR0_S1P.is_set32(self.idr[0]) {
+            // The host's features are not known yet (iommufd before the
+            // first device): nothing to check against.
+            return Ok(());
+        }
         let bits = IDR1_SIDSIZE.get32(self.idr[1]);
         if bits < 32 && sid >> bits != 0 {
             return Err(format!("vSID {sid:#x} exceeds SIDSIZE {bits}"));
