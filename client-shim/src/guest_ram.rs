@@ -39,26 +39,7 @@ impl GuestRam {
                 SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL,
             ),
         )?;
-        let len = std::num::NonZeroUsize::new(size)
-            .ok_or(std::io::Error::from_raw_os_error(libc::EINVAL))?;
-        // SAFETY: a fresh shared mapping of our own memfd, `size` bytes long,
-        // not aliased by any Rust reference.
-        let ptr = unsafe {
-            mmap(
-                None,
-                len,
-                ProtFlags::PROT_READ | ProtFlags::PROT_WRITE,
-                MapFlags::MAP_SHARED,
-                &fd,
-                0,
-            )?
-        };
-        Ok(GuestRam {
-            fd,
-            ptr: ptr.cast(),
-            base,
-            size,
-        })
+        Self::from_fd(fd, base, size)
     }
 
     /// Maps an existing RAM file (e.g. `/proc/<pid>/fd/<n>` of another
@@ -92,7 +73,6 @@ impl GuestRam {
 
     /// The memfd, for DMA_MAP.
     pub fn fd(&self) -> BorrowedFd<'_> {
-        // (Also what /proc/self/fd/N names for another process.)
         self.fd.as_fd()
     }
 
