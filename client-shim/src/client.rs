@@ -81,6 +81,8 @@ pub struct Client {
     next_id: u16,
     child: Option<Child>,
     caps: Capabilities,
+    /// Bytes read but not yet consumed: a small reply costs one read.
+    rbuf: Vec<u8>,
 }
 
 /// The fd number the spawned server finds its socket at.
@@ -99,6 +101,7 @@ impl Client {
             next_id: 1,
             child: None,
             caps: Capabilities::default(),
+            rbuf: Vec::new(),
         }
     }
 
@@ -225,16 +228,31 @@ impl Client {
 
     /// Reads one whole message (header and payload).
     pub fn recv_raw(&mut self) -> Result<(Header, Vec<u8>)> {
-        let mut hb = [0u8; HEADER_SIZE];
-        read_full(&mut self.sock, &mut hb)?;
-        let hdr = Header::decode(&hb).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        self.fill_to(HEADER_SIZE)?;
+        let hdr = Header::decode(&self.rbuf).map_err(|e| ClientError::Protocol(e.to_string()))?;
         let size = hdr.msg_size as usize;
         if !(HEADER_SIZE..=64 << 20).contains(&size) {
             return Err(ClientError::Protocol(format!("reply size {size}")));
         }
-        let mut payload = vec![0u8; size - HEADER_SIZE];
-        read_full(&mut self.sock, &mut payload)?;
+        self.fill_to(size)?;
+        let payload = self.rbuf[HEADER_SIZE..size].to_vec();
+        self.rbuf.drain(..size);
         Ok((hdr, payload))
+    }
+
+    /// Reads until at least `n` bytes are buffered.
+    fn fill_to(&mut self, n: usize) -> Result<()> {
+        let mut tmp = [0u8; 8192];
+        while self.rbuf.len() < n {
+            match self.sock.read(&mut tmp) {
+                Ok(0) => return Err(ClientError::ServerGone),
+                Ok(k) => self.rbuf.extend_from_slice(&tmp[..k]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => return Err(ClientError::ServerGone),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(())
     }
 
     /// Sends a command and returns the reply payload, or the error reply's errno.
@@ -659,21 +677,6 @@ impl Drop for Client {
     }
 }
 
-fn read_full(sock: &mut UnixStream, buf: &mut [u8]) -> Result<()> {
-    let mut off = 0;
-    while off < buf.len() {
-        match sock.read(&mut buf[off..]) {
-            Ok(0) => return Err(ClientError::ServerGone),
-            Ok(n) => off += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => {
-                return Err(ClientError::ServerGone)
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(())
-}
 
 fn parse<T: FromBytes + zerocopy::KnownLayout + zerocopy::Immutable>(bytes: &[u8]) -> Result<T> {
     T::read_from_prefix(bytes)

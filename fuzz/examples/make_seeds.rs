@@ -279,6 +279,33 @@ fn request_handler() {
     q.extend_from_slice(&[15, 1, 1, 19, 0, 19, 1]);
     write(t, "boot-2lvl", &q);
 
+    // A device DMA walking a 4-level table: L0..L2 at RAM pages 12..14,
+    // L3 at page 15 mapping IOVA 0 to page 10.
+    let mut w = vec![0u8, 0];
+    w.extend_from_slice(&[19, 2, 0, 8, 7]);
+    w.extend_from_slice(&[14, 1, 1]);
+    w.extend_from_slice(&[10, 1, 0, 0, 3]);
+    w.extend_from_slice(&(0x8000u16 / 64).to_le_bytes());
+    w.extend_from_slice(&[12, 1, 0, 0, 0, 0, 0]);
+    w.extend_from_slice(&(0xc000u16 / 64).to_le_bytes());
+    w.extend_from_slice(&[16, 4, 1, 0]);
+    w.extend_from_slice(&[8, 1, 1, 1, 1, 13, 0, 0]);
+    // Op 21: table page, index, kind 1 (table) → next page.
+    for (page, next) in [(12, 13), (13, 14), (14, 15)] {
+        w.extend_from_slice(&[21, page, 0, 0, 1, next]);
+    }
+    // Kind 2 (leaf): page 10, page descriptor, AP = EL0 RW, AF, no DBM.
+    w.extend_from_slice(&[21, 15, 0, 0, 2, 10, 1, 1, 0, 0]);
+    // Op 20: read 16 bytes at IOVA 0x10, structured IOVA.
+    w.extend_from_slice(&[20, 0, 1, 15, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0]);
+    // Write 8 bytes at 0x20.
+    w.extend_from_slice(&[20, 1, 1, 7, 1, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0x20, 0]);
+    w.extend_from_slice(b"vsmmu!!\n");
+    // Read the unmapped page at 0x1000: F_TRANSLATION, an event.
+    w.extend_from_slice(&[20, 0, 1, 3, 1, 0, 1, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0]);
+    w.extend_from_slice(&[15, 0, 0]);
+    write(t, "dma-walk", &w);
+
     // A raw message of each kind the fuzzer should mutate.
     let mut r = vec![0u8, 1];
     r.extend_from_slice(SmmuCmd::sync_sev().encode().as_bytes());

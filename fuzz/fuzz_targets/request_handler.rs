@@ -6,17 +6,19 @@
 //! DMA_MAP of 64 KiB of a memfd at [`RAM_BASE`]), then runs a program of
 //! operations decoded from the input: raw messages, register reads and
 //! writes, guest memory writes (commands, STEs, CDs, anything), SIM_INJECT,
-//! ATTACH/DETACH, DMA_MAP/UNMAP, SET_IRQS, reconnects. After every message
+//! ATTACH/DETACH, DMA_MAP/UNMAP, SET_IRQS, device DMAs through the sim
+//! host (SIM_DMA) over fuzzed page tables, reconnects. After every message
 //! the vEVENTQ is drained into the model, as the event loop does when its
-//! fd is readable. So CMDQ consumption, stream table and CD walks and
-//! EVENTQ writes all run on hostile tables.
+//! fd is readable. So CMDQ consumption, stream table, CD and translation
+//! table walks and EVENTQ writes all run on hostile tables.
 //!
 //! Asserted: nothing panics, every message gets an answer of the right
 //! shape (a reply to the same id and command, header-only when it is an
 //! error; nothing for a posted command).
 //!
 //! Input: `cfg:u8 blob_len:u8` then `blob_len * 16` bytes written at the
-//! start of guest RAM, then operations until the input ends (see [`Op`]).
+//! start of guest RAM, then operations until the input ends (see
+//! `Harness::op`).
 
 #![no_main]
 
@@ -34,8 +36,9 @@ use vsmmu_protocol::smmu::regs::*;
 use vsmmu_protocol::smmu::ste::{S1Dss, S1Fmt, Ste, SteCaps, SteConfig};
 use vsmmu_protocol::smmu::strtab::{L1Std, SteLocation, StrtabCaps, StrtabConfig};
 use vsmmu_protocol::vfio_user::{
-    self as vu, Command, DmaMap, DmaUnmap, Header, IrqSet, Message, RegionAccess, SimInjectHeader,
-    VsmmuDevice, WriteMultiEntry, WriteMultiHeader, FLAG_NO_REPLY, FLAG_TYPE_REPLY, HEADER_SIZE,
+    self as vu, Command, DmaMap, DmaUnmap, Header, IrqSet, Message, RegionAccess, SimDma,
+    SimInjectHeader, VsmmuDevice, WriteMultiEntry, WriteMultiHeader, FLAG_NO_REPLY,
+    FLAG_TYPE_REPLY, HEADER_SIZE,
 };
 use vsmmu_server::conn::Incoming;
 use vsmmu_server::device::{Device, Limits, Outcome, Session};
@@ -438,7 +441,7 @@ impl Harness {
     }
 
     fn op(&mut self, inp: &mut Input<'_>) {
-        match inp.u8() % 20 {
+        match inp.u8() % 23 {
             // A raw message: any command number, flags and payload.
             0 => {
                 let cmd = match inp.u8() {
@@ -530,7 +533,13 @@ impl Harness {
                     Cd::from_bytes(&inp.take())
                 } else {
                     let g = [Granule::K4, Granule::K16, Granule::K64][inp.u8() as usize % 3];
-                    Cd::s1(inp.ram_addr(), inp.u8() % 64, g, inp.u8() % 8, inp.u16())
+                    Cd::s1(
+                        inp.ram_addr() & !0xfff,
+                        inp.u8() % 64,
+                        g,
+                        inp.u8() % 8,
+                        inp.u16(),
+                    )
                 };
                 if let Some(a) = self.cd_addr(sid, ssid, l2) {
                     ram_write(a, &cd.to_bytes());
@@ -645,6 +654,75 @@ impl Harness {
                     p.extend_from_slice(e.as_bytes());
                 }
                 self.call(Command::RegionWriteMulti, &p, vec![]);
+            }
+            // A device DMA through the sim host: STE, CD and page table walk.
+            20 => {
+                let write = inp.bool();
+                let len = if inp.bool() {
+                    u64::from(inp.u8()) + 1
+                } else {
+                    u64::from(inp.u16() % 4096) + 1
+                };
+                let vsid = inp.sid();
+                let ssid = if inp.bool() {
+                    u32::from(inp.u8())
+                } else {
+                    vu::SIM_DMA_NO_SSID
+                };
+                let iova = match inp.u8() % 3 {
+                    0 => inp.u64(),
+                    // 4 KiB granule indexes, 48-bit VA.
+                    1 => {
+                        let mut va = 0u64;
+                        for shift in [39, 30, 21, 12] {
+                            va |= u64::from(inp.u16() % 512) << shift;
+                        }
+                        va | u64::from(inp.u16() % 4096)
+                    }
+                    _ => inp.ram_addr() + u64::from(inp.u8()),
+                };
+                let mut data = Vec::new();
+                if write {
+                    data = inp.bytes(len as usize).to_vec();
+                    data.resize(len as usize, 0);
+                }
+                let req = SimDma {
+                    argsz: 32 + data.len() as u32,
+                    flags: u32::from(write),
+                    vsid,
+                    ssid,
+                    iova,
+                    len,
+                };
+                let mut p = req.as_bytes().to_vec();
+                p.extend_from_slice(&data);
+                let r = self.call(Command::VsmmuSimDma, &p, vec![]);
+                if debug() {
+                    let status = r.as_deref().and_then(|b| b.get(24..28));
+                    eprintln!("SIM_DMA {iova:#x}+{len}: status {status:?}");
+                }
+            }
+            // A translation table descriptor in one of RAM's 4 KiB pages.
+            21 => {
+                let page = |inp: &mut Input<'_>| RAM_BASE + u64::from(inp.u8() % 16) * 4096;
+                let table = page(inp);
+                let index = u64::from(inp.u16() % 512);
+                let desc = match inp.u8() % 4 {
+                    0 => inp.u64(),
+                    // Next-level table, access flag set.
+                    1 => page(inp) | 0b11 | 1 << 10,
+                    // Page (or block) with AF, AP[2:1], DBM.
+                    2 => {
+                        let oa = page(inp);
+                        let kind = if inp.bool() { 0b11 } else { 0b01 };
+                        let ap = u64::from(inp.u8() & 3) << 6;
+                        let af = if inp.bool() { 0 } else { 1 << 10 };
+                        let dbm = if inp.bool() { 1 << 51 } else { 0 };
+                        oa | kind | ap | af | dbm
+                    }
+                    _ => 0,
+                };
+                ram_write(table + index * 8, &desc.to_le_bytes());
             }
             _ => match inp.u8() % 4 {
                 0 => {

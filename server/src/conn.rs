@@ -64,6 +64,10 @@ pub struct Connection<S: AsRawFd> {
     wbuf: VecDeque<u8>,
     max_msg_size: usize,
     eof: bool,
+    /// Reused across reads: allocating and zeroing 64 KiB per wakeup
+    /// dominated the cost of a small message.
+    chunk: Box<[u8]>,
+    cmsg: Vec<u8>,
 }
 
 impl<S: AsRawFd> Connection<S> {
@@ -77,6 +81,8 @@ impl<S: AsRawFd> Connection<S> {
             wbuf: VecDeque::new(),
             max_msg_size,
             eof: false,
+            chunk: vec![0u8; READ_CHUNK].into_boxed_slice(),
+            cmsg: nix::cmsg_space!([RawFd; SCM_MAX_FD]),
         }
     }
 
@@ -96,17 +102,16 @@ impl<S: AsRawFd> Connection<S> {
     }
 
     /// Reads what the socket has, until it would block or the peer closed.
-    /// Returns `Err(Closed)` only once everything buffered was consumed.
-    pub fn fill(&mut self) -> Result<(), ConnError> {
-        let mut cmsg = nix::cmsg_space!([RawFd; SCM_MAX_FD]);
-        let mut chunk = vec![0u8; READ_CHUNK];
+    /// `hup` is the poller's read-closed hint: then reading goes on to the
+    /// end of the stream even after a short read.
+    pub fn fill(&mut self, hup: bool) -> Result<(), ConnError> {
         while !self.eof {
             let (n, fds, truncated) = {
-                let mut iov = [IoSliceMut::new(&mut chunk)];
+                let mut iov = [IoSliceMut::new(&mut self.chunk)];
                 match recvmsg::<()>(
                     self.stream.as_raw_fd(),
                     &mut iov,
-                    Some(&mut cmsg),
+                    Some(&mut self.cmsg),
                     MsgFlags::MSG_CMSG_CLOEXEC | MsgFlags::MSG_DONTWAIT,
                 ) {
                     Ok(msg) => {
@@ -138,14 +143,14 @@ impl<S: AsRawFd> Connection<S> {
                 break;
             }
             let start = self.rbase + self.rbuf.len() as u64;
-            self.rbuf.extend_from_slice(&chunk[..n]);
+            self.rbuf.extend_from_slice(&self.chunk[..n]);
             if !fds.is_empty() {
                 self.batches.push_back(FdBatch {
                     start,
                     end: start + n as u64,
                     fds,
                 });
-            } else if n < chunk.len() {
+            } else if n < self.chunk.len() && !hup {
                 // A short read without fds drained the socket: edge-triggered
                 // polling reports new data with a new edge.
                 return Ok(());
@@ -292,7 +297,7 @@ mod tests {
         let mut c = Connection::new(b, 4096);
         let mut got = Vec::new();
         for _ in 0..10 {
-            c.fill().unwrap();
+            c.fill(false).unwrap();
             while let Some(m) = c.next_message().unwrap() {
                 got.push((m.header.msg_id, m.fds.len(), m.bytes.len()));
             }
@@ -311,14 +316,14 @@ mod tests {
             .finish();
         nix::unistd::write(&a, &m[..10]).unwrap();
         let mut c = Connection::new(b, 4096);
-        c.fill().unwrap();
+        c.fill(false).unwrap();
         assert!(c.next_message().unwrap().is_none());
         nix::unistd::write(&a, &m[10..]).unwrap();
-        c.fill().unwrap();
+        c.fill(false).unwrap();
         let got = c.next_message().unwrap().unwrap();
         assert_eq!(got.bytes, m);
         drop(a);
-        c.fill().unwrap();
+        c.fill(false).unwrap();
         assert!(matches!(c.next_message(), Err(ConnError::Closed)));
     }
 
@@ -329,7 +334,7 @@ mod tests {
         m[4..8].copy_from_slice(&100_000u32.to_le_bytes());
         nix::unistd::write(&a, &m).unwrap();
         let mut c = Connection::new(b, 4096);
-        c.fill().unwrap();
+        c.fill(false).unwrap();
         assert!(matches!(
             c.next_message(),
             Err(ConnError::Header(HeaderError::SizeTooLarge {

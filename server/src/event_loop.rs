@@ -225,7 +225,7 @@ impl Server {
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(),
-                    CLIENT => self.client_ready(),
+                    CLIENT => self.client_ready(ev.is_read_closed() || ev.is_error()),
                     SIGNAL => {
                         if let Ok(Some(si)) = self.signals.read_signal() {
                             log::info!("signal {}: shutting down", si.ssi_signo);
@@ -310,11 +310,11 @@ impl Server {
         }
     }
 
-    fn client_ready(&mut self) {
+    fn client_ready(&mut self, hup: bool) {
         let Some(client) = self.client.as_mut() else {
             return;
         };
-        let result = Self::serve(client, &mut self.device);
+        let result = Self::serve(client, &mut self.device, hup);
         if let Err(why) = result {
             if !matches!(why, ConnError::Closed) {
                 log::warn!("closing the client connection: {why}");
@@ -323,9 +323,9 @@ impl Server {
         }
     }
 
-    fn serve(client: &mut Client, device: &mut Device) -> Result<(), ConnError> {
+    fn serve(client: &mut Client, device: &mut Device, hup: bool) -> Result<(), ConnError> {
         client.conn.flush()?;
-        let read = client.conn.fill();
+        let read = client.conn.fill(hup);
         loop {
             let msg = match client.conn.next_message() {
                 Ok(Some(m)) => m,

@@ -230,8 +230,15 @@ impl GuestRam {
 
     /// Reads `N` little-endian u64 words.
     pub fn read_u64s<const N: usize>(&self, gpa: u64) -> Result<[u64; N], MemError> {
-        let mut bytes = vec![0u8; N * 8];
-        self.read(gpa, &mut bytes)?;
+        let mut stack = [0u8; 64];
+        let mut heap = Vec::new();
+        let bytes: &mut [u8] = if N <= 8 {
+            &mut stack[..N * 8]
+        } else {
+            heap.resize(N * 8, 0);
+            &mut heap
+        };
+        self.read(gpa, bytes)?;
         let mut out = [0u64; N];
         for (w, c) in out.iter_mut().zip(bytes.chunks_exact(8)) {
             let mut b = [0u8; 8];
@@ -243,8 +250,19 @@ impl GuestRam {
 
     /// Writes little-endian u64 words.
     pub fn write_u64s(&self, gpa: u64, words: &[u64]) -> Result<(), MemError> {
-        let bytes: Vec<u8> = words.iter().flat_map(|w| w.to_le_bytes()).collect();
-        self.write(gpa, &bytes)
+        // Event records and STEs: no allocation on the event path.
+        let mut stack = [0u8; 64];
+        let mut heap = Vec::new();
+        let bytes: &mut [u8] = if words.len() <= 8 {
+            &mut stack[..words.len() * 8]
+        } else {
+            heap.resize(words.len() * 8, 0);
+            &mut heap
+        };
+        for (c, w) in bytes.chunks_exact_mut(8).zip(words) {
+            c.copy_from_slice(&w.to_le_bytes());
+        }
+        self.write(gpa, bytes)
     }
 }
 

@@ -163,7 +163,6 @@ impl EventQueue {
         ctx: &mut Ctx<'_>,
     ) {
         let enabled = CR0_EVTQEN.is_set32(regs.cr0);
-        let mut written = 0;
         for rec in parse_vevents(buf) {
             let rec = match rec {
                 Ok(r) => r,
@@ -187,18 +186,20 @@ impl EventQueue {
                     }
                     ctx.stats.host_events_read += 1;
                     if enabled {
+                        // Written below, in one pass for the whole read.
                         self.buffer.push_back(Pending {
                             rec: evt,
                             host: true,
                         });
-                        written += self.write_pending(regs, gerr, ctx);
                     } else {
                         ctx.stats.events_dropped_disabled += 1;
                     }
                 }
             }
         }
-        written += self.write_pending(regs, gerr, ctx);
+        // What fits goes into the guest queue; the rest waits in the
+        // buffer, and only what exceeds its bound is dropped.
+        let written = self.write_pending(regs, gerr, ctx);
         self.signal(written, regs, ctx);
     }
 
