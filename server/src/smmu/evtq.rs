@@ -60,6 +60,8 @@ pub struct EventQueue {
     burst_lost: u64,
     /// Migration STOP: guest memory must not change; records wait.
     pub paused: bool,
+    /// Reused serialization buffer for runs of records.
+    scratch: Vec<u8>,
 }
 
 impl EventQueue {
@@ -79,6 +81,7 @@ impl EventQueue {
             generation: 0,
             burst_lost: 0,
             paused: false,
+            scratch: Vec::new(),
         }
     }
 
@@ -284,14 +287,22 @@ impl EventQueue {
         let q = self.queue();
         let base = QueueBase::decode(self.base);
         let mut written = 0u64;
-        while !q.is_full(self.prod, self.cons) {
-            let Some(p) = self.buffer.pop_front() else {
-                break;
-            };
-            let addr = base.entry_addr(q.index(self.prod), EVENT_ENTRY_SIZE);
-            let ok = addr.is_some_and(|a| ctx.mem.write_u64s(a, &p.rec).is_ok());
-            if !ok {
-                if p.host {
+        // Contiguous runs of slots (up to the wrap or a full queue) are
+        // written with one copy each.
+        while !self.buffer.is_empty() && !q.is_full(self.prod, self.cons) {
+            let idx = q.index(self.prod);
+            let run = (q.free(self.prod, self.cons))
+                .min(q.entries() - idx)
+                .min(self.buffer.len() as u32) as usize;
+            self.scratch.clear();
+            for p in self.buffer.iter().take(run) {
+                for w in p.rec {
+                    self.scratch.extend_from_slice(&w.to_le_bytes());
+                }
+            }
+            let addr = base.entry_addr(idx, EVENT_ENTRY_SIZE);
+            if !addr.is_some_and(|a| ctx.mem.write(a, &self.scratch).is_ok()) {
+                if self.buffer.pop_front().is_some_and(|p| p.host) {
                     ctx.stats.guest_events_dropped += 1;
                 }
                 log::warn!(
@@ -301,11 +312,13 @@ impl EventQueue {
                 gerr.raise(GERROR_EVTQ_ABT_ERR, regs.irq_ctrl, ctx);
                 break;
             }
-            if p.host {
-                ctx.stats.guest_events_written += 1;
+            for p in self.buffer.drain(..run) {
+                if p.host {
+                    ctx.stats.guest_events_written += 1;
+                }
             }
-            self.prod = q.with_ptr(self.prod, q.incr(self.prod));
-            written += 1;
+            self.prod = q.with_ptr(self.prod, self.prod.wrapping_add(run as u32));
+            written += run as u64;
         }
         self.trim(ctx);
         if self.overflow_pending {
