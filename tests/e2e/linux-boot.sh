@@ -137,11 +137,16 @@ prerequisites() {
             die "apt-get install failed (see $WORK/apt-install.log)"
     fi
     # Debian source packages (apt-get source qemu).
-    if ! apt-cache showsrc qemu 2>/dev/null | grep -q '^Package: qemu'; then
+    # (Outputs are captured first: grep -q closing a pipe early would make
+    # the pipeline fail under pipefail.)
+    local out
+    out=$(apt-cache showsrc qemu 2>/dev/null) || true
+    if ! grep -q '^Package: qemu' <<<"$out"; then
         missing+=(deb-src)
     fi
     # arm64 binary packages (the guest's kernel and busybox).
-    if ! dpkg --print-foreign-architectures | grep -qx arm64; then
+    out=$(dpkg --print-foreign-architectures)
+    if ! grep -qx arm64 <<<"$out"; then
         missing+=(arm64)
     fi
     if ((${#missing[@]})); then
@@ -170,7 +175,8 @@ EOF
         apt_update
     fi
     # arm64 lists present (the architecture may have been added without an update).
-    if ! apt-cache policy linux-image-arm64:arm64 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+    out=$(apt-cache policy linux-image-arm64:arm64 2>/dev/null) || true
+    if ! grep -q 'Candidate: [0-9]' <<<"$out"; then
         [[ $SUDO_OK == 1 ]] || die "no arm64 package lists: run apt-get update"
         APT_UPDATED=0
         apt_update
@@ -248,7 +254,9 @@ build_qemu() {
         fi
     fi
     [[ -x $QEMU ]] || die "no $QEMU"
-    "$QEMU" -machine virt,help 2>/dev/null | grep -q smmuv3-remote || die "$QEMU has no smmuv3-remote"
+    local props
+    props=$("$QEMU" -machine virt,help 2>&1) || true
+    grep -q smmuv3-remote-vsmmud <<<"$props" || die "$QEMU has no smmuv3-remote"
 }
 
 # -------------------------------------------------------------------- guest
