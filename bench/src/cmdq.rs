@@ -59,7 +59,35 @@ pub fn run(bin: &Path, plan: &Plan, r: &mut Report) -> anyhow::Result<()> {
         "cmds_ratio",
         r.get("cmds_per_s_batched") / r.get("cmds_per_s_unbatched"),
     );
+    // CMD_SYNC completion: Linux polls CMDQ_CONS over MMIO (IDR0.MSI = 0,
+    // as QEMU) or, with `vsmmud --msi`, its own memory for the MSI write.
+    let mut lat: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    for _ in 0..plan.storm_reps {
+        for (i, args) in [&[][..], &["--msi"][..]].into_iter().enumerate() {
+            let mut d = boot(bin, args, 16 << 20, DriverOptions::default())?;
+            if d.features.msi != (i == 1) {
+                bail!("the driver did not pick the expected CMD_SYNC completion");
+            }
+            lat[i].push(sync_us(&mut d, plan.flood_cmds_n1)?);
+        }
+    }
+    r.set("cmd_sync_us_polled", median(&lat[0]));
+    r.set("cmd_sync_us_msi", median(&lat[1]));
     Ok(())
+}
+
+/// Median microseconds of an empty CMD_SYNC (doorbell to completion seen).
+fn sync_us(d: &mut SmmuDriver, n: u64) -> anyhow::Result<f64> {
+    for _ in 0..WARMUP_SYNCS {
+        d.issue(&[], true)?;
+    }
+    let mut v = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        let t0 = Instant::now();
+        d.issue(&[], true)?;
+        v.push(t0.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(median(&v))
 }
 
 /// `total` TLBI_NH_VA commands, a CMD_SYNC after every `n`.

@@ -243,6 +243,12 @@ impl Report {
             String::new(),
         );
         t.row(
+            "CMD_SYNC, us: --msi vs polling CMDQ_CONS",
+            fix(g("cmd_sync_us_msi"), 2),
+            fix(g("cmd_sync_us_polled"), 2),
+            ratio(g("cmd_sync_us_msi") / g("cmd_sync_us_polled")),
+        );
+        t.row(
             "idle RSS, KiB (anon / file / shmem)",
             fix(g("idle_rss_kib"), 0),
             format!(

@@ -556,17 +556,26 @@ impl SmmuDriver {
             // over the first word of the CMD_SYNC itself. A command error
             // stops the queue before it: check CONS while waiting.
             let t0 = Instant::now();
+            let mut next_check = Duration::from_millis(1);
             let mut spins = 0u32;
             while self.ram.read_u32(slot) != 0 {
-                spins += 1;
-                if spins % 256 == 0 {
+                // No MMIO while waiting (that is the point of MSI); only a
+                // sync that takes long is checked for a command error.
+                let waited = t0.elapsed();
+                if waited > next_check {
+                    next_check = waited + Duration::from_millis(1);
                     self.cmdq.other = self.client.read32(CMDQ_CONS)?;
                     self.check_cmdq_error()?;
                 }
-                if t0.elapsed() > POLL_TIMEOUT {
+                if waited > POLL_TIMEOUT {
                     return Err(DriverError::Timeout("CMD_SYNC MSI"));
                 }
-                std::hint::spin_loop();
+                spins += 1;
+                if spins > 1000 {
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
             }
             return Ok(());
         }
@@ -575,12 +584,12 @@ impl SmmuDriver {
         loop {
             let cons = self.client.read32(CMDQ_CONS)?;
             self.cmdq.other = cons;
-            self.check_cmdq_error()?;
             // Consumed when CONS moved past the sync slot.
-            let done = q.used(self.cmdq.ptr, cons) < q.used(self.cmdq.ptr, sync_ptr);
-            if done {
+            if q.used(self.cmdq.ptr, cons) < q.used(self.cmdq.ptr, sync_ptr) {
                 return Ok(());
             }
+            // Not consumed: stopped by a command error, or not there yet.
+            self.check_cmdq_error()?;
             if t0.elapsed() > POLL_TIMEOUT {
                 return Err(DriverError::Timeout("CMD_SYNC"));
             }
