@@ -8,18 +8,21 @@
 #   1. builds vsmmud and libvsmmu_client.a (cargo, release);
 #   2. builds qemu-system-aarch64 from Debian bookworm's QEMU 7.2 source with
 #      the patches, cached outside the clone under
-#      ${XDG_CACHE_HOME:-$HOME/.cache}/vsmmu-qemu/<sha256 of the patches>,
+#      ${XDG_CACHE_HOME:-$HOME/.cache}/vsmmu-qemu/<sha256 of the patches
+#      and of the configure options>,
 #      so a rerun with unchanged patches only relinks (if the library changed);
 #   3. downloads Debian's arm64 kernel (linux-image-arm64's current
 #      linux-image-6.1.0-*-arm64) and busybox-static:arm64, cached likewise,
 #      and packs an initramfs whose /init prints what the guest saw of the
 #      SMMU and powers off;
-#   4. boots it three times under TCG:
+#   4. boots it four times under TCG (-kernel; device tree unless said):
 #        builtin  iommu=smmuv3 (QEMU's own model), for reference;
 #        spawn    iommu=smmuv3-remote, QEMU starts vsmmud on a socketpair;
 #        socket   iommu=smmuv3-remote, vsmmud started here on a Unix socket;
+#        acpi     as spawn, but UEFI (qemu-efi-aarch64) and acpi=force: the
+#                 driver finds the SMMU through the IORT;
 #      vsmmud runs with its default seccomp mode, kill;
-#   5. checks, for the two remote boots, the guest console (driver probe
+#   5. checks, for the three remote boots, the guest console (driver probe
 #      line, cmdq/evtq allocation, wired interrupts, a PCI device added to an
 #      IOMMU group, no SMMU error), vsmmud's seccomp status, and vsmmud's
 #      counters (VSMMU_GET_STATS, printed by QEMU at exit through the
@@ -54,7 +57,12 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$REPO/target}
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/vsmmu-e2e.XXXXXX")
 VSMMUD_SOCKET_PID=
+BOOT_PID=
 cleanup() {
+    if [[ -n $BOOT_PID ]] && kill -0 "$BOOT_PID" 2>/dev/null; then
+        kill -TERM "$BOOT_PID" 2>/dev/null || true
+        wait "$BOOT_PID" 2>/dev/null || true
+    fi
     if [[ -n $VSMMUD_SOCKET_PID ]] && kill -0 "$VSMMUD_SOCKET_PID" 2>/dev/null; then
         kill -TERM "$VSMMUD_SOCKET_PID" 2>/dev/null || true
         wait "$VSMMUD_SOCKET_PID" 2>/dev/null || true
@@ -102,6 +110,7 @@ check() { # check DESCRIPTION CONDITION-COMMAND...
 
 # ------------------------------------------------------------ prerequisites
 
+UEFI=/usr/share/qemu-efi-aarch64/QEMU_EFI.fd
 SUDO_OK=0
 [[ $(id -u) == 0 && ${VSMMU_E2E_NO_INSTALL:-0} != 1 ]] && SUDO_OK=1
 APT_UPDATED=0
@@ -129,6 +138,7 @@ prerequisites() {
     pkg-config --exists glib-2.0 2>/dev/null || pkgs+=(libglib2.0-dev)
     pkg-config --exists pixman-1 2>/dev/null || pkgs+=(libpixman-1-dev)
     [[ -e /usr/include/libfdt.h ]] || pkgs+=(libfdt-dev)
+    [[ -e $UEFI ]] || pkgs+=(qemu-efi-aarch64)
     if ((${#pkgs[@]})); then
         [[ $SUDO_OK == 1 ]] || die "missing packages: ${pkgs[*]} (apt-get install them)"
         apt_update
@@ -205,10 +215,22 @@ install_if_changed() {
     return 1
 }
 
+# Only the devices the virt machine needs: a third less to compile.
+# (ARM_V7M: QEMU 7.2's target/arm/m_helper.c calls the NVIC.)
+QEMU_DEVICES=(CONFIG_ARM_VIRT=y CONFIG_PCIE_PORT=y CONFIG_ARM_V7M=y)
+QEMU_CONFIGURE=(
+    --target-list=aarch64-softmmu --disable-docs --disable-tools
+    --without-default-devices --with-devices-aarch64=vsmmu-e2e
+)
+
 build_qemu() {
     local patches=("$PATCH_DIR"/*.patch) hash qdir src
     [[ -f ${patches[0]} ]] || die "no patches in $PATCH_DIR"
-    hash=$(cat "${patches[@]}" | sha256sum | cut -d' ' -f1)
+    # The cache key: the patches, and how they are built.
+    hash=$({
+        cat "${patches[@]}"
+        printf '%s\n' "${QEMU_DEVICES[@]}" "${QEMU_CONFIGURE[@]}"
+    } | sha256sum | cut -d' ' -f1)
     qdir=$CACHE_ROOT/$hash
     QEMU=$qdir/build/qemu-system-aarch64
     mkdir -p "$CACHE_ROOT"
@@ -230,11 +252,8 @@ build_qemu() {
         for p in "${patches[@]}"; do
             patch -d "$src" -p1 --forward --batch --quiet <"$p" || die "$(basename "$p") does not apply to $(basename "$src")"
         done
-        # Only the devices the virt machine needs: a third less to compile.
-        printf 'CONFIG_ARM_VIRT=y\nCONFIG_PCIE_PORT=y\n' >"$src/configs/devices/aarch64-softmmu/vsmmu-e2e.mak"
-        (cd "$qdir/build" && "$src/configure" \
-            --target-list=aarch64-softmmu --disable-docs --disable-tools \
-            --without-default-devices --with-devices-aarch64=vsmmu-e2e \
+        printf '%s\n' "${QEMU_DEVICES[@]}" >"$src/configs/devices/aarch64-softmmu/vsmmu-e2e.mak"
+        (cd "$qdir/build" && "$src/configure" "${QEMU_CONFIGURE[@]}" \
             --enable-vsmmu --vsmmu-libdir="$qdir/vsmmu/lib" \
             --vsmmu-includedir="$qdir/vsmmu/include") >"$qdir/configure.log" 2>&1 ||
             die "QEMU configure failed (see $qdir/configure.log)"
@@ -312,11 +331,14 @@ EOF
 
 # ------------------------------------------------------------------- boots
 
-# boot NAME IOMMU-MACHINE-OPTIONS [QEMU ARGS...]: console to $WORK/NAME.out,
-# QEMU's and vsmmud's stderr to $WORK/NAME.err, exit code to $WORK/NAME.rc.
+# boot NAME IOMMU-MACHINE-OPTIONS EXTRA-KERNEL-ARGS [QEMU ARGS...]: console
+# to $WORK/NAME.out, QEMU's and vsmmud's stderr to $WORK/NAME.err, exit code
+# to $WORK/NAME.rc. While the guest runs, the Seccomp: field of
+# /proc/PID/status of the vsmmud that QEMU spawned (if any) is sampled; the
+# highest value seen goes to $WORK/NAME.seccomp (2 = filter mode).
 boot() {
-    local name=$1 iommu=$2 rc=0
-    shift 2
+    local name=$1 iommu=$2 append=$3 rc=0 tpid qpid vpid mode max=""
+    shift 3
     timeout --kill-after=10 "$BOOT_TIMEOUT" "$QEMU" \
         -machine "virt,$iommu,memory-backend=mem" \
         -object memory-backend-memfd,id=mem,share=on,size=512M \
@@ -324,27 +346,30 @@ boot() {
         -nographic -nic none -no-reboot \
         -device pcie-root-port,id=rp0,chassis=1 \
         -kernel "$KERNEL" -initrd "$INITRD" \
-        -append "console=ttyAMA0 panic=-1 iommu.passthrough=1" \
-        "$@" </dev/null >"$WORK/$name.out" 2>"$WORK/$name.err" || rc=$?
-    echo "$rc" >"$WORK/$name.rc"
-}
-
-# Seccomp: field of /proc/PID/status, polled while the guest runs.
-watch_seccomp() { # watch_seccomp NAME PID-SOURCE(file to grep for the pid | pid)
-    local name=$1 src=$2 pid="" i
-    for ((i = 0; i < 600; i++)); do
-        if [[ $src =~ ^[0-9]+$ ]]; then
-            pid=$src
-        else
-            pid=$(sed -n 's/.*smmuv3_remote_connected spawn .* (vsmmud pid \([0-9]*\)).*/\1/p' "$src" 2>/dev/null | head -1)
+        -append "console=ttyAMA0 panic=-1 iommu.passthrough=1 $append" \
+        "$@" </dev/null >"$WORK/$name.out" 2>"$WORK/$name.err" &
+    tpid=$!
+    BOOT_PID=$tpid
+    while kill -0 "$tpid" 2>/dev/null; do
+        qpid=$(pgrep -P "$tpid" | head -1) || true
+        vpid=""
+        if [[ -n $qpid ]]; then
+            vpid=$(pgrep -P "$qpid" -x vsmmud | head -1) || true
         fi
-        if [[ -n $pid && -r /proc/$pid/status ]]; then
-            # vsmmud applies its filter right after setup: give it a moment.
-            sleep 0.3
-            awk '/^Seccomp:/{print $2}' "/proc/$pid/status" >"$WORK/$name.seccomp" 2>/dev/null && return
+        if [[ -n $vpid ]]; then
+            mode=$(awk '/^Seccomp:/ { print $2 }' "/proc/$vpid/status" 2>/dev/null) || true
+            if [[ -n $mode ]] && [[ -z $max || $mode -gt $max ]]; then
+                max=$mode
+            fi
         fi
-        sleep 0.05
+        sleep 0.02
     done
+    wait "$tpid" || rc=$?
+    BOOT_PID=
+    echo "$rc" >"$WORK/$name.rc"
+    if [[ -n $max ]]; then
+        echo "$max" >"$WORK/$name.seccomp"
+    fi
 }
 
 console_line() { grep -a -m1 -E "$1" "$WORK/$2.out" | sed 's/^\[ *[0-9.]*\] //' | tr -d '\r'; }
@@ -356,12 +381,12 @@ stat_of() { # stat_of NAME KEY: a counter from the stats JSON
 check_remote() {
     local name=$1 probe
     echo "== checks: $name"
-    probe=$(console_line 'arm-smmu-v3 [0-9a-f]+\.smmuv3: ias [0-9]+-bit, oas [0-9]+-bit \(features 0x[0-9a-f]+\)' "$name") || true
+    probe=$(console_line 'arm-smmu-v3 [^ ]+: ias [0-9]+-bit, oas [0-9]+-bit \(features 0x[0-9a-f]+\)' "$name") || true
     check "$name: QEMU exited 0 after the guest powered off" test "$(cat "$WORK/$name.rc")" = 0
     check "$name: guest init ran to the end" grep -aq '^E2E: done' "$WORK/$name.out"
     check "$name: driver probe line: ${probe:-<missing>}" test -n "$probe"
-    check "$name: cmdq allocated" grep -aqE 'arm-smmu-v3 [0-9a-f]+\.smmuv3: allocated [0-9]+ entries for cmdq' "$WORK/$name.out"
-    check "$name: evtq allocated" grep -aqE 'arm-smmu-v3 [0-9a-f]+\.smmuv3: allocated [0-9]+ entries for evtq' "$WORK/$name.out"
+    check "$name: cmdq allocated" grep -aqE 'arm-smmu-v3 [^ ]+: allocated [0-9]+ entries for cmdq' "$WORK/$name.out"
+    check "$name: evtq allocated" grep -aqE 'arm-smmu-v3 [^ ]+: allocated [0-9]+ entries for evtq' "$WORK/$name.out"
     check "$name: no SMMU error or probe failure" \
         bash -c "! grep -aiE 'arm-smmu-v3.*\\b(fail(ed|ure)?|timeout|error|abort)\\b|CMD_SYNC|probe of .*smmuv3 failed' '$WORK/$name.out'"
     check "$name: evtq and gerror interrupts requested" \
@@ -398,45 +423,47 @@ timed "guest kernel + initramfs" fetch_guest
 log "QEMU: $QEMU"
 log "guest kernel: $KERNEL_NAME"
 
-log "boot 1/3: builtin (iommu=smmuv3, QEMU's own SMMUv3), for reference"
-timed "boot builtin" boot builtin iommu=smmuv3
+log "boot 1/4: builtin (iommu=smmuv3, QEMU's own SMMUv3), for reference"
+timed "boot builtin" boot builtin iommu=smmuv3 ""
 
-log "boot 2/3: spawn (iommu=smmuv3-remote, QEMU starts vsmmud --seccomp kill)"
-watch_seccomp spawn "$WORK/spawn.err" &
-WATCH=$!
-timed "boot remote (spawn)" boot spawn "iommu=smmuv3-remote,smmuv3-remote-vsmmud=$VSMMUD" \
+log "boot 2/4: spawn (iommu=smmuv3-remote, QEMU starts vsmmud --seccomp kill)"
+timed "boot remote (spawn)" boot spawn "iommu=smmuv3-remote,smmuv3-remote-vsmmud=$VSMMUD" "" \
     -trace smmuv3_remote_connected -trace smmuv3_remote_stats
-wait "$WATCH" || true
 
-log "boot 3/3: socket (iommu=smmuv3-remote, vsmmud --socket-path, already running)"
+log "boot 3/4: socket (iommu=smmuv3-remote, vsmmud --socket-path, already running)"
 SOCK=$WORK/vsmmu.sock
 "$VSMMUD" --socket-path "$SOCK" 2>"$WORK/vsmmud-socket.log" &
 VSMMUD_SOCKET_PID=$!
 for ((i = 0; i < 200; i++)); do [[ -S $SOCK ]] && break; sleep 0.05; done
 [[ -S $SOCK ]] || die "vsmmud did not create $SOCK: $(cat "$WORK/vsmmud-socket.log")"
-watch_seccomp socket "$VSMMUD_SOCKET_PID" &
-WATCH=$!
-timed "boot remote (socket)" boot socket "iommu=smmuv3-remote,smmuv3-remote-socket=$SOCK" \
+timed "boot remote (socket)" boot socket "iommu=smmuv3-remote,smmuv3-remote-socket=$SOCK" "" \
     -trace smmuv3_remote_stats
-wait "$WATCH" || true
+awk '/^Seccomp:/ { print $2 }' "/proc/$VSMMUD_SOCKET_PID/status" >"$WORK/socket.seccomp" 2>/dev/null || true
 kill -TERM "$VSMMUD_SOCKET_PID"
 VSMMUD_RC=0
 wait "$VSMMUD_SOCKET_PID" || VSMMUD_RC=$?
 VSMMUD_SOCKET_PID=
 cat "$WORK/vsmmud-socket.log" >>"$WORK/socket.err"
 
+log "boot 4/4: acpi (as spawn, UEFI + acpi=force: the SMMU described by the IORT)"
+timed "boot remote (spawn, ACPI)" boot acpi "iommu=smmuv3-remote,smmuv3-remote-vsmmud=$VSMMUD" acpi=force \
+    -bios "$UEFI" -trace smmuv3_remote_connected -trace smmuv3_remote_stats
+
 echo "== checks: builtin (reference)"
-BUILTIN=$(console_line 'arm-smmu-v3 [0-9a-f]+\.smmuv3: ias' builtin) || true
+BUILTIN=$(console_line 'arm-smmu-v3 [^ ]+: ias' builtin) || true
 check "builtin: patched QEMU still probes its own SMMUv3: ${BUILTIN:-<missing>}" test -n "$BUILTIN"
 check_remote spawn
 check_remote socket
 check "socket: vsmmud exited 0 on SIGTERM after the client left (rc $VSMMUD_RC)" test "$VSMMUD_RC" = 0
+check_remote acpi
+check "acpi: the guest used the IORT" grep -aq 'ACPI: IORT' "$WORK/acpi.out"
 
-echo "== guest console, remote (spawn):"
-grep -a -E 'arm-smmu-v3|iommu' "$WORK/spawn.out" | sed 's/^/    /' | tr -d '\r'
+echo "== what the guest's /init printed, remote (spawn):"
+sed -n '/^E2E: init/,/^E2E: done/p' "$WORK/spawn.out" | sed 's/^/    /' | tr -d '\r'
 echo "== probe lines: builtin vs remote"
 echo "    builtin: ${BUILTIN:-<missing>}"
-echo "    remote:  $(console_line 'arm-smmu-v3 [0-9a-f]+\.smmuv3: ias' spawn)"
+echo "    remote:  $(console_line 'arm-smmu-v3 [^ ]+: ias' spawn)"
+echo "    acpi:    $(console_line 'arm-smmu-v3 [^ ]+: ias' acpi)"
 
 echo "== timings"
 printf '    %s\n' "${TIMINGS[@]}"

@@ -139,3 +139,20 @@ fn gerror_toggles_once_until_acknowledged() {
     assert_eq!((rig.r(GERROR), rig.r(GERRORN)), (0, 1));
     assert_eq!(rig.stats.cmd_errors, 2);
 }
+
+/// A guest EVENTQ_CONS inconsistent with PROD must not hang delivery
+/// (found by the request_handler fuzz target).
+#[test]
+fn inconsistent_eventq_cons_does_not_hang() {
+    let mut rig = Rig::new(SimConfig::default(), true);
+    rig.w(EVENTQ_BASE, 8, RAM + 0x8000 | 3);
+    rig.w(EVENTQ_CONS, 4, 1);
+    rig.w(CR0, 4, CR0_EVTQEN.mask());
+    rig.host.inject(&[[1 << 32 | 0x10, 0, 0, 0]]).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = rig.host.read_veventq(&mut buf).unwrap();
+    let mut ctx = Ctx { mem: &rig.mem, host: &mut rig.host, irqs: &mut rig.irqs, stats: &mut rig.stats };
+    rig.smmu.host_records(&buf[..n], &mut ctx);
+    assert_eq!(rig.stats.guest_events_written, 0);
+    assert_eq!(rig.stats.host_events_read, 1);
+}
