@@ -248,7 +248,9 @@ impl Client {
                 Ok(0) => return Err(ClientError::ServerGone),
                 Ok(k) => self.rbuf.extend_from_slice(&tmp[..k]),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => return Err(ClientError::ServerGone),
+                Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => {
+                    return Err(ClientError::ServerGone)
+                }
                 Err(e) => return Err(e.into()),
             }
         }
@@ -303,10 +305,16 @@ impl Client {
             let (hdr, reply) = self.recv_raw()?;
             let id = first.wrapping_add(k as u16);
             if hdr.msg_id != id || hdr.command != command as u16 {
-                return Err(ClientError::Protocol(format!("reply {} to request {id}", hdr.msg_id)));
+                return Err(ClientError::Protocol(format!(
+                    "reply {} to request {id}",
+                    hdr.msg_id
+                )));
             }
             if hdr.is_error() {
-                return Err(ClientError::Remote { command, errno: hdr.error_no as i32 });
+                return Err(ClientError::Remote {
+                    command,
+                    errno: hdr.error_no as i32,
+                });
             }
             out.push(reply);
         }
@@ -618,7 +626,13 @@ impl Client {
             flags: vu::DEVICE_FEATURE_SET | vu::DEVICE_FEATURE_MIG_DEVICE_STATE,
         };
         let mut payload = f.as_bytes().to_vec();
-        payload.extend_from_slice(vu::MigDeviceState { device_state: state, data_fd: -1 }.as_bytes());
+        payload.extend_from_slice(
+            vu::MigDeviceState {
+                device_state: state,
+                data_fd: -1,
+            }
+            .as_bytes(),
+        );
         self.request(Command::DeviceFeature, &payload, &[])?;
         Ok(())
     }
@@ -637,7 +651,10 @@ impl Client {
     pub fn mig_read_all(&mut self, chunk: u32) -> Result<Vec<u8>> {
         let mut out = Vec::new();
         loop {
-            let req = vu::MigData { argsz: 8 + chunk, size: chunk };
+            let req = vu::MigData {
+                argsz: 8 + chunk,
+                size: chunk,
+            };
             let r = self.request(Command::MigDataRead, req.as_bytes(), &[])?;
             let h: vu::MigData = parse(&r)?;
             out.extend_from_slice(r.get(8..8 + h.size as usize).unwrap_or(&[]));
@@ -650,7 +667,12 @@ impl Client {
     /// Writes a saved state (in RESUMING), `chunk` bytes per message.
     pub fn mig_write_all(&mut self, data: &[u8], chunk: usize) -> Result<()> {
         for part in data.chunks(chunk.max(1)) {
-            let mut payload = vu::MigData { argsz: 8, size: part.len() as u32 }.as_bytes().to_vec();
+            let mut payload = vu::MigData {
+                argsz: 8,
+                size: part.len() as u32,
+            }
+            .as_bytes()
+            .to_vec();
             payload.extend_from_slice(part);
             self.request(Command::MigDataWrite, &payload, &[])?;
         }
@@ -676,7 +698,6 @@ impl Drop for Client {
         }
     }
 }
-
 
 fn parse<T: FromBytes + zerocopy::KnownLayout + zerocopy::Immutable>(bytes: &[u8]) -> Result<T> {
     T::read_from_prefix(bytes)

@@ -329,7 +329,12 @@ impl SmmuDriver {
     /// wires fresh eventfds, and rebuilds the driver's view of the queues
     /// from the registers. Tables are not re-allocated; [`SmmuDriver::alloc`]
     /// hands out memory from `free_from` on.
-    pub fn resume(mut client: Client, ram: GuestRam, free_from: u64, opts: DriverOptions) -> Result<Self> {
+    pub fn resume(
+        mut client: Client,
+        ram: GuestRam,
+        free_from: u64,
+        opts: DriverOptions,
+    ) -> Result<Self> {
         client.dma_map(ram.fd(), 0, ram.base(), ram.size() as u64)?;
         let irqs = Self::wire_irqs(&mut client)?;
         let mut idr = [0u32; 6];
@@ -372,12 +377,25 @@ impl SmmuDriver {
             ram,
             features,
             opts,
-            alloc: Alloc { next: free_from, end },
-            cmdq: QueueState { base: cbase, q: cq, ptr: cmdq_prod, other: cmdq_cons },
+            alloc: Alloc {
+                next: free_from,
+                end,
+            },
+            cmdq: QueueState {
+                base: cbase,
+                q: cq,
+                ptr: cmdq_prod,
+                other: cmdq_cons,
+            },
             // The guest's progress is what it last wrote to EVENTQ_CONS; the
             // driver's cached PROD starts from the same OVFLG so that an
             // overflow that happened meanwhile is noticed.
-            evtq: QueueState { base: ebase, q: eq, ptr: evtq_cons, other: (evtq_prod & !eq.ptr_mask()) | (evtq_cons & eq.ptr_mask()) },
+            evtq: QueueState {
+                base: ebase,
+                q: eq,
+                ptr: evtq_cons,
+                other: (evtq_prod & !eq.ptr_mask()) | (evtq_cons & eq.ptr_mask()),
+            },
             strtab,
             l1,
             irqs,
@@ -386,7 +404,8 @@ impl SmmuDriver {
     }
 
     fn wire_irqs(client: &mut Client) -> Result<[EventFd; 4]> {
-        let mk = || EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC);
+        let mk =
+            || EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC);
         let irqs = match [mk(), mk(), mk(), mk()] {
             [Ok(a), Ok(b), Ok(c), Ok(d)] => [a, b, c, d],
             _ => return Err(ClientError::Io(std::io::Error::last_os_error()).into()),

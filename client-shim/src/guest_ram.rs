@@ -45,12 +45,16 @@ impl GuestRam {
     /// Maps an existing RAM file (e.g. `/proc/<pid>/fd/<n>` of another
     /// process's memfd) of `size` bytes at guest address `base`.
     pub fn open(path: &std::path::Path, base: u64, size: usize) -> std::io::Result<Self> {
-        let file = std::fs::OpenOptions::new().read(true).write(true).open(path)?;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)?;
         Self::from_fd(OwnedFd::from(file), base, size)
     }
 
     fn from_fd(fd: OwnedFd, base: u64, size: usize) -> std::io::Result<Self> {
-        let len = std::num::NonZeroUsize::new(size).ok_or(std::io::Error::from_raw_os_error(libc::EINVAL))?;
+        let len = std::num::NonZeroUsize::new(size)
+            .ok_or(std::io::Error::from_raw_os_error(libc::EINVAL))?;
         // SAFETY: a fresh shared mapping of the file, `size` bytes long, not
         // aliased by any Rust reference.
         let ptr = unsafe {

@@ -14,13 +14,13 @@ use crate::memory::{GuestRam, MemError, PAGE_SIZE};
 use crate::migration::{self, MigState};
 use crate::smmu::{Ctx, Smmu, REGION_SIZE};
 use crate::stats::Stats;
-use zerocopy::FromBytes;
 use vsmmu_protocol::vfio_user::{
     self as vu, libc_errno as errno, Capabilities, Command, DecodeError, DeviceInfo, Header,
     IrqInfo, IrqSet, Message, MigrationCap, RegionAccess, RegionInfo, RegionIoFds, Request,
     SimInjectReply, StatsRequest, VersionData, VersionHeader, VsmmuCap, VsmmuDevice,
     WriteMultiHeader,
 };
+use zerocopy::FromBytes;
 
 /// Limits a client cannot exceed (all configurable on the command line).
 #[derive(Debug, Clone)]
@@ -377,7 +377,10 @@ impl Device {
             }
             Request::MigDataRead(r) => {
                 let MigState::StopCopy { data, pos } = &mut self.mig else {
-                    return Err(Failure::new(errno::EINVAL, "MIG_DATA_READ outside STOP_COPY"));
+                    return Err(Failure::new(
+                        errno::EINVAL,
+                        "MIG_DATA_READ outside STOP_COPY",
+                    ));
                 };
                 let n = (r.size as usize)
                     .min(data.len() - *pos)
@@ -394,7 +397,10 @@ impl Device {
             }
             Request::MigDataWrite { data, .. } => {
                 let MigState::Resuming { data: buf } = &mut self.mig else {
-                    return Err(Failure::new(errno::EINVAL, "MIG_DATA_WRITE outside RESUMING"));
+                    return Err(Failure::new(
+                        errno::EINVAL,
+                        "MIG_DATA_WRITE outside RESUMING",
+                    ));
                 };
                 if buf.len() + data.len() > migration::MAX_STREAM {
                     return Err(Failure::new(errno::ENOSPC, "state stream too large"));
@@ -670,23 +676,35 @@ impl Device {
         let get = feature.flags & vu::DEVICE_FEATURE_GET != 0;
         let set = feature.flags & vu::DEVICE_FEATURE_SET != 0;
         let probe = feature.flags & vu::DEVICE_FEATURE_PROBE != 0;
-        let known = vu::DEVICE_FEATURE_MASK | vu::DEVICE_FEATURE_GET | vu::DEVICE_FEATURE_SET | vu::DEVICE_FEATURE_PROBE;
+        let known = vu::DEVICE_FEATURE_MASK
+            | vu::DEVICE_FEATURE_GET
+            | vu::DEVICE_FEATURE_SET
+            | vu::DEVICE_FEATURE_PROBE;
         if feature.flags & !known != 0 || (get && set && !probe) || (!get && !set && !probe) {
-            return Err(Failure::new(errno::EINVAL, format!("DEVICE_FEATURE flags {:#x}", feature.flags)));
+            return Err(Failure::new(
+                errno::EINVAL,
+                format!("DEVICE_FEATURE flags {:#x}", feature.flags),
+            ));
         }
         let reply = Message::reply(hdr);
         let echo = |data: &[u8]| reply.clone().push(&feature).bytes(data).finish();
         match index {
             vu::DEVICE_FEATURE_MIGRATION => {
                 if set {
-                    return Err(Failure::new(errno::EINVAL, "the migration feature cannot be set"));
+                    return Err(Failure::new(
+                        errno::EINVAL,
+                        "the migration feature cannot be set",
+                    ));
                 }
                 if probe {
                     return Ok(echo(&[]));
                 }
                 let flags = vu::MIGRATION_STOP_COPY.to_le_bytes();
                 Ok(reply
-                    .push(&vu::DeviceFeature { argsz: 16, flags: feature.flags })
+                    .push(&vu::DeviceFeature {
+                        argsz: 16,
+                        flags: feature.flags,
+                    })
                     .bytes(&flags)
                     .finish())
             }
@@ -695,26 +713,38 @@ impl Device {
                     return Ok(echo(&[]));
                 }
                 if get {
-                    let st = vu::MigDeviceState { device_state: self.mig.number(), data_fd: -1 };
+                    let st = vu::MigDeviceState {
+                        device_state: self.mig.number(),
+                        data_fd: -1,
+                    };
                     return Ok(reply
-                        .push(&vu::DeviceFeature { argsz: 16, flags: feature.flags })
+                        .push(&vu::DeviceFeature {
+                            argsz: 16,
+                            flags: feature.flags,
+                        })
                         .push(&st)
                         .finish());
                 }
                 let st = vsmmu_protocol::vfio_user::MigDeviceState::read_from_prefix(data)
                     .map(|(s, _)| s)
-                    .map_err(|_| Failure::new(errno::EINVAL, "MIG_DEVICE_STATE needs 8 bytes of data"))?;
+                    .map_err(|_| {
+                        Failure::new(errno::EINVAL, "MIG_DEVICE_STATE needs 8 bytes of data")
+                    })?;
                 self.set_mig_state(st.device_state)?;
                 Ok(echo(data))
             }
-            _ => Err(Failure::new(errno::ENOTSUP, format!("device feature {index} not supported"))),
+            _ => Err(Failure::new(
+                errno::ENOTSUP,
+                format!("device feature {index} not supported"),
+            )),
         }
     }
 
     /// Moves the migration state machine to `to` along the spec's path.
     fn set_mig_state(&mut self, to: u32) -> Result<(), Failure> {
-        let arcs = migration::path(self.mig.number(), to)
-            .ok_or_else(|| Failure::new(errno::EINVAL, format!("migration state {to} not supported")))?;
+        let arcs = migration::path(self.mig.number(), to).ok_or_else(|| {
+            Failure::new(errno::EINVAL, format!("migration state {to} not supported"))
+        })?;
         for arc in arcs {
             self.mig_arc(arc)?;
         }
@@ -762,7 +792,10 @@ impl Device {
             (cur, _) => {
                 let n = cur.number();
                 self.mig = cur;
-                return Err(Failure::new(errno::EINVAL, format!("no arc from state {n} to {to}")));
+                return Err(Failure::new(
+                    errno::EINVAL,
+                    format!("no arc from state {n} to {to}"),
+                ));
             }
         };
         self.mig = next;

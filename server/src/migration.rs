@@ -54,8 +54,8 @@ pub fn decode(bytes: &[u8]) -> Result<SmmuState, MigError> {
     if ver != VERSION {
         return Err(MigError::Version(ver));
     }
-    let (state, rest) =
-        postcard::take_from_bytes::<SmmuState>(body).map_err(|e| MigError::Corrupt(e.to_string()))?;
+    let (state, rest) = postcard::take_from_bytes::<SmmuState>(body)
+        .map_err(|e| MigError::Corrupt(e.to_string()))?;
     if !rest.is_empty() {
         return Err(MigError::Corrupt(format!("{} trailing bytes", rest.len())));
     }
@@ -134,7 +134,10 @@ mod tests {
     fn bad_streams_are_refused() {
         assert_eq!(decode(b"XXXX\x01\0\0\0"), Err(MigError::Magic));
         assert_eq!(decode(b"VSMU\x02\0\0\0"), Err(MigError::Version(2)));
-        assert!(matches!(decode(b"VSMU\x01\0\0\0\x05"), Err(MigError::Corrupt(_))));
+        assert!(matches!(
+            decode(b"VSMU\x01\0\0\0\x05"),
+            Err(MigError::Corrupt(_))
+        ));
         assert_eq!(decode(b"VS"), Err(MigError::Magic));
     }
 }

@@ -58,9 +58,15 @@ fn iommufd_without_dev_iommu_fails_with_one_clear_line() {
     if std::path::Path::new("/dev/iommu").exists() {
         return; // a real host: nothing to check here
     }
-    let out = vsmmud().args(["--host", "iommufd", "--fd", "1", "--seccomp", "off"]).output().unwrap();
+    let out = vsmmud()
+        .args(["--host", "iommufd", "--fd", "1", "--seccomp", "off"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.contains("/dev/iommu does not exist: this host has no iommufd"), "{err}");
+    assert!(
+        err.contains("/dev/iommu does not exist: this host has no iommufd"),
+        "{err}"
+    );
 }

@@ -8,18 +8,29 @@ use vsmmu_tests::vsmmud_bin;
 #[test]
 fn demo_balances() {
     let demo = vsmmud_bin().with_file_name("vsmmu-demo");
-    assert!(demo.exists(), "{} missing: cargo test --workspace builds it", demo.display());
+    assert!(
+        demo.exists(),
+        "{} missing: cargo test --workspace builds it",
+        demo.display()
+    );
     let out = Command::new(&demo)
         .args(["--dmas", "4000", "--vsmmud"])
         .arg(vsmmud_bin())
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "demo failed: {text}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "demo failed: {text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(text.contains("(seccomp mode 2: filter on)"), "{text}");
     assert!(text.contains("accounting balances"), "{text}");
     // The storm overflowed both queues and the guest was told.
-    assert!(text.contains("arm-smmu-v3: EVTQ overflow detected -- events lost"), "{text}");
+    assert!(
+        text.contains("arm-smmu-v3: EVTQ overflow detected -- events lost"),
+        "{text}"
+    );
     for kind in ["F_TRANSLATION", "F_PERMISSION", "F_ACCESS"] {
         assert!(text.contains(kind), "no {kind} in {text}");
     }

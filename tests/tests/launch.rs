@@ -19,7 +19,11 @@ fn spawned_server_serves_and_its_death_is_noticed() {
     // The spawned server runs under the default seccomp filter.
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     assert!(status.contains("Seccomp:\t2"), "{status}");
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), nix::sys::signal::Signal::SIGKILL).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid as i32),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
     let t0 = std::time::Instant::now();
     while !c.server_gone() {
         assert!(t0.elapsed() < std::time::Duration::from_secs(5));
@@ -44,7 +48,10 @@ fn systemd_socket_activation() {
     let mut cmd = Command::new("/bin/sh");
     // LISTEN_PID must be the pid of vsmmud itself: the shell execs it.
     cmd.arg("-c")
-        .arg(format!("LISTEN_PID=$$ LISTEN_FDS=1 exec {} --seccomp kill", vsmmud_bin().display()))
+        .arg(format!(
+            "LISTEN_PID=$$ LISTEN_FDS=1 exec {} --seccomp kill",
+            vsmmud_bin().display()
+        ))
         .stdin(Stdio::null())
         .stderr(Stdio::null());
     // SAFETY: runs in the forked child before exec; dup2/fcntl are
@@ -69,13 +76,21 @@ fn systemd_socket_activation() {
     let mut c = Client::from_stream(UnixStream::connect(&path).unwrap());
     c.negotiate(false).unwrap();
     drop(c);
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(0));
 }
 
 #[test]
 fn wrong_listen_pid_is_refused() {
-    let out = Command::new(vsmmud_bin()).env("LISTEN_FDS", "1").env("LISTEN_PID", "1").output().unwrap();
+    let out = Command::new(vsmmud_bin())
+        .env("LISTEN_FDS", "1")
+        .env("LISTEN_PID", "1")
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("LISTEN_PID \"1\" is not this process"));
 }

@@ -12,8 +12,22 @@ use vsmmu_tests::guest::{boot, small, RAM_BASE};
 use vsmmu_tests::TestServer;
 
 const REGS: [u64; 16] = [
-    CR0, CR1, CR2, GBPA, IRQ_CTRL, GERROR, GERRORN, STRTAB_BASE_CFG, CMDQ_PROD, CMDQ_CONS, EVENTQ_PROD_PAGE1,
-    EVENTQ_CONS_PAGE1, EVENTQ_IRQ_CFG1, GERROR_IRQ_CFG1, CR0ACK, IRQ_CTRLACK,
+    CR0,
+    CR1,
+    CR2,
+    GBPA,
+    IRQ_CTRL,
+    GERROR,
+    GERRORN,
+    STRTAB_BASE_CFG,
+    CMDQ_PROD,
+    CMDQ_CONS,
+    EVENTQ_PROD_PAGE1,
+    EVENTQ_CONS_PAGE1,
+    EVENTQ_IRQ_CFG1,
+    GERROR_IRQ_CFG1,
+    CR0ACK,
+    IRQ_CTRLACK,
 ];
 
 fn snapshot(c: &mut Client) -> Vec<u64> {
@@ -34,10 +48,14 @@ fn save_in_one_server_load_in_another() {
     // 3 in the server's buffer (guest queue of 8 entries, 3 overflow).
     let (src, mut d) = boot(&["--sim-veventq-depth", "64"], 8 << 20, small(3));
     d.client.attach_device(3, None).unwrap();
-    d.client.sim_inject(&(0..4).map(fault).collect::<Vec<_>>()).unwrap();
+    d.client
+        .sim_inject(&(0..4).map(fault).collect::<Vec<_>>())
+        .unwrap();
     let first = d.evtq_pass().unwrap();
     assert_eq!(first.events.len(), 4);
-    d.client.sim_inject(&(4..15).map(fault).collect::<Vec<_>>()).unwrap();
+    d.client
+        .sim_inject(&(4..15).map(fault).collect::<Vec<_>>())
+        .unwrap();
     let t0 = std::time::Instant::now();
     while d.client.stat("host_events_read").unwrap() < 15 {
         assert!(t0.elapsed() < std::time::Duration::from_secs(5));
@@ -67,10 +85,25 @@ fn save_in_one_server_load_in_another() {
 
     // The guest driver continues on the destination.
     let ram = std::mem::replace(&mut d.ram, vsmmu_client::GuestRam::new(0, 4096).unwrap());
-    let mut d2 = SmmuDriver::resume(c, ram, RAM_BASE + (6 << 20), DriverOptions { use_msi: false, ..small(3) }).unwrap();
+    let mut d2 = SmmuDriver::resume(
+        c,
+        ram,
+        RAM_BASE + (6 << 20),
+        DriverOptions {
+            use_msi: false,
+            ..small(3)
+        },
+    )
+    .unwrap();
     let mut seen = Vec::new();
     for _ in 0..3 {
-        seen.extend(d2.evtq_pass().unwrap().events.iter().map(|e| e.raw[2] >> 12));
+        seen.extend(
+            d2.evtq_pass()
+                .unwrap()
+                .events
+                .iter()
+                .map(|e| e.raw[2] >> 12),
+        );
     }
     assert_eq!(seen, (4..15).collect::<Vec<_>>());
     // Commands still work, and the attached vSID came along.
@@ -95,7 +128,10 @@ fn bad_streams_are_refused_and_change_nothing() {
         c.mig_set_state(RESUMING).unwrap();
         c.mig_write_all(&blob, 64).unwrap();
         let e = c.mig_set_state(STOP).unwrap_err();
-        assert!(matches!(e, ClientError::Remote { errno: 22, .. }), "{why}: {e}");
+        assert!(
+            matches!(e, ClientError::Remote { errno: 22, .. }),
+            "{why}: {e}"
+        );
         assert_eq!(c.mig_state().unwrap(), RESUMING, "{why}");
         assert_eq!(snapshot(&mut c), before, "{why}");
         // Reset leaves the migration states.
@@ -103,7 +139,9 @@ fn bad_streams_are_refused_and_change_nothing() {
         assert_eq!(c.mig_state().unwrap(), RUNNING);
         c.write32(CR1, 0xd75).unwrap();
     }
-    assert!(srv.log_text().contains("state stream version 2, this vsmmud reads version 1"));
+    assert!(srv
+        .log_text()
+        .contains("state stream version 2, this vsmmud reads version 1"));
     // MIG_DATA outside the saving/resuming states.
     assert_eq!(c.mig_read_all(64).unwrap_err().errno(), 22);
     assert_eq!(c.mig_write_all(b"x", 64).unwrap_err().errno(), 22);

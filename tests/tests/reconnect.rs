@@ -19,7 +19,13 @@ fn sigkill_mid_storm_then_a_new_client_continues() {
     let ram = GuestRam::new(RAM_BASE, size).unwrap();
     let ram_path = format!("/proc/{}/fd/{}", std::process::id(), ram.fd().as_raw_fd());
     let mut child = Command::new(env!("CARGO_BIN_EXE_storm-client"))
-        .args([srv.socket().to_str().unwrap(), &ram_path, &RAM_BASE.to_string(), &size.to_string(), "50000"])
+        .args([
+            srv.socket().to_str().unwrap(),
+            &ram_path,
+            &RAM_BASE.to_string(),
+            &size.to_string(),
+            "50000",
+        ])
         .stdout(Stdio::piped())
         .spawn()
         .unwrap();
@@ -40,17 +46,26 @@ fn sigkill_mid_storm_then_a_new_client_continues() {
     // they are buffered, not lost.
     let mut c = srv.client();
     let before = c.stats().unwrap();
-    let injected_before = before["host_events_read"].as_u64().unwrap() + before["host_events_lost"].as_u64().unwrap();
-    let extra: Vec<[u64; 4]> = (0..500u64).map(|i| [1 << 32 | 0x10, 0, (1 << 40) + (i << 12), 0]).collect();
+    let injected_before =
+        before["host_events_read"].as_u64().unwrap() + before["host_events_lost"].as_u64().unwrap();
+    let extra: Vec<[u64; 4]> = (0..500u64)
+        .map(|i| [1 << 32 | 0x10, 0, (1 << 40) + (i << 12), 0])
+        .collect();
     assert_eq!(c.sim_inject(&extra).unwrap(), (500, 0));
     let t0 = std::time::Instant::now();
-    while c.stat("host_events_read").unwrap() + c.stat("host_events_lost").unwrap() < injected_before + 500 {
+    while c.stat("host_events_read").unwrap() + c.stat("host_events_lost").unwrap()
+        < injected_before + 500
+    {
         assert!(t0.elapsed() < std::time::Duration::from_secs(10));
     }
     assert!(c.stat("events_buffered").unwrap() >= 500);
 
     // The guest driver resumes on the same RAM and drains everything.
-    let opts = DriverOptions { cmdq_max_shift: 8, evtq_max_shift: 8, ..DriverOptions::default() };
+    let opts = DriverOptions {
+        cmdq_max_shift: 8,
+        evtq_max_shift: 8,
+        ..DriverOptions::default()
+    };
     let mut d = SmmuDriver::resume(c, ram, RAM_BASE + (4 << 20), opts).unwrap();
     let mut iovas = Vec::new();
     loop {
@@ -67,16 +82,24 @@ fn sigkill_mid_storm_then_a_new_client_continues() {
     // drained promptly.
     assert_eq!(n("guest_events_dropped"), 0);
     assert_eq!(n("host_events_lost"), 0);
-    assert_eq!(n("host_events_read"), n("guest_events_written") + n("events_dropped_disabled"));
+    assert_eq!(
+        n("host_events_read"),
+        n("guest_events_written") + n("events_dropped_disabled")
+    );
     // What the new driver saw continues exactly where the dead one stopped:
     // consecutive storm records, then the 500 injected while no RAM was mapped.
     let (storm, tail): (Vec<u64>, Vec<u64>) = iovas.iter().partition(|&&a| a < 1 << 40);
     assert!(!storm.is_empty());
     let first = storm[0] >> 12;
-    let expect: Vec<u64> = (first..first + storm.len() as u64).map(|i| i << 12).collect();
+    let expect: Vec<u64> = (first..first + storm.len() as u64)
+        .map(|i| i << 12)
+        .collect();
     assert_eq!(storm, expect, "storm records contiguous and in order");
     assert_eq!(tail, extra.iter().map(|r| r[2]).collect::<Vec<_>>());
     // And together with what the dead driver consumed they are all of them.
     let injected_total = n("host_events_read");
-    assert_eq!(storm.last().map(|l| (l >> 12) + 1), Some(injected_total - 500));
+    assert_eq!(
+        storm.last().map(|l| (l >> 12) + 1),
+        Some(injected_total - 500)
+    );
 }

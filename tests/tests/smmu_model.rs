@@ -512,7 +512,11 @@ fn event_queue_wraps_for_every_size() {
 /// only after CONS.OVACKFLG acknowledged it.
 #[test]
 fn overflow_flag_and_acknowledgement() {
-    let (_srv, mut d) = boot(&["--event-buffer", "1", "--sim-veventq-depth", "64"], 8 << 20, small(1));
+    let (_srv, mut d) = boot(
+        &["--event-buffer", "1", "--sim-veventq-depth", "64"],
+        8 << 20,
+        small(1),
+    );
     d.client.attach_device(2, None).unwrap();
     let rec = |i: u64| [2 << 32 | 0x10, 0, i, 0];
     // Queue of 2 + buffer of 1: the 4th and 5th are dropped.

@@ -125,7 +125,10 @@ fn build_vsmmud(bin: &std::path::Path) {
     let Ok(cargo) = std::env::var("CARGO") else {
         return;
     };
-    let release = bin.parent().and_then(|d| d.file_name()).is_some_and(|n| n == "release");
+    let release = bin
+        .parent()
+        .and_then(|d| d.file_name())
+        .is_some_and(|n| n == "release");
     let mut cmd = std::process::Command::new(cargo);
     cmd.args(["build", "--quiet", "-p", "vsmmu-server", "--bin", "vsmmud"]);
     if release {
@@ -143,7 +146,11 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
         build_vsmmud(&bin);
     }
     if !bin.exists() {
-        return Err(format!("{} not found: build it with `cargo build --release -p vsmmu-server`", bin.display()).into());
+        return Err(format!(
+            "{} not found: build it with `cargo build --release -p vsmmu-server`",
+            bin.display()
+        )
+        .into());
     }
     let mut opts = SpawnOptions::new(&bin);
     opts.seccomp = args.seccomp.clone();
@@ -160,16 +167,27 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
     client.negotiate(true)?;
     let seccomp = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
-        .and_then(|s| s.lines().find(|l| l.starts_with("Seccomp:")).map(|l| l.split_whitespace().last().unwrap_or("?").to_string()))
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Seccomp:"))
+                .map(|l| l.split_whitespace().last().unwrap_or("?").to_string())
+        })
         .unwrap_or_else(|| "?".into());
-    println!("vsmmud pid {pid} spawned on a socketpair (seccomp mode {seccomp}: {})", match seccomp.as_str() {
-        "2" => "filter on",
-        "0" => "off",
-        _ => "unknown",
-    });
+    println!(
+        "vsmmud pid {pid} spawned on a socketpair (seccomp mode {seccomp}: {})",
+        match seccomp.as_str() {
+            "2" => "filter on",
+            "0" => "off",
+            _ => "unknown",
+        }
+    );
 
     let ram = GuestRam::new(RAM_BASE, RAM_SIZE)?;
-    let dopts = DriverOptions { evtq_max_shift: args.evtq_shift, cons_per_entry: false, ..DriverOptions::default() };
+    let dopts = DriverOptions {
+        evtq_max_shift: args.evtq_shift,
+        cons_per_entry: false,
+        ..DriverOptions::default()
+    };
     let mut d = SmmuDriver::probe(client, ram, RAM_BASE + (16 << 20), dopts)?;
     let (_, eshift) = d.evtq_layout();
     let (_, cshift) = d.cmdq_layout();
@@ -193,8 +211,16 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
         let cd = {
             let mut pt = PageTable::new(&d.ram, Granule::K4, 25, tables, tables + (1 << 20))?;
             pt.map(IOVA_BASE, data, PAGES_RW * 4096, Prot::RW)?;
-            pt.map(IOVA_BASE + PAGES_RW * 4096, data + PAGES_RW * 4096, PAGES_RO * 4096, Prot::RO)?;
-            let noaf = Prot { af: false, ..Prot::RW };
+            pt.map(
+                IOVA_BASE + PAGES_RW * 4096,
+                data + PAGES_RW * 4096,
+                PAGES_RO * 4096,
+                Prot::RO,
+            )?;
+            let noaf = Prot {
+                af: false,
+                ..Prot::RW
+            };
             let off = (PAGES_RW + PAGES_RO) * 4096;
             pt.map(IOVA_BASE + off, data + off, PAGES_NOAF * 4096, noaf)?;
             pt.cd(ips, (i + 1) as u16)
@@ -202,7 +228,10 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
         d.attach_s1(vsid, cd)?;
         devs.push((vsid, data));
     }
-    println!("guest: {} devices attached with stage-1 page tables (4 KiB granule, 39-bit VA)", devs.len());
+    println!(
+        "guest: {} devices attached with stage-1 page tables (4 KiB granule, 39-bit VA)",
+        devs.len()
+    );
     println!();
     println!("event log (as the guest driver sees it):");
 
@@ -226,7 +255,9 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
         let (vsid, _) = devs[dev];
         let mut touched = Vec::new();
         let max = u64::from(args.burst.max(1));
-        let n = (max / 8 + rng.next() % (max - max / 8 + 1)).max(1).min(u64::from(args.dmas) - t.dmas);
+        let n = (max / 8 + rng.next() % (max - max / 8 + 1))
+            .max(1)
+            .min(u64::from(args.dmas) - t.dmas);
         let mut msgs = Vec::new();
         let mut kinds = Vec::new();
         for _ in 0..n {
@@ -248,7 +279,11 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
             .pipe(|p| (p, matches!(kind, Kind::Write | Kind::WriteRo)));
             let iova = IOVA_BASE + page * 4096 + (r >> 40) % 4032;
             let len = 64u64;
-            let payload: Vec<u8> = if write { (0..len).map(|b| (b as u8) ^ (r as u8)).collect() } else { Vec::new() };
+            let payload: Vec<u8> = if write {
+                (0..len).map(|b| (b as u8) ^ (r as u8)).collect()
+            } else {
+                Vec::new()
+            };
             let req = SimDma {
                 argsz: (32 + payload.len()) as u32,
                 flags: if write { vu::SIM_DMA_WRITE } else { 0 },
@@ -266,7 +301,10 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
         let replies = d.client.pipeline(VuCommand::VsmmuSimDma, &msgs)?;
         for (reply, (kind, iova, payload)) in replies.iter().zip(&kinds) {
             t.dmas += 1;
-            let status = reply.get(8..12).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]])).unwrap_or(u32::MAX);
+            let status = reply
+                .get(8..12)
+                .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .unwrap_or(u32::MAX);
             if status == 0 {
                 t.ok += 1;
                 if matches!(kind, Kind::Write) {
@@ -287,7 +325,12 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
             let mut got = vec![0u8; len];
             d.ram.read(devs[dev].1 + off as u64, &mut got);
             if got != shadow[dev][off..off + len] {
-                return Err(format!("DMA write to {:#x} (vSID {:#x}) did not land in guest RAM", IOVA_BASE + off as u64, devs[dev].0).into());
+                return Err(format!(
+                    "DMA write to {:#x} (vSID {:#x}) did not land in guest RAM",
+                    IOVA_BASE + off as u64,
+                    devs[dev].0
+                )
+                .into());
             }
         }
         // A slow guest: one pass of the event thread per burst.
@@ -333,24 +376,51 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
     let n = |k: &str| s[k].as_u64().unwrap_or(u64::MAX);
     println!();
     println!("summary");
-    println!("  device DMAs            {:>10}  ({} ok, {} faulted)", t.dmas, t.ok, t.dmas - t.ok);
+    println!(
+        "  device DMAs            {:>10}  ({} ok, {} faulted)",
+        t.dmas,
+        t.ok,
+        t.dmas - t.ok
+    );
     for ty in [0x10u8, 0x12, 0x13] {
         if t.faults[usize::from(ty)] > 0 {
-            println!("    {:<20} {:>10}  (guest saw {})", event_name(ty), t.faults[usize::from(ty)], t.seen_by_type[usize::from(ty)]);
+            println!(
+                "    {:<20} {:>10}  (guest saw {})",
+                event_name(ty),
+                t.faults[usize::from(ty)],
+                t.seen_by_type[usize::from(ty)]
+            );
         }
     }
     println!("  events raised by walks {:>10}", t.generated);
     println!("  delivered to the guest {:>10}", n("guest_events_written"));
-    println!("  lost in the host queue {:>10}  (LOST records and sequence gaps)", n("host_events_lost"));
+    println!(
+        "  lost in the host queue {:>10}  (LOST records and sequence gaps)",
+        n("host_events_lost")
+    );
     println!("  dropped, guest full    {:>10}", n("guest_events_dropped"));
-    println!("  overflows signalled    {:>10}  (EVENTQ_PROD.OVFLG toggles; the guest noticed {})", n("evtq_overflows"), t.overflows);
-    println!("  events/s               {:>10.0}", t.generated as f64 / secs);
-    println!("  EVTQ interrupts        {:>10}", s["irqs"][0].as_u64().unwrap_or(0));
+    println!(
+        "  overflows signalled    {:>10}  (EVENTQ_PROD.OVFLG toggles; the guest noticed {})",
+        n("evtq_overflows"),
+        t.overflows
+    );
+    println!(
+        "  events/s               {:>10.0}",
+        t.generated as f64 / secs
+    );
+    println!(
+        "  EVTQ interrupts        {:>10}",
+        s["irqs"][0].as_u64().unwrap_or(0)
+    );
     println!("  vEVENTQ read syscalls  {:>10}", n("veventq_read_calls"));
 
     let lost = n("host_events_lost") + n("guest_events_dropped");
     let balanced = t.generated == n("host_events_read") + n("host_events_lost")
-        && n("host_events_read") == n("guest_events_written") + n("guest_events_dropped") + n("events_dropped_disabled") + n("events_buffered")
+        && n("host_events_read")
+            == n("guest_events_written")
+                + n("guest_events_dropped")
+                + n("events_dropped_disabled")
+                + n("events_buffered")
         && t.seen == n("guest_events_written")
         && (lost == 0 || t.overflows > 0);
     if balanced {
@@ -363,7 +433,10 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
 }
 
 fn describe(e: &Event) -> String {
-    let ssid = e.ssid.map(|s| format!("{s:#x}")).unwrap_or_else(|| "-".into());
+    let ssid = e
+        .ssid
+        .map(|s| format!("{s:#x}"))
+        .unwrap_or_else(|| "-".into());
     format!(
         "{:<16} vSID {:#06x}  SSID {:<5} addr {:#014x}  {}",
         event_name(e.event_type),

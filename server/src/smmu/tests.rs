@@ -29,19 +29,41 @@ fn memfd(size: u64) -> OwnedFd {
 impl Rig {
     fn new(cfg: SimConfig, batch: bool) -> Rig {
         let host = SimHost::new(cfg);
-        let smmu = Smmu::new(SmmuConfig { batch, ..SmmuConfig::default() }, host.hw_info());
+        let smmu = Smmu::new(
+            SmmuConfig {
+                batch,
+                ..SmmuConfig::default()
+            },
+            host.hw_info(),
+        );
         let mut mem = GuestRam::new(4);
         mem.map(memfd(0x10_0000), 0, RAM, 0x10_0000, true).unwrap();
-        Rig { smmu, host, mem, irqs: Irqs::default(), stats: Stats::default() }
+        Rig {
+            smmu,
+            host,
+            mem,
+            irqs: Irqs::default(),
+            stats: Stats::default(),
+        }
     }
 
     fn w(&mut self, off: u64, size: usize, v: u64) {
-        let mut ctx = Ctx { mem: &self.mem, host: &mut self.host, irqs: &mut self.irqs, stats: &mut self.stats };
+        let mut ctx = Ctx {
+            mem: &self.mem,
+            host: &mut self.host,
+            irqs: &mut self.irqs,
+            stats: &mut self.stats,
+        };
         self.smmu.write(off, size, v, &mut ctx);
     }
 
     fn r(&mut self, off: u64) -> u32 {
-        let mut ctx = Ctx { mem: &self.mem, host: &mut self.host, irqs: &mut self.irqs, stats: &mut self.stats };
+        let mut ctx = Ctx {
+            mem: &self.mem,
+            host: &mut self.host,
+            irqs: &mut self.irqs,
+            stats: &mut self.stats,
+        };
         self.smmu.read(off, 4, &mut ctx) as u32
     }
 
@@ -55,7 +77,9 @@ impl Rig {
     fn issue(&mut self, cmds: &[[u64; 2]]) {
         let mut prod = self.r(CMDQ_PROD);
         for c in cmds {
-            self.mem.write_u64s(CMDQ + u64::from(prod & 0xff) * 16, c).unwrap();
+            self.mem
+                .write_u64s(CMDQ + u64::from(prod & 0xff) * 16, c)
+                .unwrap();
             prod = (prod + 1) & 0x1ff;
         }
         self.w(CMDQ_PROD, 4, prod.into());
@@ -63,7 +87,12 @@ impl Rig {
 }
 
 fn tlbi_va(i: u64) -> [u64; 2] {
-    Command::TlbiNhVa { vmid: 0, asid: 1, range: TlbiRange::va(i << 12, true) }.encode()
+    Command::TlbiNhVa {
+        vmid: 0,
+        asid: 1,
+        range: TlbiRange::va(i << 12, true),
+    }
+    .encode()
 }
 
 #[test]
@@ -94,11 +123,20 @@ fn unbatched_is_one_call_per_command() {
 
 #[test]
 fn host_failure_points_cons_at_the_failing_command() {
-    let cfg = SimConfig { reject_opcode: Some(0x13), ..SimConfig::default() };
+    let cfg = SimConfig {
+        reject_opcode: Some(0x13),
+        ..SimConfig::default()
+    };
     let mut rig = Rig::new(cfg, true);
     rig.cmdq_on();
     let mut cmds: Vec<[u64; 2]> = (0..4).map(tlbi_va).collect();
-    cmds.push(Command::TlbiNhVaa { vmid: 0, range: TlbiRange::va(0, true) }.encode());
+    cmds.push(
+        Command::TlbiNhVaa {
+            vmid: 0,
+            range: TlbiRange::va(0, true),
+        }
+        .encode(),
+    );
     cmds.extend((4..6).map(tlbi_va));
     rig.issue(&cmds);
     assert_eq!(rig.r(CMDQ_CONS), 1 << 24 | 4);
@@ -110,7 +148,9 @@ fn host_failure_points_cons_at_the_failing_command() {
     rig.w(CMDQ_PROD, 4, 7);
     assert_eq!(rig.r(CMDQ_CONS) & 0xff, 4);
     // Fix the entry (a CMD_SYNC) and acknowledge: the rest runs.
-    rig.mem.write_u64s(CMDQ + 4 * 16, &Command::sync_sev().encode()).unwrap();
+    rig.mem
+        .write_u64s(CMDQ + 4 * 16, &Command::sync_sev().encode())
+        .unwrap();
     rig.w(GERRORN, 4, GERROR_CMDQ_ERR.into());
     assert_eq!(rig.r(CMDQ_CONS), 1 << 24 | 7);
 }
@@ -151,7 +191,12 @@ fn inconsistent_eventq_cons_does_not_hang() {
     rig.host.inject(&[[1 << 32 | 0x10, 0, 0, 0]]).unwrap();
     let mut buf = vec![0u8; 4096];
     let n = rig.host.read_veventq(&mut buf).unwrap();
-    let mut ctx = Ctx { mem: &rig.mem, host: &mut rig.host, irqs: &mut rig.irqs, stats: &mut rig.stats };
+    let mut ctx = Ctx {
+        mem: &rig.mem,
+        host: &mut rig.host,
+        irqs: &mut rig.irqs,
+        stats: &mut rig.stats,
+    };
     rig.smmu.host_records(&buf[..n], &mut ctx);
     assert_eq!(rig.stats.guest_events_written, 0);
     assert_eq!(rig.stats.host_events_read, 1);

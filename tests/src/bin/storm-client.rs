@@ -24,14 +24,20 @@ fn main() {
     let ram = GuestRam::open(ram.as_ref(), base, size).expect("guest RAM");
     let mut client = Client::connect(socket).expect("connect");
     client.negotiate(true).expect("negotiate");
-    let opts = DriverOptions { cmdq_max_shift: 8, evtq_max_shift: 8, ..DriverOptions::default() };
+    let opts = DriverOptions {
+        cmdq_max_shift: 8,
+        evtq_max_shift: 8,
+        ..DriverOptions::default()
+    };
     let mut d = SmmuDriver::probe(client, ram, base + 0x10_0000, opts).expect("probe");
     d.client.attach_device(1, None).expect("attach");
     let mut out = std::io::stdout();
     let mut sent = 0u64;
     while sent < total {
         let k = (total - sent).min(256);
-        let recs: Vec<[u64; 4]> = (sent..sent + k).map(|i| [1 << 32 | 0x10, 0, i << 12, 0]).collect();
+        let recs: Vec<[u64; 4]> = (sent..sent + k)
+            .map(|i| [1 << 32 | 0x10, 0, i << 12, 0])
+            .collect();
         d.client.sim_inject(&recs).expect("inject");
         sent += k;
         // A slow guest: consume one pass now and then.
