@@ -303,7 +303,7 @@ impl EventQueue {
                 }
             }
             let addr = base.entry_addr(idx, EVENT_ENTRY_SIZE);
-            if !addr.is_some_and(|a| ctx.mem.write(a, &self.scratch).is_ok()) {
+            if addr.is_none_or(|a| ctx.mem.write(a, &self.scratch).is_err()) {
                 if self.buffer.pop_front().is_some_and(|p| p.host) {
                     ctx.stats.guest_events_dropped += 1;
                 }

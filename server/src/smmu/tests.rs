@@ -185,7 +185,7 @@ fn gerror_toggles_once_until_acknowledged() {
 #[test]
 fn inconsistent_eventq_cons_does_not_hang() {
     let mut rig = Rig::new(SimConfig::default(), true);
-    rig.w(EVENTQ_BASE, 8, RAM + 0x8000 | 3);
+    rig.w(EVENTQ_BASE, 8, (RAM + 0x8000) | 3);
     rig.w(EVENTQ_CONS, 4, 1);
     rig.w(CR0, 4, CR0_EVTQEN.mask());
     rig.host.inject(&[[1 << 32 | 0x10, 0, 0, 0]]).unwrap();
