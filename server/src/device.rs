@@ -183,12 +183,17 @@ impl Device {
                     .unwrap_or_else(|_| format!("command {:#x}", hdr.command));
                 if hdr.no_reply() {
                     self.stats.posted_errors += 1;
-                    log::warn!(
-                        "posted {cmd} (msg {}) failed: {} (errno {})",
-                        hdr.msg_id,
-                        f.why,
-                        f.errno
-                    );
+                    // Counted always; logged for the first ones and then at
+                    // powers of two, so a flood cannot flood the log.
+                    let n = self.stats.posted_errors;
+                    if n <= 8 || n.is_power_of_two() {
+                        log::warn!(
+                            "posted {cmd} (msg {}) failed: {} (errno {}); {n} posted errors so far",
+                            hdr.msg_id,
+                            f.why,
+                            f.errno
+                        );
+                    }
                     return Outcome::Silent;
                 }
                 self.stats.error_replies += 1;
