@@ -191,6 +191,31 @@ int vsmmu_attach_device(struct vsmmu_client *c,
 int vsmmu_detach_device(struct vsmmu_client *c, uint32_t vsid);
 
 /**
+ * VSMMU_TRANSLATE: translates `iova` for an access by a device the VMM
+ * emulates behind the SMMU (StreamID `sid`, SubstreamID `ssid` or
+ * `0xffffffff` for none), through the guest's stage-1 tables; stage 2 is
+ * the identity. `flags`: `VSMMU_TRANSLATE_WRITE`, `VSMMU_TRANSLATE_NO_EVENT`.
+ *
+ * Returns 0 with `*out_addr` (the translated address of `iova`),
+ * `*out_mask` (granule size - 1) and `*out_perm` (bit 0 read, bit 1 write);
+ * a positive SMMU event code (or 0x100 for a silent abort) when the access
+ * faulted, the event being queued for the guest unless NO_EVENT; or a
+ * negative errno. The sim host serves it; the iommufd host answers -ENOTSUP.
+ *
+ * # Safety
+ * `c` is NULL or a live handle not used concurrently; each `out_*` is NULL
+ * or points to writable storage of its type.
+ */
+int vsmmu_translate(struct vsmmu_client *c,
+                    uint32_t sid,
+                    uint32_t ssid,
+                    uint64_t iova,
+                    unsigned int flags,
+                    uint64_t *out_addr,
+                    uint64_t *out_mask,
+                    unsigned int *out_perm);
+
+/**
  * VSMMU_GET_STATS: writes the server's counters as a JSON object into
  * `buf`, like `snprintf`: at most `len - 1` bytes and a terminating NUL
  * (nothing if `len` is 0, when `buf` may be NULL).

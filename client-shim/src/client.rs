@@ -600,6 +600,26 @@ impl Client {
         Ok((rep.status, r.get(16..).unwrap_or(&[]).to_vec()))
     }
 
+    /// VSMMU_TRANSLATE: translates `iova` for an access by the emulated
+    /// device `sid`; returns the reply (status 0 when translated).
+    pub fn translate(
+        &mut self,
+        sid: u32,
+        ssid: Option<u32>,
+        iova: u64,
+        flags: u32,
+    ) -> Result<vu::TranslateReply> {
+        let t = vu::Translate {
+            argsz: 32,
+            flags,
+            sid,
+            ssid: ssid.unwrap_or(vu::SIM_DMA_NO_SSID),
+            iova,
+        };
+        let r = self.request(Command::VsmmuTranslate, t.as_bytes(), &[])?;
+        parse(&r)
+    }
+
     /// VSMMU_GET_STATS as JSON.
     pub fn stats(&mut self) -> Result<serde_json::Value> {
         let req = StatsRequest {

@@ -490,6 +490,37 @@ impl Device {
                     .finish()
             }
             Request::VsmmuGetStats(r) => self.get_stats(reply, &r),
+            Request::VsmmuTranslate(t) => {
+                let Some(sim) = self.host.as_sim() else {
+                    return Err(Failure::new(
+                        errno::ENOTSUP,
+                        "TRANSLATE (VMM-emulated devices) needs the sim host",
+                    ));
+                };
+                let write = t.flags & vu::TRANSLATE_WRITE != 0;
+                let ssid = (t.ssid != vu::SIM_DMA_NO_SSID).then_some(t.ssid);
+                let events = t.flags & vu::TRANSLATE_NO_EVENT == 0;
+                let r = sim.translate_for_vmm(&self.mem, t.sid, ssid, t.iova, write, events);
+                self.stats.translations += 1;
+                if r.status != 0 {
+                    self.stats.translation_faults += 1;
+                }
+                let perm = match (r.status, write) {
+                    (0, true) => vu::TRANSLATE_PERM_WRITE,
+                    (0, false) => vu::TRANSLATE_PERM_READ,
+                    _ => 0,
+                };
+                reply
+                    .push(&vu::TranslateReply {
+                        argsz: 32,
+                        flags: t.flags,
+                        status: r.status,
+                        perm,
+                        addr: r.addr,
+                        mask: r.mask,
+                    })
+                    .finish()
+            }
         };
         Ok(Some(out))
     }

@@ -45,6 +45,10 @@ pub struct Stats {
     pub error_replies: u64,
     /// Clients accepted since start.
     pub clients: u64,
+    /// `VSMMU_TRANSLATE` requests (VMM-emulated devices).
+    pub translations: u64,
+    /// Those that faulted.
+    pub translation_faults: u64,
 }
 
 impl Stats {

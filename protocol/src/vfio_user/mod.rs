@@ -191,6 +191,8 @@ commands! {
     VsmmuSimDma = 0x1003,
     /// `VSMMU_GET_STATS`: counters as JSON.
     VsmmuGetStats = 0x1004,
+    /// `VSMMU_TRANSLATE`: translate one address for a VMM-emulated device.
+    VsmmuTranslate = 0x1005,
 }
 
 impl Command {
@@ -390,6 +392,8 @@ pub enum Request<'a> {
     },
     /// `VSMMU_GET_STATS`.
     VsmmuGetStats(StatsRequest),
+    /// `VSMMU_TRANSLATE`.
+    VsmmuTranslate(Translate),
 }
 
 impl<'a> Request<'a> {
@@ -591,6 +595,21 @@ impl<'a> Request<'a> {
                 }
                 Request::VsmmuGetStats(r)
             }
+            Command::VsmmuTranslate => {
+                let t = read_exact::<Translate>("translate", payload)?;
+                check_argsz(
+                    "translate argsz",
+                    t.argsz,
+                    std::mem::size_of::<TranslateReply>(),
+                )?;
+                if t.flags & !(TRANSLATE_WRITE | TRANSLATE_NO_EVENT) != 0 {
+                    return Err(DecodeError::Invalid(format!(
+                        "translate flags {:#x}",
+                        t.flags
+                    )));
+                }
+                Request::VsmmuTranslate(t)
+            }
         })
     }
 
@@ -617,6 +636,7 @@ impl<'a> Request<'a> {
             Request::VsmmuSimInject(_) => Command::VsmmuSimInject,
             Request::VsmmuSimDma { .. } => Command::VsmmuSimDma,
             Request::VsmmuGetStats(_) => Command::VsmmuGetStats,
+            Request::VsmmuTranslate(_) => Command::VsmmuTranslate,
         }
     }
 }

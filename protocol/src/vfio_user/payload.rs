@@ -335,6 +335,49 @@ wire_struct!(
     } = 16
 );
 
+/// `VSMMU_TRANSLATE` flag: translate for a write (else a read).
+pub const TRANSLATE_WRITE: u32 = 1 << 0;
+/// `VSMMU_TRANSLATE` flag: a fault is reported in the status only, no event.
+pub const TRANSLATE_NO_EVENT: u32 = 1 << 1;
+/// `TranslateReply::perm`: reads allowed.
+pub const TRANSLATE_PERM_READ: u32 = 1 << 0;
+/// `TranslateReply::perm`: writes allowed.
+pub const TRANSLATE_PERM_WRITE: u32 = 1 << 1;
+
+wire_struct!(
+    /// `VSMMU_TRANSLATE` request: one access of a device the VMM emulates.
+    Translate {
+        /// Reply size the client accepts (at least 32).
+        argsz: u32,
+        /// `TRANSLATE_WRITE | TRANSLATE_NO_EVENT`.
+        flags: u32,
+        /// StreamID of the device.
+        sid: u32,
+        /// SubstreamID, or `SIM_DMA_NO_SSID`.
+        ssid: u32,
+        /// The address the device uses.
+        iova: u64,
+    } = 24
+);
+
+wire_struct!(
+    /// `VSMMU_TRANSLATE` reply.
+    TranslateReply {
+        /// 32.
+        argsz: u32,
+        /// Echoed.
+        flags: u32,
+        /// 0, the event code raised, or `SIM_DMA_ABORTED`.
+        status: u32,
+        /// `TRANSLATE_PERM_*` granted (the access checked).
+        perm: u32,
+        /// Translated address of `iova` (stage 2 is the identity).
+        addr: u64,
+        /// Size of the translation granule minus one.
+        mask: u64,
+    } = 32
+);
+
 wire_struct!(
     /// `VSMMU_GET_STATS` request and reply head (JSON follows in the reply).
     StatsRequest {

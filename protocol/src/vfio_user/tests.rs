@@ -66,7 +66,7 @@ fn command_numbers() {
         nums,
         [
             1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 15, 16, 17, 18, 0x1000, 0x1001, 0x1002,
-            0x1003, 0x1004
+            0x1003, 0x1004, 0x1005
         ]
     );
     assert_eq!(Command::try_from(14), Err(DecodeError::UnknownCommand(14)));
@@ -493,4 +493,35 @@ fn decode_garbage_never_panics() {
             let _ = Request::decode(&h, &bytes);
         }
     }
+}
+
+#[test]
+fn translate_bytes() {
+    let t = Translate {
+        argsz: 32,
+        flags: TRANSLATE_WRITE,
+        sid: 0x0008,
+        ssid: SIM_DMA_NO_SSID,
+        iova: 0xffff_f000,
+    };
+    assert_eq!(
+        t.as_bytes(),
+        &[
+            32, 0, 0, 0, 1, 0, 0, 0, 8, 0, 0, 0, 0xff, 0xff, 0xff, 0xff, 0, 0xf0, 0xff, 0xff, 0, 0,
+            0, 0
+        ]
+    );
+    assert_eq!(
+        Request::decode(&hdr(Command::VsmmuTranslate, 24), t.as_bytes()),
+        Ok(Request::VsmmuTranslate(t))
+    );
+    let bad = Translate { flags: 4, ..t };
+    assert_eq!(
+        Request::decode(&hdr(Command::VsmmuTranslate, 24), bad.as_bytes())
+            .unwrap_err()
+            .errno(),
+        22
+    );
+    let short = Translate { argsz: 24, ..t };
+    assert!(Request::decode(&hdr(Command::VsmmuTranslate, 24), short.as_bytes()).is_err());
 }

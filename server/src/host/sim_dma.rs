@@ -117,12 +117,27 @@ impl Fault {
     }
 }
 
+/// The answer to [`SimHost::translate_for_vmm`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VmmTranslation {
+    /// 0, the event code raised, or `SIM_DMA_ABORTED`.
+    pub status: u32,
+    /// The translated address of the IOVA.
+    pub addr: u64,
+    /// The translation granule minus one (4 KiB pages: the TLB's unit).
+    pub mask: u64,
+}
+
 /// One transaction's identity.
 #[derive(Clone, Copy, Debug)]
 struct Txn {
     vsid: u32,
     ssid: Option<u32>,
     access: Access,
+    /// Stage 2 is the identity over the whole address space (a device the
+    /// VMM emulates: its own memory map resolves the output), not only over
+    /// DMA-mapped RAM.
+    s2_all: bool,
 }
 
 impl Txn {
@@ -210,6 +225,9 @@ fn fetch_desc(mem: &GuestRam, ipa: u64) -> Result<u64, FetchError> {
 
 /// Stage 2 on the output of stage 1: the identity over DMA-mapped RAM.
 fn stage2(mem: &GuestRam, t: &Txn, va: u64, ipa: u64, len: usize) -> Result<u64, Fault> {
+    if t.s2_all {
+        return Ok(ipa);
+    }
     if !mem.check(ipa, len, false) {
         return Err(t.s2_fault(F_TRANSLATION, CLASS_IN, va, ipa));
     }
@@ -330,6 +348,7 @@ impl SimHost {
             vsid: req.vsid,
             ssid: (req.ssid != SIM_DMA_NO_SSID).then_some(req.ssid),
             access: if write { Access::Write } else { Access::Read },
+            s2_all: false,
         };
         let caps = Caps::new(&self.config().hw_info);
 
@@ -369,6 +388,47 @@ impl SimHost {
             data: out,
             record: None,
             forwarded: false,
+        }
+    }
+
+    /// `VSMMU_TRANSLATE`: translates one access of a device the VMM
+    /// emulates (QEMU's IOMMU memory region), with the same STE, CD, walk and
+    /// TLB as [`SimHost::dma`]; stage 2 is the identity over the whole
+    /// address space. A fault is queued like a DMA's unless `events` is false.
+    pub fn translate_for_vmm(
+        &mut self,
+        mem: &GuestRam,
+        vsid: u32,
+        ssid: Option<u32>,
+        iova: u64,
+        write: bool,
+        events: bool,
+    ) -> VmmTranslation {
+        let t = Txn {
+            vsid,
+            ssid,
+            access: if write { Access::Write } else { Access::Read },
+            s2_all: true,
+        };
+        let caps = Caps::new(&self.config().hw_info);
+        match self.translate(mem, &caps, &t, iova, 1) {
+            Ok(addr) => VmmTranslation {
+                status: 0,
+                addr,
+                mask: SIM_DMA_PAGE - 1,
+            },
+            Err(f) => {
+                let status = if events {
+                    self.report(f, &t, iova).status
+                } else {
+                    f.status
+                };
+                VmmTranslation {
+                    status,
+                    addr: 0,
+                    mask: 0,
+                }
+            }
         }
     }
 
