@@ -13,7 +13,7 @@ use vsmmu_tests::guest::{boot, boot_on, small};
 use vsmmu_tests::TestServer;
 
 /// What the sim host's defaults give the guest (see server/src/smmu/ids.rs).
-const SIM_IDR: [u32; 6] = [0x0d08_109a, 0x0273_0510, 0, 0x1404, 0, 0x75];
+const SIM_IDR: [u32; 6] = [0x0d48_109a, 0x0273_0510, 0, 0x1404, 0, 0x75];
 
 fn all_regs(c: &mut Client) -> Vec<(u64, u32)> {
     let offs = [

@@ -28,7 +28,8 @@ const MAX_QS: u32 = 19;
 /// IDR0: stage 1 only (the host owns stage 2: S2P, HYP, VMID16 clear),
 /// AArch64 tables, 2-level stream tables, no stall (STALL_MODEL = 1,
 /// TERM_MODEL = 1), no PRI, no ATS (the model does not track ATS), MSI
-/// only when asked; COHACC, ASID16, CD2L, HTTU and TTENDIAN as the host.
+/// only when asked; COHACC, ASID16, CD2L and HTTU as the host; TTENDIAN
+/// little-endian.
 /// IDR1: SIDSIZE ≤ 16, SSIDSIZE ≤ 20, queues ≤ 2^19, no PRIQ, nothing
 /// preset. IDR3: HAD, RIL and BBML as the host. IDR5: OAS and granules as
 /// the host, VAX 0 (48-bit VA). AIDR ≤ SMMUv3.1.
@@ -41,15 +42,13 @@ pub fn advertised(hw: &HwInfo, msi: bool) -> Ids {
         idr0 = f.set32(idr0, f.get32(h0));
     }
     idr0 = IDR0_HTTU.set32(idr0, IDR0_HTTU.get32(h0));
-    let endian = IDR0_TTENDIAN.get32(h0);
-    idr0 = IDR0_TTENDIAN.set32(
-        idr0,
-        if endian == IDR0_TTENDIAN_BE {
-            IDR0_TTENDIAN_LE
-        } else {
-            endian
-        },
-    );
+    // Little-endian table walks only (the sim walker's, and what QEMU
+    // advertises), unless the host can only walk big-endian ones.
+    let endian = match IDR0_TTENDIAN.get32(h0) {
+        IDR0_TTENDIAN_BE => IDR0_TTENDIAN_BE,
+        _ => IDR0_TTENDIAN_LE,
+    };
+    idr0 = IDR0_TTENDIAN.set32(idr0, endian);
     idr0 = IDR0_STALL_MODEL.set32(idr0, IDR0_STALL_MODEL_NO_STALL);
     idr0 = IDR0_TERM_MODEL.set32(idr0, 1);
     idr0 = IDR0_ST_LVL.set32(idr0, IDR0_ST_LVL_2LVL);
