@@ -12,23 +12,33 @@
 #      and of the configure options>,
 #      so a rerun with unchanged patches only relinks (if the library changed);
 #   3. downloads Debian's arm64 kernel (linux-image-arm64's current
-#      linux-image-6.1.0-*-arm64) and busybox-static:arm64, cached likewise,
-#      and packs an initramfs whose /init prints what the guest saw of the
-#      SMMU and powers off;
-#   4. boots it four times under TCG (-kernel; device tree unless said):
+#      linux-image-6.1.0-*-arm64, and its virtio-pci and virtio-blk modules)
+#      and busybox-static:arm64, cached likewise, and packs an initramfs
+#      whose /init prints what the guest saw of the SMMU and powers off;
+#   4. boots it five times under TCG (-kernel; device tree unless said):
 #        builtin  iommu=smmuv3 (QEMU's own model), for reference;
 #        spawn    iommu=smmuv3-remote, QEMU starts vsmmud on a socketpair;
 #        socket   iommu=smmuv3-remote, vsmmud started here on a Unix socket;
 #        acpi     as spawn, but UEFI (qemu-efi-aarch64) and acpi=force: the
 #                 driver finds the SMMU through the IORT;
+#        dma      as spawn, but with translated DMA domains (the four boots
+#                 above use iommu.passthrough=1) and a virtio-blk-pci disk
+#                 (iommu_platform=on) behind the root port: its DMA and the
+#                 MSIs are translated by vsmmud (VSMMU_TRANSLATE) through
+#                 the guest's stage-1 tables; /init checks that the disk
+#                 holds the pattern the script wrote, writes another one
+#                 (O_DIRECT, fsync) and reads it back;
 #      vsmmud runs with its default seccomp mode, kill;
-#   5. checks, for the three remote boots, the guest console (driver probe
+#   5. checks, for the four remote boots, the guest console (driver probe
 #      line, cmdq/evtq allocation, wired interrupts, a PCI device added to an
 #      IOMMU group, no SMMU error), vsmmud's seccomp status, and vsmmud's
 #      counters (VSMMU_GET_STATS, printed by QEMU at exit through the
 #      smmuv3_remote_stats trace event): the commands of Linux's reset
 #      (CFGI_ALL, TLBI_NSNH_ALL, each followed by CMD_SYNC) and of the
-#      device attach (CFGI_STE + CMD_SYNC) were consumed, without errors.
+#      device attach (CFGI_STE + CMD_SYNC) were consumed, without errors;
+#      for dma also: the disk's content as the guest read it and as the host
+#      finds it afterwards, the root port's MSI delivered (no pciehp
+#      timeout), translations counted and no translation fault.
 #
 # Exits 0 only if every check passed; prints the time of each step and
 # "N passed, N failed" last.
@@ -217,7 +227,9 @@ install_if_changed() {
 
 # Only the devices the virt machine needs: a third less to compile.
 # (ARM_V7M: QEMU 7.2's target/arm/m_helper.c calls the NVIC.)
-QEMU_DEVICES=(CONFIG_ARM_VIRT=y CONFIG_PCIE_PORT=y CONFIG_ARM_V7M=y)
+# (VIRTIO_PCI, VIRTIO_BLK: the dma boot's virtio-blk-pci disk.)
+QEMU_DEVICES=(CONFIG_ARM_VIRT=y CONFIG_PCIE_PORT=y CONFIG_ARM_V7M=y
+    CONFIG_VIRTIO_PCI=y CONFIG_VIRTIO_BLK=y)
 QEMU_CONFIGURE=(
     --target-list=aarch64-softmmu --disable-docs --disable-tools
     --without-default-devices --with-devices-aarch64=vsmmu-e2e
@@ -234,14 +246,23 @@ build_qemu() {
     qdir=$CACHE_ROOT/$hash
     QEMU=$qdir/build/qemu-system-aarch64
     mkdir -p "$CACHE_ROOT"
+    # A run holds a shared lock on its build for its whole life, so that a
+    # concurrent run with other patches (another clone, CI) does not delete
+    # it as stale.
+    exec {QEMU_LOCK_FD}>"$qdir.lock"
+    flock -s "$QEMU_LOCK_FD"
 
     if [[ ! -f $qdir/.built ]]; then
         log "building QEMU for patch set ${hash:0:12} in $qdir (first run: several minutes)"
         rm -rf "$qdir"
         mkdir -p "$qdir/vsmmu/include" "$qdir/vsmmu/lib" "$qdir/build"
-        # Older patch sets' builds are of no further use.
-        find "$CACHE_ROOT" -mindepth 1 -maxdepth 1 -type d -regextype posix-extended \
-            -regex '.*/[0-9a-f]{64}' ! -name "$hash" -exec rm -rf {} + 2>/dev/null || true
+        # Older patch sets' builds are of no further use, unless a run is
+        # using one now.
+        local old
+        for old in "$CACHE_ROOT"/*; do
+            [[ -d $old && ${old##*/} =~ ^[0-9a-f]{64}$ && ${old##*/} != "$hash" ]] || continue
+            flock -n -x "$old.lock" rm -rf "$old" "$old.lock" 2>/dev/null || true
+        done
         cp "$REPO/client-shim/include/vsmmu.h" "$qdir/vsmmu/include/"
         cp "$LIBVSMMU" "$qdir/vsmmu/lib/"
         (cd "$qdir" && apt-get source -qq qemu >"$qdir/apt-source.log" 2>&1) ||
@@ -287,7 +308,11 @@ fetch_guest() {
     [[ -n $kpkg ]] || die "cannot resolve linux-image-arm64:arm64 to a kernel package"
     kver=$(apt-cache policy "$kpkg:arm64" | sed -n 's/^ *Candidate: //p')
     gdir=$CACHE_ROOT/guest/${kpkg}_$kver
-    if [[ ! -f $gdir/.done ]]; then
+    # The modules /init loads for the dma boot, in load order (Debian builds
+    # them as modules; none needs another beyond this list).
+    local modules=(virtio/virtio_pci_legacy_dev virtio/virtio_pci_modern_dev
+        virtio/virtio_pci block/virtio_blk) m ko
+    if [[ ! -f $gdir/.done || ! -f $gdir/modules/virtio_blk.ko ]]; then
         log "downloading $kpkg:arm64 $kver and busybox-static:arm64"
         rm -rf "$gdir" && mkdir -p "$gdir/dl"
         (cd "$gdir/dl" && apt-get download -qq "$kpkg:arm64" busybox-static:arm64) >"$gdir/download.log" 2>&1 ||
@@ -297,6 +322,13 @@ fetch_guest() {
         cp "$gdir"/x/boot/vmlinuz-* "$gdir/Image"
         grep -h '^CONFIG_ARM_SMMU_V3=' "$gdir"/x/boot/config-* >"$gdir/smmu-config" || true
         cp "$gdir/x/bin/busybox" "$gdir/busybox"
+        mkdir -p "$gdir/modules"
+        for m in "${modules[@]}"; do
+            ko=$(find "$gdir"/x/lib/modules/*/kernel/drivers "$gdir"/x/usr/lib/modules/*/kernel/drivers \
+                -path "*/drivers/$m.ko" 2>/dev/null | head -1) || true
+            [[ -n $ko ]] || die "$kpkg has no $m.ko"
+            cp "$ko" "$gdir/modules/"
+        done
         rm -rf "$gdir/x" "$gdir/dl"
         touch "$gdir/.done"
         # Older kernels are of no further use.
@@ -308,18 +340,61 @@ fetch_guest() {
     KERNEL=$gdir/Image
     KERNEL_NAME="$kpkg $kver"
 
+    # The dma boot's disk: 2 MiB of 64-byte lines, each numbered, so a
+    # misplaced page or a stale one cannot match. DISK_IMAGE starts as
+    # DISK_INITIAL (the initramfs has a copy to compare with); the guest
+    # writes DISK_NEW (idem) over it.
+    DISK_INITIAL=$WORK/disk-initial.bin
+    DISK_NEW=$WORK/disk-new.bin
+    DISK_IMAGE=$WORK/disk.img
+    disk_pattern() {
+        awk -v what="$1" 'BEGIN { for (i = 0; i < 32768; i++) printf "%-63s\n", sprintf("vsmmu e2e: %s, line %d", what, i) }'
+    }
+    disk_pattern "initial disk content" >"$DISK_INITIAL"
+    disk_pattern "written by the guest" >"$DISK_NEW"
+
     local root=$WORK/initramfs
-    mkdir -p "$root/bin" "$root/proc" "$root/sys" "$root/dev"
+    mkdir -p "$root/bin" "$root/proc" "$root/sys" "$root/dev" "$root/lib"
     cp "$gdir/busybox" "$root/bin/busybox"
+    for m in "${modules[@]}"; do
+        cp "$gdir/modules/${m##*/}.ko" "$root/lib/"
+    done
+    cp "$DISK_INITIAL" "$root/expected"
+    cp "$DISK_NEW" "$root/new"
     cat >"$root/init" <<'EOF'
 #!/bin/busybox sh
 bb=/bin/busybox
 $bb mount -t proc proc /proc
 $bb mount -t sysfs sysfs /sys
 echo "E2E: init"
-$bb dmesg | $bb grep -i -e smmu -e 'iommu group'
+# dma boot: a virtio-blk disk holding /expected; write /new over it.
+if $bb grep -q 'e2e\.disk' /proc/cmdline; then
+    $bb mount -t devtmpfs devtmpfs /dev
+    for m in virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk; do
+        $bb insmod /lib/$m.ko || echo "E2E: disk: insmod $m failed"
+    done
+    for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+        [ -b /dev/vda ] && break
+        $bb sleep 0.25
+    done
+    echo "E2E: disk: vda $($bb cat /sys/block/vda/size 2>&1) sectors"
+    echo "E2E: disk: read md5 $($bb dd if=/dev/vda bs=64k 2>/dev/null | $bb md5sum)"
+    if $bb cmp /dev/vda /expected; then
+        echo "E2E: disk: read matches"
+    else
+        echo "E2E: disk: read MISMATCH"
+    fi
+    $bb dd if=/new of=/dev/vda bs=64k oflag=direct conv=fsync 2>&1 | $bb tail -1
+    $bb sync
+    if $bb dd if=/dev/vda bs=64k iflag=direct 2>/dev/null | $bb cmp - /new; then
+        echo "E2E: disk: reread matches"
+    else
+        echo "E2E: disk: reread MISMATCH"
+    fi
+fi
+$bb dmesg | $bb grep -i -e smmu -e 'iommu group' -e 'domain type' -e pciehp -e virtio
 echo "E2E: interrupts"
-$bb grep -i smmu /proc/interrupts
+$bb grep -i -e smmu -e pciehp -e virtio /proc/interrupts
 echo "E2E: iommus $($bb ls /sys/class/iommu)"
 echo "E2E: done"
 $bb poweroff -f
@@ -331,7 +406,7 @@ EOF
 
 # ------------------------------------------------------------------- boots
 
-# boot NAME IOMMU-MACHINE-OPTIONS EXTRA-KERNEL-ARGS [QEMU ARGS...]: console
+# boot NAME IOMMU-MACHINE-OPTIONS KERNEL-ARGS [QEMU ARGS...]: console
 # to $WORK/NAME.out, QEMU's and vsmmud's stderr to $WORK/NAME.err, exit code
 # to $WORK/NAME.rc. While the guest runs, the Seccomp: field of
 # /proc/PID/status of the vsmmud that QEMU spawned (if any) is sampled; the
@@ -346,7 +421,7 @@ boot() {
         -nographic -nic none -no-reboot \
         -device pcie-root-port,id=rp0,chassis=1 \
         -kernel "$KERNEL" -initrd "$INITRD" \
-        -append "console=ttyAMA0 panic=-1 iommu.passthrough=1 $append" \
+        -append "console=ttyAMA0 panic=-1 $append" \
         "$@" </dev/null >"$WORK/$name.out" 2>"$WORK/$name.err" &
     tpid=$!
     BOOT_PID=$tpid
@@ -413,6 +488,37 @@ check_remote() {
         test "$(stat_of "$name" error_replies)/$(stat_of "$name" posted_errors)" = 0/0
 }
 
+# The dma boot: emulated DMA and MSIs translated by vsmmud.
+check_dma() {
+    local name=$1 md5_initial md5_new pciehp xl
+    md5_initial=$(md5sum <"$DISK_INITIAL" | cut -d' ' -f1)
+    md5_new=$(md5sum <"$DISK_NEW" | cut -d' ' -f1)
+    echo "== checks: $name (emulated DMA translated by vsmmud)"
+    check "$name: guest DMA domains translated (no passthrough): $(console_line 'iommu: Default domain type' "$name")" \
+        grep -aq 'iommu: Default domain type: Translated' "$WORK/$name.out"
+    check "$name: virtio-blk 0000:01:00.0 added to an IOMMU group" \
+        grep -aqE 'virtio-pci 0000:01:00\.0: Adding to iommu group' "$WORK/$name.out"
+    check "$name: its StreamID 0x100 attached to vsmmud (at its first DMA: bus 1 is numbered by the guest)" \
+        grep -aqE 'smmuv3_remote_attach sid=0x100 rc=(0|-17)$' "$WORK/$name.err"
+    check "$name: the guest read the disk's initial content through the SMMU (md5 $md5_initial)" \
+        bash -c "grep -aq '^E2E: disk: read md5 $md5_initial' '$WORK/$name.out' && grep -aq '^E2E: disk: read matches' '$WORK/$name.out'"
+    check "$name: the guest read back what it wrote (O_DIRECT)" grep -aq '^E2E: disk: reread matches' "$WORK/$name.out"
+    check "$name: host: the disk image now holds the guest's pattern (md5 $md5_new)" cmp -s "$DISK_IMAGE" "$DISK_NEW"
+    pciehp=$(grep -a -m1 -E '^ *[0-9]+: +[0-9]+ .*pciehp' "$WORK/$name.out" | awk '{ print $2 }') || true
+    check "$name: the root port's MSI (pciehp) reached the guest through the SMMU (${pciehp:-?} interrupts)" \
+        test "${pciehp:-0}" -ge 1
+    check "$name: no pciehp command timeout" bash -c "! grep -aq 'pciehp: Timeout' '$WORK/$name.out'"
+    check "$name: no SMMU event reported by the guest's driver" \
+        bash -c "! grep -aqE 'arm-smmu-v3 [^ ]+: event 0x[0-9a-f]+ received' '$WORK/$name.out'"
+    check "$name: no translation aborted in QEMU" bash -c "! grep -aq 'smmuv3_remote_translate_fault' '$WORK/$name.err'"
+    # 2 MiB read, written and read again: at least one translation per
+    # 4 KiB page each time (QEMU caches none), plus the rings and MSIs.
+    xl=$(stat_of "$name" translations)
+    check "$name: stats: >= 1536 translations ($xl)" test "$xl" -ge 1536
+    check "$name: stats: no translation fault ($(stat_of "$name" translation_faults))" \
+        test "$(stat_of "$name" translation_faults)" = 0
+}
+
 # --------------------------------------------------------------------- main
 
 cd "$WORK"
@@ -423,20 +529,24 @@ timed "guest kernel + initramfs" fetch_guest
 log "QEMU: $QEMU"
 log "guest kernel: $KERNEL_NAME"
 
-log "boot 1/4: builtin (iommu=smmuv3, QEMU's own SMMUv3), for reference"
-timed "boot builtin" boot builtin iommu=smmuv3 ""
+# The first four boots keep the guest's DMA domains in passthrough, as with
+# VFIO devices translated by the host; the fifth translates.
+PT=iommu.passthrough=1
 
-log "boot 2/4: spawn (iommu=smmuv3-remote, QEMU starts vsmmud --seccomp kill)"
-timed "boot remote (spawn)" boot spawn "iommu=smmuv3-remote,smmuv3-remote-vsmmud=$VSMMUD" "" \
+log "boot 1/5: builtin (iommu=smmuv3, QEMU's own SMMUv3), for reference"
+timed "boot builtin" boot builtin iommu=smmuv3 "$PT"
+
+log "boot 2/5: spawn (iommu=smmuv3-remote, QEMU starts vsmmud --seccomp kill)"
+timed "boot remote (spawn)" boot spawn "iommu=smmuv3-remote,smmuv3-remote-vsmmud=$VSMMUD" "$PT" \
     -trace smmuv3_remote_connected -trace smmuv3_remote_stats
 
-log "boot 3/4: socket (iommu=smmuv3-remote, vsmmud --socket-path, already running)"
+log "boot 3/5: socket (iommu=smmuv3-remote, vsmmud --socket-path, already running)"
 SOCK=$WORK/vsmmu.sock
 "$VSMMUD" --socket-path "$SOCK" 2>"$WORK/vsmmud-socket.log" &
 VSMMUD_SOCKET_PID=$!
 for ((i = 0; i < 200; i++)); do [[ -S $SOCK ]] && break; sleep 0.05; done
 [[ -S $SOCK ]] || die "vsmmud did not create $SOCK: $(cat "$WORK/vsmmud-socket.log")"
-timed "boot remote (socket)" boot socket "iommu=smmuv3-remote,smmuv3-remote-socket=$SOCK" "" \
+timed "boot remote (socket)" boot socket "iommu=smmuv3-remote,smmuv3-remote-socket=$SOCK" "$PT" \
     -trace smmuv3_remote_stats
 awk '/^Seccomp:/ { print $2 }' "/proc/$VSMMUD_SOCKET_PID/status" >"$WORK/socket.seccomp" 2>/dev/null || true
 kill -TERM "$VSMMUD_SOCKET_PID"
@@ -445,9 +555,17 @@ wait "$VSMMUD_SOCKET_PID" || VSMMUD_RC=$?
 VSMMUD_SOCKET_PID=
 cat "$WORK/vsmmud-socket.log" >>"$WORK/socket.err"
 
-log "boot 4/4: acpi (as spawn, UEFI + acpi=force: the SMMU described by the IORT)"
-timed "boot remote (spawn, ACPI)" boot acpi "iommu=smmuv3-remote,smmuv3-remote-vsmmud=$VSMMUD" acpi=force \
+log "boot 4/5: acpi (as spawn, UEFI + acpi=force: the SMMU described by the IORT)"
+timed "boot remote (spawn, ACPI)" boot acpi "iommu=smmuv3-remote,smmuv3-remote-vsmmud=$VSMMUD" "$PT acpi=force" \
     -bios "$UEFI" -trace smmuv3_remote_connected -trace smmuv3_remote_stats
+
+log "boot 5/5: dma (as spawn, translated DMA domains, virtio-blk disk behind the root port)"
+cp "$DISK_INITIAL" "$DISK_IMAGE"
+timed "boot remote (spawn, DMA)" boot dma "iommu=smmuv3-remote,smmuv3-remote-vsmmud=$VSMMUD" e2e.disk \
+    -drive "file=$DISK_IMAGE,format=raw,if=none,id=disk0" \
+    -device virtio-blk-pci,drive=disk0,bus=rp0,iommu_platform=on,disable-legacy=on \
+    -trace smmuv3_remote_connected -trace smmuv3_remote_stats \
+    -trace smmuv3_remote_attach -trace smmuv3_remote_translate_fault
 
 echo "== checks: builtin (reference)"
 BUILTIN=$(console_line 'arm-smmu-v3 [^ ]+: ias' builtin) || true
@@ -457,9 +575,13 @@ check_remote socket
 check "socket: vsmmud exited 0 on SIGTERM after the client left (rc $VSMMUD_RC)" test "$VSMMUD_RC" = 0
 check_remote acpi
 check "acpi: the guest used the IORT" grep -aq 'ACPI: IORT' "$WORK/acpi.out"
+check_remote dma
+check_dma dma
 
 echo "== what the guest's /init printed, remote (spawn):"
 sed -n '/^E2E: init/,/^E2E: done/p' "$WORK/spawn.out" | sed 's/^/    /' | tr -d '\r'
+echo "== what the guest's /init printed, remote with translated DMA (dma):"
+sed -n '/^E2E: init/,/^E2E: done/p' "$WORK/dma.out" | sed 's/^/    /' | tr -d '\r'
 echo "== probe lines: builtin vs remote"
 echo "    builtin: ${BUILTIN:-<missing>}"
 echo "    remote:  $(console_line 'arm-smmu-v3 [^ ]+: ias' spawn)"
