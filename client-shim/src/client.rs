@@ -83,6 +83,8 @@ pub struct Client {
     caps: Capabilities,
     /// Bytes read but not yet consumed: a small reply costs one read.
     rbuf: Vec<u8>,
+    /// Reused read buffer (zeroed once, not per reply).
+    chunk: Box<[u8]>,
 }
 
 /// The fd number the spawned server finds its socket at.
@@ -102,6 +104,7 @@ impl Client {
             child: None,
             caps: Capabilities::default(),
             rbuf: Vec::new(),
+            chunk: vec![0u8; 8192].into_boxed_slice(),
         }
     }
 
@@ -242,11 +245,10 @@ impl Client {
 
     /// Reads until at least `n` bytes are buffered.
     fn fill_to(&mut self, n: usize) -> Result<()> {
-        let mut tmp = [0u8; 8192];
         while self.rbuf.len() < n {
-            match self.sock.read(&mut tmp) {
+            match self.sock.read(&mut self.chunk) {
                 Ok(0) => return Err(ClientError::ServerGone),
-                Ok(k) => self.rbuf.extend_from_slice(&tmp[..k]),
+                Ok(k) => self.rbuf.extend_from_slice(&self.chunk[..k]),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) if e.raw_os_error() == Some(libc::ECONNRESET) => {
                     return Err(ClientError::ServerGone)

@@ -682,9 +682,10 @@ impl Message {
             flags,
             error_no,
         };
-        Message {
-            buf: hdr.as_bytes().to_vec(),
-        }
+        // Room for the common replies without reallocating.
+        let mut buf = Vec::with_capacity(64);
+        buf.extend_from_slice(hdr.as_bytes());
+        Message { buf }
     }
 
     /// A command message from a client.
