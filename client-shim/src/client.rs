@@ -87,6 +87,9 @@ pub struct Client {
     chunk: Box<[u8]>,
 }
 
+/// How long a reply is awaited by polling before sleeping.
+const REPLY_POLL: std::time::Duration = std::time::Duration::from_micros(50);
+
 /// The fd number the spawned server finds its socket at.
 const CHILD_FD: RawFd = 3;
 
@@ -243,8 +246,28 @@ impl Client {
         Ok((hdr, payload))
     }
 
-    /// Reads until at least `n` bytes are buffered.
+    /// Reads until at least `n` bytes are buffered. The reply to an MMIO
+    /// access usually arrives within microseconds: the first ones are
+    /// awaited by polling the socket (as KVM's halt polling does), only
+    /// then by sleeping, since waking a sleeping (virtual) CPU costs tens
+    /// of microseconds.
     fn fill_to(&mut self, n: usize) -> Result<()> {
+        let t0 = std::time::Instant::now();
+        while self.rbuf.len() < n && t0.elapsed() < REPLY_POLL {
+            match nix::sys::socket::recv(
+                self.sock.as_raw_fd(),
+                &mut self.chunk,
+                MsgFlags::MSG_DONTWAIT,
+            ) {
+                Ok(0) => return Err(ClientError::ServerGone),
+                Ok(k) => self.rbuf.extend_from_slice(&self.chunk[..k]),
+                Err(nix::errno::Errno::EAGAIN) | Err(nix::errno::Errno::EINTR) => {
+                    std::hint::spin_loop()
+                }
+                Err(nix::errno::Errno::ECONNRESET) => return Err(ClientError::ServerGone),
+                Err(e) => return Err(ClientError::Io(e.into())),
+            }
+        }
         while self.rbuf.len() < n {
             match self.sock.read(&mut self.chunk) {
                 Ok(0) => return Err(ClientError::ServerGone),

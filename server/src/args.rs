@@ -84,6 +84,11 @@ pub struct Args {
     #[arg(long)]
     pub event_buffer: Option<usize>,
 
+    /// Microseconds to keep polling after a client message before sleeping
+    /// (adaptive polling: the next MMIO access is usually close; 0 = off).
+    #[arg(long, default_value_t = 50)]
+    pub poll_us: u32,
+
     /// Largest data transfer in one message, bytes.
     #[arg(long, default_value_t = 1 << 20)]
     pub max_data_xfer_size: u32,

@@ -42,6 +42,8 @@ pub struct Config {
     pub limits: Limits,
     /// seccomp mode.
     pub seccomp: SeccompMode,
+    /// Adaptive polling window after a client message.
+    pub poll_window: std::time::Duration,
 }
 
 /// Invalid command line.
@@ -155,6 +157,7 @@ impl TryFrom<Args> for Config {
                 max_msg_fds: a.max_msg_fds,
             },
             seccomp: a.seccomp,
+            poll_window: std::time::Duration::from_micros(a.poll_us.min(10_000).into()),
         })
     }
 }

@@ -5,7 +5,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::net::{UnixListener as StdListener, UnixStream as StdStream};
 use std::path::PathBuf;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mio::net::{UnixListener, UnixStream};
 use mio::unix::SourceFd;
@@ -68,6 +68,7 @@ pub struct Server {
     veventq: Option<(RawFd, u64)>,
     read_mode: ReadMode,
     vbuf: Vec<u8>,
+    poll_window: Duration,
 }
 
 impl std::fmt::Debug for Server {
@@ -117,6 +118,7 @@ impl Server {
             veventq: None,
             read_mode,
             vbuf: vec![0; VEVENTQ_BUF],
+            poll_window: Duration::ZERO,
         };
         match listen {
             Listen::Path(p) => {
@@ -202,6 +204,11 @@ impl Server {
         Ok(())
     }
 
+    /// Polls without sleeping for `window` after each client message.
+    pub fn set_poll_window(&mut self, window: Duration) {
+        self.poll_window = window;
+    }
+
     /// Serves until SIGTERM/SIGINT (or the inherited connection closes).
     pub fn run(&mut self) -> Result<(), LoopError> {
         let mut events = Events::with_capacity(16);
@@ -213,8 +220,14 @@ impl Server {
                 .unwrap_or_default()
         );
         let mut more_events = false;
+        // Adaptive polling, as KVM's halt polling: for a short window after
+        // a client message the loop polls without sleeping, because the
+        // next MMIO access usually follows within microseconds and waking a
+        // sleeping (virtual) CPU costs tens of them.
+        let mut last_message: Option<Instant> = None;
         loop {
-            let timeout = more_events.then_some(Duration::ZERO);
+            let polling = last_message.is_some_and(|t| t.elapsed() < self.poll_window);
+            let timeout = (more_events || polling).then_some(Duration::ZERO);
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
@@ -225,7 +238,12 @@ impl Server {
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(),
-                    CLIENT => self.client_ready(ev.is_read_closed() || ev.is_error()),
+                    CLIENT => {
+                        self.client_ready(ev.is_read_closed() || ev.is_error());
+                        if !self.poll_window.is_zero() {
+                            last_message = Some(Instant::now());
+                        }
+                    }
                     SIGNAL => {
                         if let Ok(Some(si)) = self.signals.read_signal() {
                             log::info!("signal {}: shutting down", si.ssi_signo);

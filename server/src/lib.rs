@@ -53,6 +53,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     );
     let device = Device::new(smmu, host, config.limits.clone());
     let mut server = event_loop::Server::new(&config.listen, signals, device, config.read_mode)?;
+    server.set_poll_window(config.poll_window);
     sandbox::apply_for(config.seccomp, config.host)?;
     server.run()?;
     Ok(())
