@@ -173,6 +173,14 @@ impl Smmu {
         self.reinstall_all(ctx);
     }
 
+    fn install_env(&self) -> strtab::InstallEnv {
+        strtab::InstallEnv {
+            idr: self.idr,
+            smmu_enabled: self.smmu_enabled(),
+            gbpa_abort: GBPA_ABORT.is_set32(self.gbpa),
+        }
+    }
+
     fn regs(&self) -> evtq::Regs {
         evtq::Regs {
             cr0: self.cr0,
@@ -435,11 +443,7 @@ impl Smmu {
     /// Re-derives the host configuration of every attached device (the
     /// SMMU was enabled or disabled, GBPA changed, or the device reset).
     fn reinstall_all(&mut self, ctx: &mut Ctx<'_>) {
-        let env = strtab::InstallEnv {
-            idr: self.idr,
-            smmu_enabled: self.smmu_enabled(),
-            gbpa_abort: GBPA_ABORT.is_set32(self.gbpa),
-        };
+        let env = self.install_env();
         let events = self.strtab.install_all(&self.attached, &env, ctx);
         for rec in events {
             self.evtq.push_model_event(rec, ctx);
@@ -473,11 +477,7 @@ impl Smmu {
         if let Err(i) = self.attached.binary_search(&sid) {
             self.attached.insert(i, sid);
         }
-        let env = strtab::InstallEnv {
-            idr: self.idr,
-            smmu_enabled: self.smmu_enabled(),
-            gbpa_abort: GBPA_ABORT.is_set32(self.gbpa),
-        };
+        let env = self.install_env();
         if let Some(rec) = self.strtab.install(sid, &env, ctx) {
             self.evtq.push_model_event(rec, ctx);
             let regs = self.regs();
@@ -629,11 +629,7 @@ impl Smmu {
             self.evtq.enable(self.evtq_max_log2(), ctx);
         }
         // The source already reported any refused STE to the guest.
-        let env = strtab::InstallEnv {
-            idr: self.idr,
-            smmu_enabled: self.smmu_enabled(),
-            gbpa_abort: GBPA_ABORT.is_set32(self.gbpa),
-        };
+        let env = self.install_env();
         let _ = self.strtab.install_all(&self.attached, &env, ctx);
     }
 }
