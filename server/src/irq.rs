@@ -71,11 +71,6 @@ impl Irqs {
         }
     }
 
-    /// True when `index` has an eventfd.
-    pub fn has_fd(&self, index: usize) -> bool {
-        self.lines.get(index).is_some_and(|l| l.fd.is_some())
-    }
-
     /// Drops every eventfd and mask state (the client left).
     pub fn clear(&mut self) {
         *self = Irqs::default();

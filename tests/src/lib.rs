@@ -2,7 +2,7 @@
 //! socket in a private temp dir, talk to it raw or through `client-shim`,
 //! and clean up the process and the directory afterwards.
 
-use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
+use std::os::fd::BorrowedFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as Process, Stdio};
@@ -302,9 +302,4 @@ pub fn eventfd_count(fd: &nix::sys::eventfd::EventFd) -> u64 {
         Ok(8) => u64::from_ne_bytes(b),
         _ => 0,
     }
-}
-
-/// Raw fd number helper.
-pub fn raw(fd: &impl AsRawFd) -> RawFd {
-    fd.as_raw_fd()
 }

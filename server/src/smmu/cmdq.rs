@@ -16,19 +16,6 @@ use super::Ctx;
 use crate::host::MAX_INVALIDATION_ENTRIES;
 use crate::irq::IRQ_CMD_SYNC;
 
-/// What the command queue needs to know about the rest of the device.
-#[derive(Debug, Clone, Copy)]
-pub struct Env {
-    /// Advertised ID registers.
-    pub idr: [u32; 6],
-    /// CR0.SMMUEN.
-    pub smmu_enabled: bool,
-    /// GBPA.ABORT.
-    pub gbpa_abort: bool,
-    /// IDR0.MSI advertised.
-    pub msi: bool,
-}
-
 /// The result of a consumption run.
 #[derive(Debug, Default)]
 pub struct Outcome {
@@ -87,7 +74,7 @@ impl CommandQueue {
     /// Consumes commands from CONS up to PROD, or up to the first error.
     pub fn consume(
         &mut self,
-        env: &Env,
+        env: &InstallEnv,
         strtab: &StreamTable,
         attached: &[u32],
         ctx: &mut Ctx<'_>,
@@ -134,7 +121,7 @@ impl CommandQueue {
         ptr: u32,
         q: &Queue,
         base: &QueueBase,
-        env: &Env,
+        env: &InstallEnv,
         strtab: &StreamTable,
         attached: &[u32],
         ctx: &mut Ctx<'_>,
@@ -182,18 +169,16 @@ impl CommandQueue {
             Command::CfgiSte { sid, .. } => {
                 self.flush(ctx)?;
                 if attached.contains(&sid) {
-                    let ienv = InstallEnv::from(env);
-                    out.events.extend(strtab.install(sid, &ienv, ctx));
+                    out.events.extend(strtab.install(sid, env, ctx));
                 }
             }
             Command::CfgiSteRange { sid, range } => {
                 self.flush(ctx)?;
                 let span = 1u64 << (u32::from(range) + 1).min(32);
                 let first = u64::from(sid) & !(span - 1);
-                let ienv = InstallEnv::from(env);
                 for &s in attached {
                     if (first..first + span).contains(&u64::from(s)) {
-                        out.events.extend(strtab.install(s, &ienv, ctx));
+                        out.events.extend(strtab.install(s, env, ctx));
                     }
                 }
             }
@@ -215,8 +200,8 @@ impl CommandQueue {
         Ok(())
     }
 
-    fn sync_irq(&self, env: &Env, msiaddr: u64, msidata: u32, ctx: &mut Ctx<'_>) {
-        if env.msi && msiaddr != 0 && ctx.mem.check(msiaddr, 4, true) {
+    fn sync_irq(&self, env: &InstallEnv, msiaddr: u64, msidata: u32, ctx: &mut Ctx<'_>) {
+        if IDR0_MSI.is_set32(env.idr[0]) && msiaddr != 0 && ctx.mem.check(msiaddr, 4, true) {
             // Linux points MSIADDR at the CMD_SYNC itself and polls its
             // first word: a 32-bit write into guest RAM.
             if ctx.mem.write(msiaddr, &msidata.to_le_bytes()).is_ok() {

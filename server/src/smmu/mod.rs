@@ -160,11 +160,6 @@ impl Smmu {
         self.cmdq.reset();
     }
 
-    /// The ID registers this model advertises (IDR0..IDR5).
-    pub fn idr(&self) -> [u32; 6] {
-        self.idr
-    }
-
     /// DEVICE_RESET: registers to their reset values, the vEVENTQ freed,
     /// every attached device back to the disabled SMMU's behaviour.
     pub fn reset(&mut self, ctx: &mut Ctx<'_>) {
@@ -423,12 +418,7 @@ impl Smmu {
         if !CR0_CMDQEN.is_set32(self.cr0) || self.gerr.active(GERROR_CMDQ_ERR) {
             return;
         }
-        let env = cmdq::Env {
-            idr: self.idr,
-            smmu_enabled: self.smmu_enabled(),
-            gbpa_abort: GBPA_ABORT.is_set32(self.gbpa),
-            msi: IDR0_MSI.is_set32(self.idr[0]),
-        };
+        let env = self.install_env();
         let outcome = self.cmdq.consume(&env, &self.strtab, &self.attached, ctx);
         for rec in outcome.events {
             self.evtq.push_model_event(rec, ctx);
@@ -515,11 +505,6 @@ impl Smmu {
     /// The host device behind `sid` is gone.
     pub fn device_detached(&mut self, sid: u32) {
         self.attached.retain(|&s| s != sid);
-    }
-
-    /// The configuration of the model (its options).
-    pub fn config(&self) -> &SmmuConfig {
-        &self.cfg
     }
 
     /// Copies gauges into `stats`.

@@ -14,7 +14,6 @@ use vsmmu_protocol::smmu::event::Event;
 use vsmmu_protocol::smmu::ste::{Ste, SteCaps, SteConfig, SteError};
 use vsmmu_protocol::smmu::strtab::{L1Std, SteLocation, StrtabCaps, StrtabConfig};
 
-use super::cmdq::Env;
 use super::Ctx;
 use crate::host::SteAction;
 
@@ -27,7 +26,7 @@ pub struct StreamTable {
     pub base_cfg: u32,
 }
 
-/// What installing a configuration depends on.
+/// What installing a configuration (and consuming commands) depends on.
 #[derive(Debug, Clone, Copy)]
 pub struct InstallEnv {
     /// Advertised ID registers.
@@ -36,16 +35,6 @@ pub struct InstallEnv {
     pub smmu_enabled: bool,
     /// GBPA.ABORT (used while SMMUEN = 0).
     pub gbpa_abort: bool,
-}
-
-impl From<&Env> for InstallEnv {
-    fn from(e: &Env) -> Self {
-        InstallEnv {
-            idr: e.idr,
-            smmu_enabled: e.smmu_enabled,
-            gbpa_abort: e.gbpa_abort,
-        }
-    }
 }
 
 /// Why a StreamID is aborted, and the event to raise (if any).
