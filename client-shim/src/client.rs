@@ -61,6 +61,11 @@ pub struct SpawnOptions {
     pub args: Vec<String>,
     /// `--seccomp` mode (`kill`, `trap`, `log`, `off`).
     pub seccomp: String,
+    /// Descriptors the server inherits, as `(number in the child, open fd
+    /// here)`: e.g. `(4, iommufd)` with `--iommufd-fd 4`. Child numbers
+    /// must be above 3 (3 is the socket); the fds must stay open until
+    /// [`Client::spawn`] returns.
+    pub inherit: Vec<(RawFd, RawFd)>,
 }
 
 impl SpawnOptions {
@@ -70,6 +75,7 @@ impl SpawnOptions {
             binary: binary.into(),
             args: Vec::new(),
             seccomp: "kill".into(),
+            inherit: Vec::new(),
         }
     }
 }
@@ -114,6 +120,17 @@ impl Client {
     /// Starts `vsmmud` on one end of a socketpair (`--fd 3`) and connects
     /// through the other.
     pub fn spawn(opts: &SpawnOptions) -> Result<Self> {
+        if opts
+            .inherit
+            .iter()
+            .any(|&(child, parent)| child <= CHILD_FD || parent == CHILD_FD)
+        {
+            return Err(ClientError::Io(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "inherited fds must be numbered above 3 in the child and not be fd 3 here",
+            )));
+        }
+        let inherit = opts.inherit.clone();
         let (ours, theirs) = UnixStream::pair()?;
         let theirs_fd = theirs.as_raw_fd();
         let mut cmd = Process::new(&opts.binary);
@@ -137,6 +154,18 @@ impl Client {
                     }
                 } else if libc::dup2(theirs_fd, CHILD_FD) < 0 {
                     return Err(std::io::Error::last_os_error());
+                }
+                for &(child, parent) in &inherit {
+                    // dup2 clears FD_CLOEXEC on the new descriptor, except
+                    // when both numbers are the same.
+                    let ok = if child == parent {
+                        libc::fcntl(child, libc::F_SETFD, 0) >= 0
+                    } else {
+                        libc::dup2(parent, child) >= 0
+                    };
+                    if !ok {
+                        return Err(std::io::Error::last_os_error());
+                    }
                 }
                 Ok(())
             });

@@ -435,7 +435,6 @@ impl Device {
                     .check_sid(d.vsid)
                     .map_err(|w| Failure::new(errno::EINVAL, w))?;
                 let dev_id = self.host.attach_device(d.vsid, fds.into_iter().next())?;
-                self.smmu.host_info_changed(&self.host.hw_info());
                 self.smmu.device_attached(d.vsid, &mut ctx!(self));
                 reply
                     .push(&VsmmuDevice {
@@ -840,6 +839,9 @@ impl Device {
 
     fn get_stats(&mut self, reply: Message, r: &StatsRequest) -> Vec<u8> {
         self.smmu.refresh_stats(&mut self.stats);
+        if let Some(hw) = self.host.host_hw_info() {
+            self.stats.host_idr = hw.idr;
+        }
         let json = self.stats.to_json();
         let argsz = (8 + json.len()) as u32;
         let reply = reply.push(&StatsRequest { argsz, flags: 0 });

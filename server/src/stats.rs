@@ -49,6 +49,9 @@ pub struct Stats {
     pub translations: u64,
     /// Those that faulted.
     pub translation_faults: u64,
+    /// The host SMMU's IDR0..IDR5 as `IOMMU_GET_HW_INFO` reported them (the
+    /// sim: its own), all zero until known (a gauge).
+    pub host_idr: [u32; 6],
 }
 
 impl Stats {

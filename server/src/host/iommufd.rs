@@ -18,6 +18,30 @@
 //! and the IOAS destroyed; the iommufd closed last.
 //!
 //! Layouts and request numbers are in [`vsmmu_protocol::iommufd`].
+//!
+//! ## Who owns a device's binding (the fd contract)
+//!
+//! A VFIO cdev is bound to one iommufd per *open file* and stays bound until
+//! the last descriptor of that open file is closed (`vfio_df_ioctl_bind_iommufd`
+//! refuses a second bind with EINVAL; a second open file of a bound device
+//! cannot bind either). vsmmud binds the cdev it receives with
+//! `VSMMU_ATTACH_DEVICE` to its own iommufd. The VMM may keep its copy of the
+//! fd — region access (BARs, config space, interrupts) on it works because the
+//! binding belongs to the open file — but must not bind that open file to
+//! another iommufd. On detach vsmmud closes its copy; while the VMM still
+//! holds one the device stays bound (and attached to nothing, so its DMA is
+//! blocked). A re-attach may send the same open file again: vsmmud then
+//! reuses the device id it was bound with, remembered by the cdev's device
+//! number. A VMM that closed every copy sends a freshly opened cdev.
+//!
+//! ## What the guest is promised
+//!
+//! The guest's ID registers come from [`GUEST_PROFILE`], not from whichever
+//! device is bound first: the host's registers are only known once a device
+//! is bound, and a hot-plugged first device must not change what the guest
+//! already probed. Each device's SMMU is checked against the profile at
+//! attach ([`super::check_nesting_host`]), and every device of one vsmmud
+//! must sit behind the same physical SMMU (one vIOMMU).
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -32,6 +56,18 @@ use super::{HostError, HostIommu, HwInfo, InvalidateError, SteAction, MAX_INVALI
 
 /// Where the iommufd character device lives.
 pub const IOMMUFD_PATH: &str = "/dev/iommu";
+
+/// The host profile the guest's ID registers derive from: what any
+/// nesting-capable SMMUv3 offers, in the fields the uAPI lets a VMM use.
+/// IDR0 = S2P | S1P | TTF AArch64 | COHACC | ASID16 | TTENDIAN LE
+/// (0x0040_101b); IDR1 = SIDSIZE 16 | EVTQS 19 | CMDQS 19 (0x0273_0010,
+/// QEMU's; no SubstreamIDs); IDR3 = 0 (no range invalidation, BBML 0);
+/// IDR5 = OAS 44 bits | GRAN4K | GRAN64K (0x54); AIDR = SMMUv3.1.
+pub const GUEST_PROFILE: HwInfo = HwInfo {
+    idr: [0x0040_101b, 0x0273_0010, 0, 0, 0, 0x54],
+    iidr: 0,
+    aidr: 1,
+};
 
 /// What a device is attached to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,10 +118,20 @@ struct Veventq {
 pub struct IommufdHost {
     iommufd: OwnedFd,
     ioas_id: u32,
-    hw_info: HwInfo,
+    /// What GET_HW_INFO reported for the vIOMMU's SMMU.
+    hw_info: Option<HwInfo>,
     viommu: Option<Viommu>,
     devices: BTreeMap<u32, Device>,
     veventq: Option<Veventq>,
+    /// Device ids of cdevs this process closed at detach, by the cdev's
+    /// device number: the open file may still be bound (the VMM kept a
+    /// copy), and a re-attach of it cannot bind again.
+    released: BTreeMap<u64, u32>,
+    /// Guest RAM mapped into the IOAS, in bytes.
+    mapped: u64,
+    /// Bytes the kernel lets this process pin (RLIMIT_MEMLOCK), `None`
+    /// when unlimited or with CAP_IPC_LOCK (no accounting).
+    memlock_limit: Option<u64>,
 }
 
 impl IommufdHost {
@@ -128,19 +174,105 @@ impl IommufdHost {
         Ok(IommufdHost {
             iommufd,
             ioas_id,
-            hw_info: HwInfo::default(),
+            hw_info: None,
             viommu: None,
             devices: BTreeMap::new(),
             veventq: None,
+            released: BTreeMap::new(),
+            mapped: 0,
+            memlock_limit: memlock_limit(),
         })
+    }
+
+    /// Binds `cdev` to the iommufd, or — when its open file is still bound
+    /// from an earlier attach (EINVAL) — takes the device id it had.
+    fn bind_or_reuse(&mut self, vsid: u32, cdev: BorrowedFd<'_>) -> Result<u32, HostError> {
+        let rdev = nix::sys::stat::fstat(cdev)
+            .map(|st| st.st_rdev)
+            .map_err(|e| {
+                HostError::new(
+                    "VFIO_DEVICE_BIND_IOMMUFD",
+                    e as i32,
+                    format!("vSID {vsid:#x}: fstat of the device fd: {}", e.desc()),
+                )
+            })?;
+        match sys::bind(cdev, self.iommufd.as_fd()) {
+            Ok(dev_id) => {
+                // The kernel reuses freed ids: a remembered one is stale now.
+                self.released.retain(|_, id| *id != dev_id);
+                self.released.remove(&rdev);
+                Ok(dev_id)
+            }
+            Err(e) if e.errno == Errno::EINVAL as i32 => {
+                let reusable = self.released.get(&rdev).copied().filter(|id| {
+                    !self.devices.values().any(|d| d.dev_id == *id)
+                        && sys::get_hw_info(self.iommufd.as_fd(), *id).is_ok()
+                });
+                match reusable {
+                    Some(dev_id) => {
+                        self.released.remove(&rdev);
+                        log::info!(
+                            "vSID {vsid:#x}: the device is still bound from its last attach \
+                             (device id {dev_id}): reused"
+                        );
+                        Ok(dev_id)
+                    }
+                    None => Err(HostError::new(
+                        e.op,
+                        Errno::EBUSY as i32,
+                        format!(
+                            "vSID {vsid:#x}: the VFIO cdev is already bound to an iommufd \
+                             (another open file of this device, or another iommufd, holds it): \
+                             vsmmud binds the cdev itself; the VMM must not bind it"
+                        ),
+                    )),
+                }
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Forgets a device whose cdev this process is closing: its open file
+    /// may stay bound while the VMM holds a copy.
+    fn release(&mut self, rdev: u64, dev_id: u32) {
+        self.released.insert(rdev, dev_id);
+    }
+
+    /// GET_HW_INFO for a newly bound device: the profile must fit, and a
+    /// second device must be behind the vIOMMU's SMMU.
+    fn check_device(&self, vsid: u32, dev_id: u32) -> Result<HwInfo, HostError> {
+        let hw = sys::get_hw_info(self.iommufd.as_fd(), dev_id)
+            .map_err(|e| HostError::new(e.op, e.errno, format!("vSID {vsid:#x}: {}", e.msg)))?;
+        log::info!(
+            "vSID {vsid:#x}: host SMMU IDR0 {:#010x} IDR1 {:#010x} IDR3 {:#010x} IDR5 {:#010x} \
+             IIDR {:#x} AIDR {:#x}",
+            hw.idr[0],
+            hw.idr[1],
+            hw.idr[3],
+            hw.idr[5],
+            hw.iidr,
+            hw.aidr
+        );
+        super::check_nesting_host(&hw, &GUEST_PROFILE).map_err(|why| {
+            HostError::new(
+                "IOMMU_GET_HW_INFO",
+                Errno::EOPNOTSUPP as i32,
+                format!("vSID {vsid:#x}: cannot back this vSMMU: {why}"),
+            )
+        })?;
+        if let Some(first) = self.hw_info.filter(|_| self.viommu.is_some()) {
+            if first != hw {
+                return Err(other_smmu(vsid, "its SMMU's ID registers differ"));
+            }
+        }
+        Ok(hw)
     }
 
     /// Allocates the nesting parent, the vIOMMU and the shared abort and
     /// bypass HWPTs for the device `dev_id`, after checking that its IOMMU
     /// is an ARM SMMUv3. Everything allocated is destroyed on failure.
-    fn create_viommu(&self, dev_id: u32) -> Result<(Viommu, HwInfo), HostError> {
+    fn create_viommu(&self, dev_id: u32) -> Result<Viommu, HostError> {
         let fd = self.iommufd.as_fd();
-        let hw = sys::get_hw_info(fd, dev_id)?;
         let mut created = Vec::with_capacity(4);
         let result = create_viommu_objects(fd, self.ioas_id, dev_id, &mut created);
         if result.is_err() {
@@ -148,7 +280,42 @@ impl IommufdHost {
                 destroy_logged(fd, *id, "vIOMMU setup rollback");
             }
         }
-        result.map(|v| (v, hw))
+        result.map_err(|e| memlock_hint(e, self.mapped, self.memlock_limit))
+    }
+
+    /// The rest of an attach once `dev_id` is bound: checks, the vIOMMU for
+    /// the first device, the vDEVICE, the abort HWPT.
+    fn attach_bound(&mut self, vsid: u32, dev_id: u32, cdev: OwnedFd) -> Result<u32, HostError> {
+        let hw = self.check_device(vsid, dev_id)?;
+        let created = match self.viommu {
+            Some(_) => false,
+            None => {
+                let v = self.create_viommu(dev_id)?;
+                self.viommu = Some(v);
+                self.hw_info = Some(hw);
+                true
+            }
+        };
+        match self.setup_vdevice(vsid, dev_id, cdev.as_fd()) {
+            Ok(vdevice_id) => {
+                self.devices.insert(
+                    vsid,
+                    Device {
+                        cdev,
+                        dev_id,
+                        vdevice_id,
+                        config: Config::Abort,
+                    },
+                );
+                Ok(dev_id)
+            }
+            Err(e) => {
+                if created {
+                    self.destroy_viommu();
+                }
+                Err(e)
+            }
+        }
     }
 
     /// Destroys the vIOMMU and its HWPTs (no device or vEVENTQ may use them).
@@ -172,7 +339,15 @@ impl IommufdHost {
     ) -> Result<u32, HostError> {
         let v = self.viommu_ref()?;
         let fd = self.iommufd.as_fd();
-        let vdevice_id = sys::vdevice_alloc(fd, v.viommu_id, dev_id, vsid)?;
+        let vdevice_id = sys::vdevice_alloc(fd, v.viommu_id, dev_id, vsid).map_err(|e| {
+            if e.errno == Errno::EINVAL as i32 {
+                // arm_vsmmu_vdevice_init / iommufd_vdevice_alloc_ioctl: the
+                // device's SMMU is not the vIOMMU's.
+                other_smmu(vsid, &e.to_string())
+            } else {
+                e
+            }
+        })?;
         if let Err(e) = sys::attach_pt(cdev, v.abort_hwpt_id) {
             destroy_logged(fd, vdevice_id, "vDEVICE rollback");
             return Err(e);
@@ -343,6 +518,74 @@ fn open_error(path: &Path, e: &io::Error) -> HostError {
     }
 }
 
+fn other_smmu(vsid: u32, why: &str) -> HostError {
+    HostError::new(
+        "IOMMU_VDEVICE_ALLOC",
+        Errno::EINVAL as i32,
+        format!(
+            "vSID {vsid:#x}: the device is behind another physical SMMU than the vIOMMU's \
+             ({why}); one vsmmud serves the devices of one host SMMU: start one per SMMU"
+        ),
+    )
+}
+
+/// RLIMIT_MEMLOCK as iommufd applies it: `None` when the kernel does not
+/// account (CAP_IPC_LOCK, `iopt_alloc_pages`) or the limit is infinite.
+/// Read at start, before the sandbox closes /proc.
+fn memlock_limit() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let cap_eff = status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+        .unwrap_or(0);
+    const CAP_IPC_LOCK: u32 = 14;
+    if cap_eff & (1 << CAP_IPC_LOCK) != 0 {
+        return None;
+    }
+    match nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_MEMLOCK) {
+        Ok((soft, _)) if soft != nix::sys::resource::RLIM_INFINITY => Some(soft),
+        _ => None,
+    }
+}
+
+/// The up-front check of a guest RAM mapping against RLIMIT_MEMLOCK.
+fn check_memlock(mapped: u64, size: u64, limit: Option<u64>) -> Result<(), HostError> {
+    match limit {
+        Some(limit) if mapped.saturating_add(size) > limit => Err(HostError::new(
+            "IOMMU_IOAS_MAP",
+            Errno::ENOMEM as i32,
+            format!(
+                "mapping {} KiB more guest RAM ({} KiB mapped) exceeds RLIMIT_MEMLOCK ({} KiB): \
+                 iommufd pins guest RAM for device DMA against it; raise it (systemd \
+                 LimitMEMLOCK=, prlimit --memlock) or give vsmmud CAP_IPC_LOCK",
+                size >> 10,
+                mapped >> 10,
+                limit >> 10
+            ),
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// ENOMEM from a pinning ioctl, explained.
+fn memlock_hint(e: HostError, mapped: u64, limit: Option<u64>) -> HostError {
+    if e.errno != Errno::ENOMEM as i32 {
+        return e;
+    }
+    let limit = limit.map_or("no limit".to_string(), |l| format!("{} KiB", l >> 10));
+    HostError::new(
+        e.op,
+        e.errno,
+        format!(
+            "{}: pinning {} KiB of guest RAM failed; RLIMIT_MEMLOCK: {limit} (counted per user, \
+             across processes)",
+            e.msg,
+            mapped >> 10
+        ),
+    )
+}
+
 fn no_device(vsid: u32) -> HostError {
     HostError::new(
         "vsid",
@@ -362,9 +605,12 @@ impl HostIommu for IommufdHost {
         "iommufd"
     }
 
-    /// The physical SMMU's ID registers, read when the first device was
-    /// attached; all zero before.
+    /// [`GUEST_PROFILE`]: fixed, whatever is attached.
     fn hw_info(&self) -> HwInfo {
+        GUEST_PROFILE
+    }
+
+    fn host_hw_info(&self) -> Option<HwInfo> {
         self.hw_info
     }
 
@@ -372,16 +618,20 @@ impl HostIommu for IommufdHost {
         true
     }
 
+    /// Checks RLIMIT_MEMLOCK first: the kernel pins the pages (now, or
+    /// when the nesting parent is created) and would only say ENOMEM.
     fn map_guest_ram(&mut self, gpa: u64, size: u64, host_addr: usize) -> Result<(), HostError> {
+        check_memlock(self.mapped, size, self.memlock_limit)?;
         sys::ioas_map(self.iommufd.as_fd(), self.ioas_id, gpa, size, host_addr)
+            .map_err(|e| memlock_hint(e, self.mapped.saturating_add(size), self.memlock_limit))?;
+        self.mapped = self.mapped.saturating_add(size);
+        Ok(())
     }
 
     fn unmap_guest_ram(&mut self, gpa: u64, size: u64) -> Result<(), HostError> {
-        sys::ioas_unmap(self.iommufd.as_fd(), self.ioas_id, gpa, size)
-    }
-
-    fn alloc_viommu(&mut self) -> Result<(), HostError> {
-        self.viommu_ref().map(drop)
+        sys::ioas_unmap(self.iommufd.as_fd(), self.ioas_id, gpa, size)?;
+        self.mapped = self.mapped.saturating_sub(size);
+        Ok(())
     }
 
     fn attach_device(&mut self, vsid: u32, device_fd: Option<OwnedFd>) -> Result<u32, HostError> {
@@ -399,44 +649,23 @@ impl HostIommu for IommufdHost {
                 format!("vSID {vsid:#x}: the iommufd backend needs the device's VFIO cdev fd"),
             ));
         };
-        // On any error below `cdev` is dropped, closed, and so unbound.
-        let dev_id = sys::bind(cdev.as_fd(), self.iommufd.as_fd())?;
-        let new_hw_info = match self.viommu {
-            Some(_) => None,
-            None => {
-                let (v, hw) = self.create_viommu(dev_id)?;
-                self.viommu = Some(v);
-                Some(hw)
-            }
-        };
-        match self.setup_vdevice(vsid, dev_id, cdev.as_fd()) {
-            Ok(vdevice_id) => {
-                if let Some(hw) = new_hw_info {
-                    self.hw_info = hw;
-                }
-                self.devices.insert(
-                    vsid,
-                    Device {
-                        cdev,
-                        dev_id,
-                        vdevice_id,
-                        config: Config::Abort,
-                    },
-                );
-                Ok(dev_id)
-            }
-            Err(e) => {
-                if new_hw_info.is_some() {
-                    self.destroy_viommu();
-                }
-                Err(e)
-            }
+        let dev_id = self.bind_or_reuse(vsid, cdev.as_fd())?;
+        let rdev = nix::sys::stat::fstat(cdev.as_fd()).map_or(0, |st| st.st_rdev);
+        // From here on an error drops (closes) `cdev`: remember its id.
+        let result = self.attach_bound(vsid, dev_id, cdev);
+        if result.is_err() {
+            self.release(rdev, dev_id);
         }
+        result
     }
 
     fn detach_device(&mut self, vsid: u32) -> Result<(), HostError> {
         let dev = self.devices.remove(&vsid).ok_or_else(|| no_device(vsid))?;
-        self.teardown_device(vsid, dev)
+        let rdev = nix::sys::stat::fstat(dev.cdev.as_fd()).map_or(0, |st| st.st_rdev);
+        let dev_id = dev.dev_id;
+        let result = self.teardown_device(vsid, dev);
+        self.release(rdev, dev_id);
+        result
     }
 
     fn is_attached(&self, vsid: u32) -> bool {
@@ -946,7 +1175,7 @@ mod tests {
         IommufdHost {
             iommufd: dev_null(),
             ioas_id: 1,
-            hw_info: HwInfo::default(),
+            hw_info: None,
             viommu: Some(Viommu {
                 parent_hwpt_id: 2,
                 viommu_id: 3,
@@ -955,6 +1184,9 @@ mod tests {
             }),
             devices: BTreeMap::new(),
             veventq: None,
+            released: BTreeMap::new(),
+            mapped: 0,
+            memlock_limit: None,
         }
     }
 
@@ -1097,7 +1329,6 @@ mod tests {
     #[test]
     fn viommu_and_veventq_preconditions() {
         let mut host = fake_host();
-        assert_eq!(host.alloc_viommu(), Ok(()));
         // depth 0 is refused before the kernel.
         assert_eq!(
             host.alloc_veventq(0).map_err(|e| e.errno),
@@ -1115,15 +1346,46 @@ mod tests {
         );
 
         host.viommu = None;
-        let err = host.alloc_viommu().expect_err("no device yet");
+        let err = host.alloc_veventq(8).expect_err("no device yet");
         assert_eq!(err.errno, libc::ENODEV);
         assert!(err.msg.contains("first device is attached"), "{err}");
-        assert_eq!(
-            host.alloc_veventq(8).map_err(|e| e.errno),
-            Err(libc::ENODEV)
-        );
         // Nothing to invalidate without a vIOMMU.
         assert_eq!(host.invalidate(&[[0x10, 0]]), Ok(()));
+    }
+
+    /// RLIMIT_MEMLOCK is checked before the kernel pins anything, with the
+    /// numbers in the message; no limit (CAP_IPC_LOCK) checks nothing.
+    #[test]
+    fn memlock_checked_up_front() {
+        assert_eq!(check_memlock(0, 64 << 20, None), Ok(()));
+        assert_eq!(check_memlock(4 << 20, 4 << 20, Some(8 << 20)), Ok(()));
+        let err = check_memlock(4 << 20, 8 << 20, Some(8 << 20)).unwrap_err();
+        assert_eq!((err.op, err.errno), ("IOMMU_IOAS_MAP", libc::ENOMEM));
+        assert!(
+            err.msg.starts_with(
+                "mapping 8192 KiB more guest RAM (4096 KiB mapped) exceeds RLIMIT_MEMLOCK (8192 KiB)"
+            ),
+            "{err}"
+        );
+        let mut host = fake_host();
+        host.memlock_limit = Some(1 << 20);
+        let err = host.map_guest_ram(0, 2 << 20, 0x1000).unwrap_err();
+        assert_eq!(err.errno, libc::ENOMEM);
+        // A kernel ENOMEM is explained too; other errnos pass through.
+        let e = memlock_hint(HostError::new("IOMMU_HWPT_ALLOC", libc::ENOMEM, "x"), 2 << 20, Some(1 << 20));
+        assert_eq!(e.msg, "x: pinning 2048 KiB of guest RAM failed; RLIMIT_MEMLOCK: 1024 KiB (counted per user, across processes)");
+        let e = memlock_hint(HostError::new("IOMMU_HWPT_ALLOC", libc::EIO, "x"), 0, None);
+        assert_eq!(e.msg, "x");
+    }
+
+    /// A cdev whose open file is still bound (EINVAL from BIND) is refused
+    /// with EBUSY and a clear message unless this process released it.
+    #[test]
+    fn bound_cdev_without_history_is_ebusy() {
+        let mut host = fake_host();
+        // /dev/null: BIND gives ENOTTY, not EINVAL: passes through.
+        let err = host.bind_or_reuse(8, dev_null().as_fd()).unwrap_err();
+        assert_eq!(err.errno, libc::ENOTTY);
     }
 
     #[test]

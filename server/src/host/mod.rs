@@ -13,6 +13,8 @@ pub mod walk;
 
 use std::os::fd::{OwnedFd, RawFd};
 
+use vsmmu_protocol::smmu::regs::*;
+
 /// Hardware information the host reports (`IOMMU_GET_HW_INFO`,
 /// `iommu_hw_info_arm_smmuv3`): the physical SMMU's ID registers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -23,6 +25,61 @@ pub struct HwInfo {
     pub iidr: u32,
     /// AIDR.
     pub aidr: u32,
+}
+
+/// Checks that a host SMMU (`hw`, from `IOMMU_GET_HW_INFO` for one device)
+/// can back a guest whose ID registers were derived from `profile`: stage 1
+/// and stage 2 (nesting), AArch64 little-endian table walks, and at least
+/// the profile's COHACC, ASID16, CD2L, SSIDSIZE, RIL, BBML, granules and
+/// OAS — the fields the host walks or executes for the guest. StreamID
+/// size and queue sizes are the vSMMU's own and are not compared. Returns
+/// every mismatch, comma-separated.
+pub fn check_nesting_host(hw: &HwInfo, profile: &HwInfo) -> Result<(), String> {
+    let mut missing: Vec<String> = Vec::new();
+    let (h0, p0) = (hw.idr[0], profile.idr[0]);
+    if !(IDR0_S1P.is_set32(h0) && IDR0_S2P.is_set32(h0)) {
+        missing.push("stage 1 and stage 2 (IDR0.S1P, S2P)".into());
+    }
+    if !matches!(IDR0_TTF.get32(h0), IDR0_TTF_AARCH64 | IDR0_TTF_AARCH32_64) {
+        missing.push("AArch64 tables (IDR0.TTF)".into());
+    }
+    if IDR0_TTENDIAN.get32(h0) == IDR0_TTENDIAN_BE {
+        missing.push("little-endian walks (IDR0.TTENDIAN)".into());
+    }
+    for (f, name) in [
+        (IDR0_COHACC, "IDR0.COHACC"),
+        (IDR0_ASID16, "IDR0.ASID16"),
+        (IDR0_CD2L, "IDR0.CD2L"),
+    ] {
+        if f.is_set32(p0) && !f.is_set32(h0) {
+            missing.push(name.into());
+        }
+    }
+    for (f, reg, name) in [
+        (IDR1_SSIDSIZE, 1, "IDR1.SSIDSIZE"),
+        (IDR3_RIL, 3, "IDR3.RIL"),
+        (IDR3_BBML, 3, "IDR3.BBML"),
+        (IDR5_OAS, 5, "IDR5.OAS"),
+    ] {
+        let (h, p) = (f.get32(hw.idr[reg]), f.get32(profile.idr[reg]));
+        if h < p {
+            missing.push(format!("{name} {h} < {p}"));
+        }
+    }
+    for (f, name) in [
+        (IDR5_GRAN4K, "IDR5.GRAN4K"),
+        (IDR5_GRAN16K, "IDR5.GRAN16K"),
+        (IDR5_GRAN64K, "IDR5.GRAN64K"),
+    ] {
+        if f.is_set32(profile.idr[5]) && !f.is_set32(hw.idr[5]) {
+            missing.push(name.into());
+        }
+    }
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("the host SMMU lacks {}", missing.join(", ")))
+    }
 }
 
 /// What the host does with a guest StreamID's transactions.
@@ -87,8 +144,16 @@ pub trait HostIommu {
     /// Short name for logs and stats (`sim`, `iommufd`).
     fn name(&self) -> &'static str;
 
-    /// The physical SMMU's ID registers.
+    /// The ID registers the guest's are derived from ([`crate::smmu::ids`]):
+    /// the sim's own, or for iommufd the fixed profile that every attached
+    /// device's SMMU must support. Known at start, never changes.
     fn hw_info(&self) -> HwInfo;
+
+    /// What the real host reported (`IOMMU_GET_HW_INFO` of the first bound
+    /// device), `None` before; the sim reports its own.
+    fn host_hw_info(&self) -> Option<HwInfo> {
+        Some(self.hw_info())
+    }
 
     /// True when `VSMMU_ATTACH_DEVICE` must carry a VFIO cdev fd.
     fn needs_device_fd(&self) -> bool;
@@ -99,11 +164,6 @@ pub trait HostIommu {
 
     /// Removes a mapping made by [`HostIommu::map_guest_ram`].
     fn unmap_guest_ram(&mut self, gpa: u64, size: u64) -> Result<(), HostError>;
-
-    /// Allocates the vIOMMU if it does not exist yet (the iommufd backend
-    /// needs a bound device for the nesting parent, so it fails with ENODEV
-    /// before the first attach).
-    fn alloc_viommu(&mut self) -> Result<(), HostError>;
 
     /// Binds a host device to guest StreamID `vsid` (vDEVICE); returns the
     /// host's device id. The device starts in [`SteAction::Abort`].
@@ -123,7 +183,10 @@ pub trait HostIommu {
     /// entries), at most [`MAX_INVALIDATION_ENTRIES`] per call.
     fn invalidate(&mut self, cmds: &[[u64; 2]]) -> Result<(), InvalidateError>;
 
-    /// Allocates the vEVENTQ with `depth` entries, replacing any existing one.
+    /// Allocates the vEVENTQ with `depth` entries, replacing any existing
+    /// one. The vEVENTQ belongs to the vIOMMU, which exists only once a
+    /// device is attached (the kernel needs a bound device to allocate the
+    /// nesting parent): ENODEV before.
     fn alloc_veventq(&mut self, depth: u32) -> Result<(), HostError>;
 
     /// Sequence number of the first event of a new vEVENTQ (the kernel
@@ -145,5 +208,46 @@ pub trait HostIommu {
     /// The sim backend's extra controls, `None` on a real host.
     fn as_sim(&mut self) -> Option<&mut sim::SimHost> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// QEMU 10.2's nested SMMUv3 as the rig's L1 kernel reports it, against
+    /// the iommufd profile: compatible.
+    #[test]
+    fn qemu_nested_host_backs_the_iommufd_profile() {
+        let hw = HwInfo {
+            idr: [0x0d44_101b, 0x0273_0010, 0, 0x1514, 0, 0x74],
+            iidr: 0,
+            aidr: 1,
+        };
+        assert_eq!(check_nesting_host(&hw, &iommufd::GUEST_PROFILE), Ok(()));
+    }
+
+    /// Every mismatch is named.
+    #[test]
+    fn mismatches_are_listed() {
+        let hw = HwInfo {
+            // S1P only, TTF AArch32, big-endian; no ASID16.
+            idr: [0x0060_0006, 0, 0, 0, 0, 0x0000_0012],
+            iidr: 0,
+            aidr: 0,
+        };
+        let err = check_nesting_host(&hw, &iommufd::GUEST_PROFILE).unwrap_err();
+        assert_eq!(
+            err,
+            "the host SMMU lacks stage 1 and stage 2 (IDR0.S1P, S2P), AArch64 tables (IDR0.TTF), \
+             little-endian walks (IDR0.TTENDIAN), IDR0.COHACC, IDR0.ASID16, IDR5.OAS 2 < 4, IDR5.GRAN64K"
+        );
+        let mut sim = sim::SIM_HW_INFO;
+        assert_eq!(check_nesting_host(&sim, &sim), Ok(()));
+        sim.idr[1] = IDR1_SSIDSIZE.set32(sim.idr[1], 4);
+        assert_eq!(
+            check_nesting_host(&sim, &sim::SIM_HW_INFO),
+            Err("the host SMMU lacks IDR1.SSIDSIZE 4 < 20".into())
+        );
     }
 }

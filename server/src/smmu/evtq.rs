@@ -125,11 +125,36 @@ impl EventQueue {
         };
     }
 
+    /// Frees the vEVENTQ after reading what it still holds: those records
+    /// arrived while EVENTQEN was 0 (a queue resize) or are cut by a device
+    /// reset, and are counted as `events_dropped_disabled`, never lost
+    /// unread.
     fn free_veventq(&mut self, ctx: &mut Ctx<'_>) {
-        if self.veventq.take().is_some() {
-            ctx.host.free_veventq();
-            self.generation += 1;
+        if self.veventq.is_none() {
+            return;
         }
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut gerr = GlobalErrors::default();
+        let disabled = Regs {
+            cr0: 0,
+            irq_ctrl: 0,
+        };
+        loop {
+            match ctx.host.read_veventq(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => {
+                    ctx.stats.veventq_read_calls += 1;
+                    self.host_records(&buf[..n], disabled, &mut gerr, ctx);
+                }
+                Err(e) => {
+                    log::warn!("draining the vEVENTQ before freeing it: {e}");
+                    break;
+                }
+            }
+        }
+        self.veventq = None;
+        ctx.host.free_veventq();
+        self.generation += 1;
     }
 
     /// EVENTQEN rose: make sure a vEVENTQ sized for the guest queue exists.

@@ -1,5 +1,10 @@
 //! The ID registers the guest sees: what this model implements, further
-//! limited by what the host SMMU reports (GET_HW_INFO, or the sim's defaults).
+//! limited by the host profile ([`HostIommu::hw_info`]): the sim's own
+//! registers, or for iommufd the fixed profile every attached device's SMMU
+//! must support. They never depend on which device was attached when, so a
+//! hot-plugged first device and a migration destination see the same SMMU.
+//!
+//! [`HostIommu::hw_info`]: crate::host::HostIommu::hw_info
 
 use vsmmu_protocol::smmu::regs::*;
 
@@ -25,14 +30,17 @@ const MAX_QS: u32 = 19;
 
 /// Computes the advertised ID registers.
 ///
+/// Only fields the kernel's `struct iommu_hw_info_arm_smmuv3` comment lets
+/// a VMM base its guest registers on come from the host.
 /// IDR0: stage 1 only (the host owns stage 2: S2P, HYP, VMID16 clear),
 /// AArch64 tables, 2-level stream tables, no stall (STALL_MODEL = 1,
 /// TERM_MODEL = 1), no PRI, no ATS (the model does not track ATS), MSI
-/// only when asked; COHACC, ASID16, CD2L and HTTU as the host; TTENDIAN
-/// little-endian.
+/// only when asked; COHACC, ASID16 and CD2L as the host; no HTTU (not
+/// supported for nesting); TTENDIAN little-endian.
 /// IDR1: SIDSIZE ≤ 16, SSIDSIZE ≤ 20, queues ≤ 2^19, no PRIQ, nothing
-/// preset. IDR3: HAD, RIL and BBML as the host. IDR5: OAS and granules as
-/// the host, VAX 0 (48-bit VA). AIDR ≤ SMMUv3.1.
+/// preset. IDR3: RIL and BBML as the host (no HAD: not in the uAPI's
+/// list). IDR5: OAS (a compatibility bound) and granules as the host,
+/// VAX 0 (48-bit VA). AIDR ≤ SMMUv3.1.
 pub fn advertised(hw: &HwInfo, msi: bool) -> Ids {
     let h0 = hw.idr[0];
     let mut idr0 = 0u32;
@@ -41,7 +49,6 @@ pub fn advertised(hw: &HwInfo, msi: bool) -> Ids {
     for f in [IDR0_COHACC, IDR0_ASID16, IDR0_CD2L] {
         idr0 = f.set32(idr0, f.get32(h0));
     }
-    idr0 = IDR0_HTTU.set32(idr0, IDR0_HTTU.get32(h0));
     // Little-endian table walks only (the sim walker's, and what QEMU
     // advertises), unless the host can only walk big-endian ones.
     let endian = match IDR0_TTENDIAN.get32(h0) {
@@ -61,7 +68,7 @@ pub fn advertised(hw: &HwInfo, msi: bool) -> Ids {
     idr1 = IDR1_EVTQS.set32(idr1, IDR1_EVTQS.get32(h1).min(MAX_QS));
     idr1 = IDR1_CMDQS.set32(idr1, IDR1_CMDQS.get32(h1).min(MAX_QS));
 
-    let idr3 = hw.idr[3] & (IDR3_HAD.mask32() | IDR3_RIL.mask32() | IDR3_BBML.mask32());
+    let idr3 = hw.idr[3] & (IDR3_RIL.mask32() | IDR3_BBML.mask32());
     let h5 = hw.idr[5];
     let mut idr5 = 0u32;
     idr5 = IDR5_OAS.set32(idr5, IDR5_OAS.get32(h5).min(IDR5_OAS_48));
@@ -88,8 +95,29 @@ mod tests {
             aidr: 1,
         };
         let ids = advertised(&hw, false);
-        assert_eq!(ids.idr, [0x0d40_101a, 0x0273_0010, 0, 0x1404, 0, 0x74]);
+        // QEMU's IDR3 0x1404 less HAD (bit 2).
+        assert_eq!(ids.idr, [0x0d40_101a, 0x0273_0010, 0, 0x1400, 0, 0x74]);
         assert_eq!(advertised(&hw, true).idr[0], 0x0d40_301a);
+    }
+
+    /// The iommufd profile gives QEMU's registers less HAD, RIL, BBML and
+    /// GRAN16K: what any nesting-capable SMMUv3 offers.
+    #[test]
+    fn iommufd_profile() {
+        let ids = advertised(&crate::host::iommufd::GUEST_PROFILE, false);
+        assert_eq!(ids.idr, [0x0d40_101a, 0x0273_0010, 0, 0, 0, 0x54]);
+        assert_eq!((ids.iidr, ids.aidr), (0, 1));
+    }
+
+    /// A host with HTTU (access and dirty) and HAD: neither reaches the guest.
+    #[test]
+    fn httu_and_had_never_advertised() {
+        let mut hw = crate::host::sim::SIM_HW_INFO;
+        hw.idr[0] = IDR0_HTTU.set32(hw.idr[0], IDR0_HTTU_ACCESS_DIRTY);
+        hw.idr[3] |= IDR3_HAD.mask32();
+        let ids = advertised(&hw, false);
+        assert_eq!(IDR0_HTTU.get32(ids.idr[0]), 0);
+        assert_eq!(ids.idr[3], hw.idr[3] & (IDR3_RIL.mask32() | IDR3_BBML.mask32()));
     }
 
     /// The sim's host registers: stage 2, HYP, VMID16 and FWB do not leak.
@@ -102,6 +130,9 @@ mod tests {
             0
         );
         assert_eq!(ids.idr[3] & (1 << 8), 0);
+        // HTTU and HAD are not for nesting guests.
+        assert_eq!(IDR0_HTTU.get32(ids.idr[0]), 0);
+        assert!(!IDR3_HAD.is_set32(ids.idr[3]));
         assert_eq!(IDR1_SIDSIZE.get32(ids.idr[1]), 16);
         assert_eq!(ids.aidr, 1);
     }

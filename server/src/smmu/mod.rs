@@ -108,7 +108,6 @@ impl GlobalErrors {
 /// The SMMUv3 device model.
 #[derive(Debug)]
 pub struct Smmu {
-    cfg: SmmuConfig,
     idr: [u32; 6],
     iidr: u32,
     aidr: u32,
@@ -143,7 +142,6 @@ impl Smmu {
             cmdq: CommandQueue::new(cfg.batch),
             evtq: EventQueue::new(cfg.event_buffer),
             attached: Vec::new(),
-            cfg,
         };
         s.reset_regs();
         s
@@ -448,13 +446,9 @@ impl Smmu {
         self.evtq.deliver(regs, &mut self.gerr, ctx);
     }
 
-    /// Checks that `sid` fits the advertised StreamID size.
+    /// Checks that `sid` fits the advertised StreamID size (fixed from the
+    /// start: see [`ids`]).
     pub fn check_sid(&self, sid: u32) -> Result<(), String> {
-        if !IDR0_S1P.is_set32(self.idr[0]) {
-            // The host's features are not known yet (iommufd before the
-            // first device): nothing to check against.
-            return Ok(());
-        }
         let bits = IDR1_SIDSIZE.get32(self.idr[1]);
         if bits < 32 && sid >> bits != 0 {
             return Err(format!("vSID {sid:#x} exceeds SIDSIZE {bits}"));
@@ -462,10 +456,15 @@ impl Smmu {
         Ok(())
     }
 
-    /// A host device now stands behind `sid`: install its current configuration.
+    /// A host device now stands behind `sid`: install its current
+    /// configuration. The first device brings the host's vIOMMU, and with
+    /// it the vEVENTQ the guest asked for when it set EVENTQEN earlier.
     pub fn device_attached(&mut self, sid: u32, ctx: &mut Ctx<'_>) {
         if let Err(i) = self.attached.binary_search(&sid) {
             self.attached.insert(i, sid);
+        }
+        if CR0_EVTQEN.is_set32(self.cr0) {
+            self.evtq.enable(self.evtq_max_log2(), ctx);
         }
         let env = self.install_env();
         if let Some(rec) = self.strtab.install(sid, &env, ctx) {
@@ -482,24 +481,6 @@ impl Smmu {
             let regs = self.regs();
             self.evtq.deliver(regs, &mut self.gerr, ctx);
         }
-    }
-
-    /// The host's hardware information became known (the iommufd backend
-    /// reads it when the first device is bound): re-derive the ID
-    /// registers, unless the guest already started using the SMMU with the
-    /// old ones.
-    pub fn host_info_changed(&mut self, hw: &HwInfo) {
-        let ids = ids::advertised(hw, self.cfg.msi);
-        if ids.idr == self.idr {
-            return;
-        }
-        if self.cr0 != 0 {
-            log::warn!("host SMMU features known only after the guest enabled the SMMU: ID registers unchanged");
-            return;
-        }
-        self.idr = ids.idr;
-        self.iidr = ids.iidr;
-        self.aidr = ids.aidr;
     }
 
     /// The host device behind `sid` is gone.
