@@ -120,11 +120,14 @@ impl HostError {
     }
 }
 
-/// A batched invalidation that failed part-way.
+/// A batched invalidation that failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalidation failed after {handled} entries: {error}")]
 pub struct InvalidateError {
-    /// Entries handled before the failing one (the kernel's `entry_num` out).
+    /// Entries the kernel converted before the failing one (its
+    /// `entry_num` out). Not how many were executed:
+    /// `arm_vsmmu_cache_invalidate` issues converted entries in blocks of
+    /// 63, so those of the failing entry's block never ran.
     pub handled: usize,
     /// The failure.
     pub error: HostError,

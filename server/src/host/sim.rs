@@ -44,7 +44,11 @@
 //!   TLBI_NSNH_ALL, TLBI_NH_{VA,VAA,ALL,ASID}, ATC_INV, CFGI_CD and
 //!   CFGI_CD_ALL pass; the SID-carrying ones need a vDEVICE for the vSID in
 //!   dword0\[63:32\]; any failure is `EIO`, and `entry_num` comes back as the
-//!   index of the failing entry.
+//!   index of the failing entry. Converted entries are issued to the
+//!   hardware only in blocks of `CMDQ_BATCH_ENTRIES - 1` (63) or at the end
+//!   of the array, so on a failure the entries of the current block before
+//!   the failing one were converted but never executed: `entry_num` counts
+//!   converted entries, not executed ones.
 //!
 //! The vEVENTQ is a real pollable fd: an `eventfd` whose counter is non-zero
 //! exactly while the queue has something to read, so mio can poll it
@@ -76,6 +80,13 @@ pub const VEVENTQ_MAX_DEPTH: u32 = 1 << 19;
 /// How many accepted invalidation commands [`SimHost::invalidation_log`]
 /// keeps (the most recent ones).
 pub const INVALIDATION_LOG_LEN: usize = 4096;
+
+/// Entries `arm_vsmmu_cache_invalidate` (arm-smmu-v3-iommufd.c) converts
+/// before issuing them to the hardware in one
+/// `__arm_smmu_cmdq_issue_cmdlist`: `CMDQ_BATCH_ENTRIES - 1`, with
+/// `CMDQ_BATCH_ENTRIES` = 64 (`BITS_PER_LONG`) in arm-smmu-v3.h. The rest
+/// of the array is issued at its end.
+pub const INVALIDATION_BLOCK_ENTRIES: usize = 63;
 
 /// STE dword 1 EATS\[29:28\], which the kernel strips from the nested STE.
 const STE1_EATS: u64 = 0x3 << 28;
@@ -434,7 +445,8 @@ impl SimHost {
         self.stats
     }
 
-    /// True once [`HostIommu::alloc_viommu`] has been called.
+    /// True once the first device was attached: the vIOMMU exists (as the
+    /// iommufd backend, it needs a bound device and lives until the end).
     pub fn viommu_allocated(&self) -> bool {
         self.viommu
     }
@@ -461,13 +473,14 @@ impl SimHost {
         self.invalidate_calls
     }
 
-    /// Invalidation entries accepted (handled) over all calls.
+    /// Invalidation entries executed over all calls (converted entries of
+    /// a block that a failure cut short are not counted).
     pub fn invalidate_entries(&self) -> u64 {
         self.invalidate_entries
     }
 
-    /// The last [`INVALIDATION_LOG_LEN`] accepted invalidation commands, in
-    /// the order they were handled, as given by the caller.
+    /// The last [`INVALIDATION_LOG_LEN`] executed invalidation commands, in
+    /// the order they were executed, as given by the caller.
     pub fn invalidation_log(&self) -> impl Iterator<Item = &[u64; 2]> {
         self.invalidation_log.iter()
     }
@@ -512,6 +525,17 @@ impl SimHost {
                 format!("entry {index}: opcode {op:#04x} is not forwarded by the kernel"),
             )),
         }
+    }
+
+    /// Executes one converted invalidation command: the TLB, the counter
+    /// and the log.
+    fn execute_invalidation(&mut self, cmd: &[u64; 2]) {
+        self.invalidate_entries = self.invalidate_entries.saturating_add(1);
+        self.tlb.invalidate(cmd);
+        if self.invalidation_log.len() >= INVALIDATION_LOG_LEN {
+            self.invalidation_log.pop_front();
+        }
+        self.invalidation_log.push_back(*cmd);
     }
 
     fn no_veventq(op: &'static str) -> HostError {
@@ -611,11 +635,6 @@ impl HostIommu for SimHost {
         Ok(())
     }
 
-    fn alloc_viommu(&mut self) -> Result<(), HostError> {
-        self.viommu = true;
-        Ok(())
-    }
-
     /// Host device ids are allocated sequentially from 1. The sim takes no
     /// device fd: `Some(fd)` is closed and refused with `EINVAL`.
     fn attach_device(&mut self, vsid: u32, device_fd: Option<OwnedFd>) -> Result<u32, HostError> {
@@ -642,6 +661,7 @@ impl HostIommu for SimHost {
                 ste: SteAction::Abort,
             },
         );
+        self.viommu = true;
         Ok(host_id)
     }
 
@@ -692,8 +712,12 @@ impl HostIommu for SimHost {
         }
     }
 
-    /// Handles the entries in order; the first refused one (`EIO`) stops
-    /// the call with `handled` = its index. More than
+    /// `arm_vsmmu_cache_invalidate`: converts the entries in order and
+    /// executes them in blocks of [`INVALIDATION_BLOCK_ENTRIES`] (and the
+    /// rest at the end). The first refused entry (`EIO`) stops the call
+    /// with `handled` = its index (the kernel's `entry_num`), having
+    /// executed only the blocks completed before it: the entries of its
+    /// own block before it are converted but not executed. More than
     /// [`MAX_INVALIDATION_ENTRIES`] → `EINVAL` with nothing handled.
     fn invalidate(&mut self, cmds: &[[u64; 2]]) -> Result<(), InvalidateError> {
         self.invalidate_calls = self.invalidate_calls.saturating_add(1);
@@ -710,6 +734,10 @@ impl HostIommu for SimHost {
                 ),
             });
         }
+        // The kernel's loop: `last` is the first converted entry not yet
+        // issued; a block is issued when it holds CMDQ_BATCH_ENTRIES - 1
+        // entries or the array ends.
+        let mut last = 0;
         for (index, cmd) in cmds.iter().enumerate() {
             if let Err(error) = self.check_invalidation(index, cmd) {
                 return Err(InvalidateError {
@@ -717,12 +745,14 @@ impl HostIommu for SimHost {
                     error,
                 });
             }
-            self.invalidate_entries = self.invalidate_entries.saturating_add(1);
-            self.tlb.invalidate(cmd);
-            if self.invalidation_log.len() >= INVALIDATION_LOG_LEN {
-                self.invalidation_log.pop_front();
+            let cur = index + 1;
+            if cur != cmds.len() && cur - last != INVALIDATION_BLOCK_ENTRIES {
+                continue;
             }
-            self.invalidation_log.push_back(*cmd);
+            for cmd in &cmds[last..cur] {
+                self.execute_invalidation(cmd);
+            }
+            last = cur;
         }
         Ok(())
     }
@@ -732,6 +762,14 @@ impl HostIommu for SimHost {
     /// [`SimConfig::veventq_depth`] when set, else `depth`; 0 or above
     /// [`VEVENTQ_MAX_DEPTH`] → `EINVAL`.
     fn alloc_veventq(&mut self, depth: u32) -> Result<(), HostError> {
+        if !self.viommu {
+            // As the iommufd backend: no vIOMMU before the first device.
+            return Err(HostError::new(
+                "IOMMU_VEVENTQ_ALLOC",
+                libc::ENODEV,
+                "no vIOMMU yet: it is allocated when the first device is attached",
+            ));
+        }
         let depth = self.cfg.veventq_depth.unwrap_or(depth);
         check_depth(depth)?;
         // Free the old queue (and close its fd) before making the new one.
@@ -888,7 +926,7 @@ mod tests {
 
     fn sim_with_queue(cfg: SimConfig, depth: u32) -> SimHost {
         let mut sim = SimHost::new(cfg);
-        sim.alloc_viommu().unwrap();
+        sim.attach_device(0, None).unwrap();
         sim.alloc_veventq(depth).unwrap();
         sim
     }
@@ -1086,6 +1124,11 @@ mod tests {
             sim.read_veventq(&mut [0u8; 64]).unwrap_err().errno,
             libc::EBADF
         );
+        // No vIOMMU before the first device, as on the kernel.
+        assert_eq!(sim.alloc_veventq(8).unwrap_err().errno, libc::ENODEV);
+        assert!(!sim.viommu_allocated());
+        sim.attach_device(1, None).unwrap();
+        assert!(sim.viommu_allocated());
         assert_eq!(sim.alloc_veventq(0).unwrap_err().errno, libc::EINVAL);
         assert_eq!(
             sim.alloc_veventq(VEVENTQ_MAX_DEPTH + 1).unwrap_err().errno,
@@ -1242,12 +1285,13 @@ mod tests {
         assert_eq!((sim.invalidate_calls(), sim.invalidate_entries()), (1, 8));
         assert!(sim.invalidation_log().eq(ok.iter()));
 
-        // Stops at the first refused entry; `handled` counts those before.
+        // Stops at the first refused entry; `handled` counts those before,
+        // which were converted but, in the same block, not executed.
         let cmds = [[0x10, 0], sid(0x05, 0x42), [0x46, 0], [0x12, 0]];
         let e = sim.invalidate(&cmds).unwrap_err();
         assert_eq!((e.handled, e.error.errno), (2, libc::EIO));
-        assert_eq!((sim.invalidate_calls(), sim.invalidate_entries()), (2, 10));
-        assert!(sim.invalidation_log().skip(8).eq(cmds[..2].iter()));
+        assert_eq!((sim.invalidate_calls(), sim.invalidate_entries()), (2, 8));
+        assert_eq!(sim.invalidation_log().count(), 8);
 
         // SID-carrying commands need an attached vSID; others always EIO.
         for (cmds, handled) in [
@@ -1289,5 +1333,81 @@ mod tests {
             sim.invalidation_log().last(),
             Some(&[0x12, (20 * 256 - 1) << 12])
         );
+    }
+
+    /// `arm_vsmmu_cache_invalidate` converts the entries of a block before
+    /// issuing any: a refused entry leaves the ones before it in its block
+    /// converted (counted in `handled`) but never executed.
+    #[test]
+    fn failed_invalidation_executes_nothing_of_its_block() {
+        use crate::host::tlb::TlbEntry;
+        use crate::host::walk::Perms;
+
+        let mut sim = SimHost::default();
+        let entry = |va: u64| TlbEntry {
+            va_base: va,
+            size_log2: 12,
+            oa_base: 0x8000_0000 + va,
+            perms: Perms {
+                read: true,
+                write: true,
+                dirty_on_write: false,
+            },
+            global: false,
+            level: 3,
+        };
+        for va in [0x1000, 0x2000] {
+            sim.tlb_mut().insert(1, 0, 5, va, entry(va));
+        }
+        let tlbi = |va: u64| [0x12 | (5 << 48), va]; // TLBI_NH_VA, ASID 5
+        let cmds = [tlbi(0x1000), tlbi(0x2000), [0x46, 0]];
+        let e = sim.invalidate(&cmds).unwrap_err();
+        assert_eq!((e.handled, e.error.errno), (2, libc::EIO));
+        assert_eq!((sim.invalidate_calls(), sim.invalidate_entries()), (1, 0));
+        assert_eq!(sim.invalidation_log().count(), 0);
+        assert_eq!(sim.tlb().len(), 2);
+        assert_eq!(sim.tlb().stats().invalidated, 0);
+
+        // Sent without the refused entry, the two run.
+        sim.invalidate(&cmds[..2]).unwrap();
+        assert_eq!((sim.invalidate_calls(), sim.invalidate_entries()), (2, 2));
+        assert!(sim.invalidation_log().eq(cmds[..2].iter()));
+        assert_eq!(sim.tlb().len(), 0);
+        assert_eq!(sim.tlb().stats().invalidated, 2);
+    }
+
+    /// Blocks of CMDQ_BATCH_ENTRIES - 1 = 63: a failure executes exactly
+    /// the blocks completed before the failing entry's.
+    #[test]
+    fn failed_invalidation_executes_the_completed_blocks() {
+        assert_eq!(INVALIDATION_BLOCK_ENTRIES, 63);
+        let cmds_with_bad = |bad: usize| -> Vec<[u64; 2]> {
+            (0..70u64)
+                .map(|i| {
+                    if i == bad as u64 {
+                        [0x46, 0]
+                    } else {
+                        [0x12, i << 12]
+                    }
+                })
+                .collect()
+        };
+        for (bad, executed) in [(65, 63), (0, 0), (62, 0), (63, 63), (69, 63)] {
+            let mut sim = SimHost::default();
+            let cmds = cmds_with_bad(bad);
+            let e = sim.invalidate(&cmds).unwrap_err();
+            assert_eq!((e.handled, e.error.errno), (bad, libc::EIO), "bad {bad}");
+            assert_eq!(sim.invalidate_entries(), executed, "bad {bad}");
+            assert!(
+                sim.invalidation_log().eq(cmds[..executed as usize].iter()),
+                "bad {bad}"
+            );
+        }
+        // Without a failure every entry runs: two blocks of 63, then 4.
+        let mut sim = SimHost::default();
+        let cmds: Vec<[u64; 2]> = (0..130u64).map(|i| [0x12, i << 12]).collect();
+        sim.invalidate(&cmds).unwrap();
+        assert_eq!(sim.invalidate_entries(), 130);
+        assert!(sim.invalidation_log().eq(cmds.iter()));
     }
 }

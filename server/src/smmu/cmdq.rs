@@ -4,8 +4,11 @@
 //! batched into one `IOMMU_HWPT_INVALIDATE` per run of consecutive commands
 //! (at most `MAX_INVALIDATION_ENTRIES` per call); a batch is flushed before
 //! any command that depends on it (CFGI_STE*, CMD_SYNC) and at the end of a
-//! consumption run, so CMDQ_CONS never passes an unsent command. A host
-//! failure part-way makes CMDQ_CONS point at exactly the failing command.
+//! consumption run, so CMDQ_CONS never passes an unsent command. A failed
+//! call of several entries counts as not executed at all (the kernel's
+//! `entry_num` counts converted entries, some never issued); its commands
+//! are sent again one by one, so CMDQ_CONS points at exactly the failing
+//! command.
 
 use vsmmu_protocol::smmu::command::{Command, CommandCaps, CommandError, SyncCs};
 use vsmmu_protocol::smmu::queue::{Queue, QueueBase, CMD_ENTRY_SIZE, MAX_LOG2SIZE};
@@ -13,7 +16,7 @@ use vsmmu_protocol::smmu::regs::*;
 
 use super::strtab::{InstallEnv, StreamTable};
 use super::Ctx;
-use crate::host::MAX_INVALIDATION_ENTRIES;
+use crate::host::{InvalidateError, MAX_INVALIDATION_ENTRIES};
 use crate::irq::IRQ_CMD_SYNC;
 
 /// The result of a consumption run.
@@ -222,31 +225,379 @@ impl CommandQueue {
     }
 
     /// Sends the pending batch in one host call.
+    ///
+    /// When a call of several entries fails, none of it counts as executed:
+    /// the kernel's `entry_num` ([`InvalidateError::handled`]) is how many
+    /// entries it converted, and those of its current block were never
+    /// issued (`arm_vsmmu_cache_invalidate`). The commands are sent again
+    /// one call each (invalidations are idempotent, so repeating those that
+    /// ran is harmless); the first that fails is the failing command. If
+    /// all succeed, the failure was transient and nothing stops.
     fn flush(&mut self, ctx: &mut Ctx<'_>) -> Result<(), Stop> {
         if self.pending.is_empty() {
             return Ok(());
         }
-        let cmds: Vec<[u64; 2]> = self.pending.iter().map(|(c, _)| *c).collect();
-        ctx.stats.host_invalidate_calls += 1;
-        ctx.stats.host_invalidate_entries += cmds.len() as u64;
-        let result = ctx.host.invalidate(&cmds);
         let pending = std::mem::take(&mut self.pending);
-        match result {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let failed = pending.get(e.handled).or(pending.last());
-                let ptr = failed.map(|(_, p)| *p).unwrap_or(0);
+        let cmds: Vec<[u64; 2]> = pending.iter().map(|(c, _)| *c).collect();
+        let batch_err = match host_invalidate(&cmds, ctx) {
+            Ok(()) => return Ok(()),
+            Err(e) => e,
+        };
+        if let [(cmd, ptr)] = pending[..] {
+            let cerror = cerror_of(&batch_err);
+            log::warn!(
+                "host invalidation of {cmd:#018x?} at CMDQ pointer {ptr:#x} failed: {}: {}",
+                batch_err.error,
+                cerror_name(cerror)
+            );
+            return Err(Stop { ptr, cerror });
+        }
+        for &(cmd, ptr) in &pending {
+            if let Err(e) = host_invalidate(&[cmd], ctx) {
+                let cerror = cerror_of(&e);
                 log::warn!(
-                    "host invalidation failed at command {} of {}: {}: CERROR_ILL",
-                    e.handled,
+                    "host invalidation of {} commands failed after {} converted: {}; \
+                     sent again one by one: {cmd:#018x?} at CMDQ pointer {ptr:#x} failed: \
+                     {}: {}",
                     cmds.len(),
-                    e.error
+                    batch_err.handled,
+                    batch_err.error,
+                    e.error,
+                    cerror_name(cerror)
                 );
-                Err(Stop {
-                    ptr,
-                    cerror: CERROR_ILL,
-                })
+                return Err(Stop { ptr, cerror });
             }
         }
+        log::warn!(
+            "host invalidation of {} commands failed after {} converted: {}; \
+             sent again one by one: all succeeded",
+            cmds.len(),
+            batch_err.handled,
+            batch_err.error
+        );
+        Ok(())
+    }
+}
+
+/// One `IOMMU_HWPT_INVALIDATE` call, counted in the stats.
+fn host_invalidate(cmds: &[[u64; 2]], ctx: &mut Ctx<'_>) -> Result<(), InvalidateError> {
+    ctx.stats.host_invalidate_calls += 1;
+    ctx.stats.host_invalidate_entries += cmds.len() as u64;
+    ctx.host.invalidate(cmds)
+}
+
+/// The CERROR for a command the host failed: an ATC invalidation that
+/// timed out (`ETIMEDOUT` from the kernel's CMD_SYNC) is
+/// CERROR_ATC_INV_SYNC, anything else CERROR_ILL.
+fn cerror_of(e: &InvalidateError) -> u32 {
+    if e.error.errno == libc::ETIMEDOUT {
+        CERROR_ATC_INV_SYNC
+    } else {
+        CERROR_ILL
+    }
+}
+
+fn cerror_name(cerror: u32) -> &'static str {
+    match cerror {
+        CERROR_ATC_INV_SYNC => "CERROR_ATC_INV_SYNC",
+        CERROR_ABT => "CERROR_ABT",
+        _ => "CERROR_ILL",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::fd::{OwnedFd, RawFd};
+
+    use nix::sys::memfd::{memfd_create, MFdFlags};
+    use vsmmu_protocol::smmu::command::TlbiRange;
+
+    use super::*;
+    use crate::host::sim::{SimConfig, SimHost};
+    use crate::host::{HostError, HostIommu, HwInfo, SteAction};
+    use crate::irq::Irqs;
+    use crate::memory::GuestRam;
+    use crate::smmu::ids;
+    use crate::stats::Stats;
+
+    const RAM: u64 = 0x4000_0000;
+    const CMDQ: u64 = RAM + 0x1000;
+    const SID: u32 = 0x42;
+
+    /// The sim with the invalidation failures it cannot produce itself.
+    struct FaultyHost {
+        sim: SimHost,
+        /// A call holding this opcode fails with ETIMEDOUT and executes
+        /// nothing, as an ATC_INV whose CMD_SYNC timed out; `entry_num`
+        /// is then the last entry (`arm_vsmmu_cache_invalidate`'s `cur--`).
+        timeout_opcode: Option<u8>,
+        /// This many calls of several entries fail with EIO before the
+        /// host works again.
+        transient_failures: u32,
+    }
+
+    impl FaultyHost {
+        fn new(sim: SimHost) -> Self {
+            FaultyHost {
+                sim,
+                timeout_opcode: None,
+                transient_failures: 0,
+            }
+        }
+    }
+
+    impl HostIommu for FaultyHost {
+        fn name(&self) -> &'static str {
+            "faulty"
+        }
+        fn hw_info(&self) -> HwInfo {
+            self.sim.hw_info()
+        }
+        fn needs_device_fd(&self) -> bool {
+            false
+        }
+        fn map_guest_ram(&mut self, gpa: u64, size: u64, addr: usize) -> Result<(), HostError> {
+            self.sim.map_guest_ram(gpa, size, addr)
+        }
+        fn unmap_guest_ram(&mut self, gpa: u64, size: u64) -> Result<(), HostError> {
+            self.sim.unmap_guest_ram(gpa, size)
+        }
+        fn attach_device(&mut self, vsid: u32, fd: Option<OwnedFd>) -> Result<u32, HostError> {
+            self.sim.attach_device(vsid, fd)
+        }
+        fn detach_device(&mut self, vsid: u32) -> Result<(), HostError> {
+            self.sim.detach_device(vsid)
+        }
+        fn is_attached(&self, vsid: u32) -> bool {
+            self.sim.is_attached(vsid)
+        }
+        fn install_ste(&mut self, vsid: u32, action: SteAction) -> Result<(), HostError> {
+            self.sim.install_ste(vsid, action)
+        }
+        fn invalidate(&mut self, cmds: &[[u64; 2]]) -> Result<(), InvalidateError> {
+            let op = |c: &[u64; 2]| Some((c[0] & 0xff) as u8);
+            if cmds.iter().any(|c| op(c) == self.timeout_opcode) {
+                return Err(InvalidateError {
+                    handled: cmds.len() - 1,
+                    error: HostError::new("IOMMU_HWPT_INVALIDATE", libc::ETIMEDOUT, "sync"),
+                });
+            }
+            if cmds.len() > 1 && self.transient_failures > 0 {
+                self.transient_failures -= 1;
+                return Err(InvalidateError {
+                    handled: 0,
+                    error: HostError::new("IOMMU_HWPT_INVALIDATE", libc::EIO, "transient"),
+                });
+            }
+            self.sim.invalidate(cmds)
+        }
+        fn alloc_veventq(&mut self, depth: u32) -> Result<(), HostError> {
+            self.sim.alloc_veventq(depth)
+        }
+        fn free_veventq(&mut self) {
+            self.sim.free_veventq()
+        }
+        fn veventq_fd(&self) -> Option<RawFd> {
+            self.sim.veventq_fd()
+        }
+        fn read_veventq(&mut self, buf: &mut [u8]) -> Result<usize, HostError> {
+            self.sim.read_veventq(buf)
+        }
+        fn as_sim(&mut self) -> Option<&mut SimHost> {
+            Some(&mut self.sim)
+        }
+    }
+
+    /// A 256-entry CMDQ at `CMDQ` in memfd-backed guest RAM, consumed with
+    /// SMMUEN = 1 and `SID` attached.
+    struct Rig {
+        q: CommandQueue,
+        host: Box<dyn HostIommu>,
+        mem: GuestRam,
+        irqs: Irqs,
+        stats: Stats,
+        env: InstallEnv,
+    }
+
+    impl Rig {
+        fn new(mut host: Box<dyn HostIommu>, batch: bool) -> Rig {
+            host.attach_device(SID, None).unwrap();
+            let env = InstallEnv {
+                idr: ids::advertised(&host.hw_info(), false).idr,
+                smmu_enabled: true,
+                gbpa_abort: false,
+            };
+            let fd: OwnedFd = memfd_create("t", MFdFlags::MFD_CLOEXEC).unwrap();
+            nix::unistd::ftruncate(&fd, 0x10_0000).unwrap();
+            let mut mem = GuestRam::new(4);
+            mem.map(fd, 0, RAM, 0x10_0000, true).unwrap();
+            let mut q = CommandQueue::new(batch);
+            q.base = CMDQ | 8;
+            Rig {
+                q,
+                host,
+                mem,
+                irqs: Irqs::default(),
+                stats: Stats::default(),
+                env,
+            }
+        }
+
+        /// Writes `cmds` at PROD, moves PROD past them and consumes.
+        fn issue(&mut self, cmds: &[[u64; 2]]) -> Outcome {
+            let mask = self.q.ptr_mask();
+            let mut prod = self.q.prod;
+            for c in cmds {
+                let addr = CMDQ + u64::from(prod & 0xff) * CMD_ENTRY_SIZE;
+                self.mem.write_u64s(addr, c).unwrap();
+                prod = (prod + 1) & mask;
+            }
+            self.q.prod = prod;
+            let mut ctx = Ctx {
+                mem: &self.mem,
+                host: self.host.as_mut(),
+                irqs: &mut self.irqs,
+                stats: &mut self.stats,
+            };
+            self.q
+                .consume(&self.env, &StreamTable::default(), &[SID], &mut ctx)
+        }
+
+        fn sim(&mut self) -> &mut SimHost {
+            self.host.as_sim().unwrap()
+        }
+
+        fn host_log(&mut self) -> Vec<[u64; 2]> {
+            self.sim().invalidation_log().copied().collect()
+        }
+
+        fn host_calls(&self) -> (u64, u64) {
+            (
+                self.stats.host_invalidate_calls,
+                self.stats.host_invalidate_entries,
+            )
+        }
+    }
+
+    fn tlbi_va(i: u64) -> [u64; 2] {
+        Command::TlbiNhVa {
+            vmid: 0,
+            asid: 1,
+            range: TlbiRange::va(i << 12, true),
+        }
+        .encode()
+    }
+
+    fn tlbi_vaa() -> [u64; 2] {
+        Command::TlbiNhVaa {
+            vmid: 0,
+            range: TlbiRange::va(0, true),
+        }
+        .encode()
+    }
+
+    fn atc_inv() -> [u64; 2] {
+        Command::AtcInv {
+            sid: SID,
+            ssv: false,
+            ssid: 0,
+            global: false,
+            size: 0,
+            addr: 0,
+        }
+        .encode()
+    }
+
+    fn sync() -> [u64; 2] {
+        Command::sync_sev().encode()
+    }
+
+    /// CMDQ_CONS with ERR = `cerror` at `ptr`.
+    fn cons_err(ptr: u32, cerror: u32) -> u32 {
+        CMDQ_CONS_ERR.set32(ptr, cerror)
+    }
+
+    /// The kernel converted the first two entries and refused the third,
+    /// but executed none of them: the model sends the four again one by
+    /// one, and CONS stops at the refused one.
+    #[test]
+    fn failed_batch_is_resent_one_by_one() {
+        let cfg = SimConfig {
+            reject_opcode: Some(0x13), // TLBI_NH_VAA
+            ..SimConfig::default()
+        };
+        let mut rig = Rig::new(Box::new(SimHost::new(cfg)), true);
+        let out = rig.issue(&[tlbi_va(0), tlbi_va(1), tlbi_vaa(), tlbi_va(2), sync()]);
+        assert!(out.error);
+        assert_eq!(rig.q.cons, cons_err(2, CERROR_ILL));
+        assert_eq!(rig.q.cons, 1 << 24 | 2);
+        // The two before the refused command ran (sent again), the one
+        // after it did not.
+        assert_eq!(rig.host_log(), vec![tlbi_va(0), tlbi_va(1)]);
+        // One call of 4 entries, then 3 single calls up to the refused one.
+        assert_eq!(rig.host_calls(), (4, 7));
+        assert_eq!(rig.sim().invalidate_calls(), 4);
+        assert_eq!(rig.sim().invalidate_entries(), 2);
+        assert_eq!((rig.stats.cmd_errors, rig.stats.cmd_syncs), (1, 0));
+    }
+
+    /// A refused single-entry call (`--no-batch`) is the failing command:
+    /// nothing is sent again.
+    #[test]
+    fn failed_single_call_is_not_resent() {
+        let cfg = SimConfig {
+            reject_opcode: Some(0x13),
+            ..SimConfig::default()
+        };
+        let mut rig = Rig::new(Box::new(SimHost::new(cfg)), false);
+        let out = rig.issue(&[tlbi_va(0), tlbi_va(1), tlbi_vaa(), tlbi_va(2), sync()]);
+        assert!(out.error);
+        assert_eq!(rig.q.cons, cons_err(2, CERROR_ILL));
+        assert_eq!(rig.host_log(), vec![tlbi_va(0), tlbi_va(1)]);
+        assert_eq!(rig.host_calls(), (3, 3));
+        assert_eq!(rig.sim().invalidate_calls(), 3);
+    }
+
+    /// ETIMEDOUT (an ATC invalidation whose sync timed out) is
+    /// CERROR_ATC_INV_SYNC at the ATC_INV, batched or not.
+    #[test]
+    fn host_timeout_is_cerror_atc_inv_sync() {
+        for batch in [true, false] {
+            let mut host = FaultyHost::new(SimHost::default());
+            host.timeout_opcode = Some(0x40); // ATC_INV
+            let mut rig = Rig::new(Box::new(host), batch);
+            // Test-only: the model does not advertise ATS, but ATC_INV
+            // reaches the host only when it is.
+            rig.env.idr[0] |= IDR0_ATS.mask32();
+            let out = rig.issue(&[tlbi_va(0), atc_inv(), tlbi_va(1), sync()]);
+            assert!(out.error, "batch {batch}");
+            assert_eq!(
+                rig.q.cons,
+                cons_err(1, CERROR_ATC_INV_SYNC),
+                "batch {batch}"
+            );
+            assert_eq!(rig.q.cons, 3 << 24 | 1, "batch {batch}");
+            assert_eq!(rig.host_log(), vec![tlbi_va(0)], "batch {batch}");
+            // Batched: one call of 3 (entry_num 2, the last), then 2 single
+            // calls. Unbatched: one call per command up to the ATC_INV.
+            let want = if batch { (3, 5) } else { (2, 2) };
+            assert_eq!(rig.host_calls(), want, "batch {batch}");
+            assert_eq!(rig.stats.cmd_errors, 1, "batch {batch}");
+        }
+    }
+
+    /// A batch that fails but whose commands all succeed when sent again
+    /// one by one raises no error.
+    #[test]
+    fn transient_batch_failure_is_no_error() {
+        let mut host = FaultyHost::new(SimHost::default());
+        host.transient_failures = 1;
+        let mut rig = Rig::new(Box::new(host), true);
+        let out = rig.issue(&[tlbi_va(0), tlbi_va(1), tlbi_va(2), sync()]);
+        assert!(!out.error);
+        assert_eq!(rig.q.cons, 4);
+        assert_eq!(rig.host_log(), vec![tlbi_va(0), tlbi_va(1), tlbi_va(2)]);
+        assert_eq!(rig.host_calls(), (4, 6));
+        assert_eq!((rig.stats.cmd_errors, rig.stats.cmd_syncs), (0, 1));
     }
 }

@@ -185,6 +185,7 @@ fn gerror_toggles_once_until_acknowledged() {
 #[test]
 fn inconsistent_eventq_cons_does_not_hang() {
     let mut rig = Rig::new(SimConfig::default(), true);
+    rig.host.attach_device(1, None).unwrap();
     rig.w(EVENTQ_BASE, 8, (RAM + 0x8000) | 3);
     rig.w(EVENTQ_CONS, 4, 1);
     rig.w(CR0, 4, CR0_EVTQEN.mask());
@@ -200,4 +201,72 @@ fn inconsistent_eventq_cons_does_not_hang() {
     rig.smmu.host_records(&buf[..n], &mut ctx);
     assert_eq!(rig.stats.guest_events_written, 0);
     assert_eq!(rig.stats.host_events_read, 1);
+}
+
+/// EVENTQEN set before any device exists: the host has no vIOMMU yet, so
+/// no vEVENTQ; the first attach allocates it, sized for the guest queue,
+/// and host events then reach the guest.
+#[test]
+fn eventqen_before_first_attach_gets_a_veventq_at_attach() {
+    let mut rig = Rig::new(SimConfig::default(), true);
+    rig.w(EVENTQ_BASE, 8, (RAM + 0x8000) | 3);
+    rig.w(CR0, 4, CR0_EVTQEN.mask());
+    assert!(rig.host.veventq_fd().is_none());
+    assert_eq!(rig.smmu.veventq_generation(), 0);
+    rig.host.attach_device(8, None).unwrap();
+    let mut ctx = Ctx {
+        mem: &rig.mem,
+        host: &mut rig.host,
+        irqs: &mut rig.irqs,
+        stats: &mut rig.stats,
+    };
+    rig.smmu.device_attached(8, &mut ctx);
+    assert!(rig.host.veventq_fd().is_some());
+    assert_eq!(rig.smmu.veventq_generation(), 1);
+    rig.host.inject(&[[8 << 32 | 0x10, 0, 0x1000, 0]]).unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = rig.host.read_veventq(&mut buf).unwrap();
+    assert_eq!(n, 40);
+    let mut ctx = Ctx {
+        mem: &rig.mem,
+        host: &mut rig.host,
+        irqs: &mut rig.irqs,
+        stats: &mut rig.stats,
+    };
+    rig.smmu.host_records(&buf[..n], &mut ctx);
+    assert_eq!(rig.stats.guest_events_written, 1);
+    assert_eq!(rig.r(EVENTQ_PROD), 1);
+}
+
+/// A guest EVENTQ resize replaces the vEVENTQ: what the old one still
+/// held is read and counted (EVENTQEN was 0), not dropped unread.
+#[test]
+fn resize_reads_the_old_veventq_first() {
+    let mut rig = Rig::new(SimConfig::default(), true);
+    rig.host.attach_device(8, None).unwrap();
+    rig.w(EVENTQ_BASE, 8, (RAM + 0x8000) | 3);
+    rig.w(CR0, 4, CR0_EVTQEN.mask());
+    rig.w(CR0, 4, 0);
+    rig.host
+        .inject(&[[8 << 32 | 0x10, 0, 0x1000, 0], [8 << 32 | 0x10, 0, 0x2000, 0]])
+        .unwrap();
+    rig.w(EVENTQ_BASE, 8, (RAM + 0x8000) | 4);
+    rig.w(CR0, 4, CR0_EVTQEN.mask());
+    assert_eq!(rig.stats.host_events_read, 2);
+    assert_eq!(rig.stats.events_dropped_disabled, 2);
+    assert_eq!(rig.stats.guest_events_written, 0);
+    assert_eq!(rig.smmu.veventq_generation(), 3);
+}
+
+/// The guest's StreamID size is known before any device: a fresh model
+/// accepts vSID 8 (iommufd profile: SIDSIZE 16) and refuses 1 << 16.
+#[test]
+fn sid_checked_against_the_profile_from_the_start() {
+    let smmu = Smmu::new(SmmuConfig::default(), crate::host::iommufd::GUEST_PROFILE);
+    assert_eq!(smmu.check_sid(8), Ok(()));
+    assert_eq!(smmu.check_sid(0xffff), Ok(()));
+    assert_eq!(
+        smmu.check_sid(0x1_0000),
+        Err("vSID 0x10000 exceeds SIDSIZE 16".into())
+    );
 }

@@ -94,7 +94,7 @@ build_qemu() {
         (cd "$b/$QEMU_SRC_DIR/build" &&
             ../configure --python="$b/venv/bin/python3" --target-list=aarch64-softmmu \
                 --without-default-features --disable-rust --disable-docs --disable-tools \
-                --enable-fdt=system --enable-tcg >&2 &&
+                --enable-fdt=system --enable-tcg --disable-install-blobs >&2 &&
             ninja -j"$JOBS" qemu-system-aarch64 >&2) || die "QEMU build failed"
         mkdir -p "$out.tmp"
         cp "$b/$QEMU_SRC_DIR/build/qemu-system-aarch64" "$out.tmp/"
@@ -187,11 +187,15 @@ build_vsmmu_aarch64() {
     # crates.io config of its own; this keeps one Cargo.lock).
     rm -rf "$stage/src" && mkdir -p "$stage/src"
     (cd "$REPO" && tar --exclude=./target --exclude=./.git --exclude=./fuzz -cf - .) | tar -C "$stage/src" -xf -
-    (cd "$stage/src" && cargo vendor --locked --versioned-dirs -q "$stage/vendor" >"$stage/vendor.toml") ||
+    (cd "$stage/src" && cargo vendor --locked --versioned-dirs -q "$stage/vendor" >/dev/null) ||
         die "cargo vendor failed"
     mkdir -p "$stage/src/.cargo"
-    sed "s|$stage|/build/vsmmu|g" "$stage/vendor.toml" >"$stage/src/.cargo/config.toml"
-    cat >>"$stage/src/.cargo/config.toml" <<'EOF'
+    cat >"$stage/src/.cargo/config.toml" <<'EOF'
+[source.crates-io]
+replace-with = "vendored-sources"
+
+[source.vendored-sources]
+directory = "/build/vsmmu/vendor"
 
 [target.aarch64-unknown-linux-gnu]
 linker = "aarch64-linux-gnu-gcc"
