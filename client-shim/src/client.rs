@@ -63,7 +63,7 @@ pub struct SpawnOptions {
     pub seccomp: String,
     /// Descriptors the server inherits, as `(number in the child, open fd
     /// here)`: e.g. `(4, iommufd)` with `--iommufd-fd 4`. Child numbers
-    /// must be above 3 (3 is the socket); the fds must stay open until
+    /// must be above 3 (3 is the socket); the fds here must stay open until
     /// [`Client::spawn`] returns.
     pub inherit: Vec<(RawFd, RawFd)>,
 }
@@ -120,17 +120,35 @@ impl Client {
     /// Starts `vsmmud` on one end of a socketpair (`--fd 3`) and connects
     /// through the other.
     pub fn spawn(opts: &SpawnOptions) -> Result<Self> {
-        if opts
-            .inherit
-            .iter()
-            .any(|&(child, parent)| child <= CHILD_FD || parent == CHILD_FD)
-        {
+        if opts.inherit.iter().any(|&(child, _)| child <= CHILD_FD) {
             return Err(ClientError::Io(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
-                "inherited fds must be numbered above 3 in the child and not be fd 3 here",
+                "inherited fds must be numbered above 3 in the child",
             )));
         }
-        let inherit = opts.inherit.clone();
+        // Copies above every child number, so that no dup2 in the child
+        // overwrites a descriptor another one still needs.
+        let floor = opts.inherit.iter().map(|&(c, _)| c).max().unwrap_or(0) + 1;
+        let copies = opts
+            .inherit
+            .iter()
+            .map(|&(_, parent)| {
+                nix::fcntl::fcntl(
+                    // SAFETY: the caller keeps `parent` open during the call.
+                    unsafe { BorrowedFd::borrow_raw(parent) },
+                    nix::fcntl::FcntlArg::F_DUPFD_CLOEXEC(floor.max(CHILD_FD + 1)),
+                )
+                // SAFETY: F_DUPFD_CLOEXEC returned a new descriptor we own.
+                .map(|fd| unsafe { OwnedFd::from_raw_fd(fd) })
+                .map_err(|e| ClientError::Io(e.into()))
+            })
+            .collect::<Result<Vec<OwnedFd>>>()?;
+        let inherit: Vec<(RawFd, RawFd)> = opts
+            .inherit
+            .iter()
+            .zip(&copies)
+            .map(|(&(child, _), copy)| (child, copy.as_raw_fd()))
+            .collect();
         let (ours, theirs) = UnixStream::pair()?;
         let theirs_fd = theirs.as_raw_fd();
         let mut cmd = Process::new(&opts.binary);
@@ -155,15 +173,10 @@ impl Client {
                 } else if libc::dup2(theirs_fd, CHILD_FD) < 0 {
                     return Err(std::io::Error::last_os_error());
                 }
-                for &(child, parent) in &inherit {
-                    // dup2 clears FD_CLOEXEC on the new descriptor, except
-                    // when both numbers are the same.
-                    let ok = if child == parent {
-                        libc::fcntl(child, libc::F_SETFD, 0) >= 0
-                    } else {
-                        libc::dup2(parent, child) >= 0
-                    };
-                    if !ok {
+                for &(child, copy) in &inherit {
+                    // `copy` is above every child number; dup2 clears
+                    // FD_CLOEXEC on the new descriptor.
+                    if libc::dup2(copy, child) < 0 {
                         return Err(std::io::Error::last_os_error());
                     }
                 }
@@ -172,6 +185,7 @@ impl Client {
         }
         let child = cmd.spawn()?;
         drop(theirs);
+        drop(copies);
         let mut c = Client::from_stream(ours);
         c.child = Some(child);
         Ok(c)

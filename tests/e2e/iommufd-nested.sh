@@ -26,7 +26,9 @@
 #
 # Environment: VSMMU_RIG_CACHE, VSMMU_RIG_JOBS, VSMMU_RIG_NO_INSTALL=1,
 # VSMMU_RIG_TIMEOUT (seconds for the boot, default 900), VSMMU_RIG_KEEP=1
-# (keep the work directory with the console log).
+# (keep the work directory with the console log), VSMMU_RIG_SECCOMP
+# (vsmmud's --seccomp in L1, default kill; `trap` names a forbidden call),
+# VSMMU_RIG_QEMU_ARGS (more L0 QEMU options, e.g. `-trace smmu* -D FILE`).
 
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -77,21 +79,22 @@ step "booting L1 (TCG)"
 CONSOLE=$WORK/console.log
 timeout "$TIMEOUT" "$QEMU" -M virt,gic-version=3,iommu=smmuv3 -cpu cortex-a57 -smp 1 -m 1024 \
     -nographic -no-reboot -kernel "$IMAGE" -initrd "$WORK/initrd.gz" \
-    -append "console=ttyAMA0 panic=-1 quiet loglevel=4" \
-    -nic none -device edu </dev/null >"$CONSOLE" 2>&1 &
+    -append "console=ttyAMA0 panic=-1 quiet loglevel=4 rig.seccomp=${VSMMU_RIG_SECCOMP:-kill}" \
+    -nic none -device edu ${VSMMU_RIG_QEMU_ARGS:-} </dev/null >"$WORK/console.raw" 2>&1 &
 QEMU_PID=$!
 wait "$QEMU_PID" || true
 QEMU_PID=
+tr -d '\r' <"$WORK/console.raw" >"$CONSOLE"
 boot_s=$((SECONDS - t_start))
 
 # The guest's console: its report and vsmmud's log.
-tr -d '\r' <"$CONSOLE"
+cat "$CONSOLE"
 
 passed=0
 failed=0
 for run in 1 2; do
     line=$(awk -v r="$run" '$0 ~ "^RIG: run "r"$" {on=1; next} on && /^[0-9]+ passed, [0-9]+ failed/ {print; exit}' "$CONSOLE")
-    rc=$(sed -n "s/^RIG-EXIT $run \([0-9]*\).*/\1/p" "$CONSOLE" | tr -d '\r')
+    rc=$(sed -n "s/^RIG-EXIT $run \([0-9]*\).*/\1/p" "$CONSOLE")
     if [[ -n $line ]]; then
         p=$(echo "$line" | sed 's/ passed.*//')
         f=$(echo "$line" | sed 's/.* passed, \([0-9]*\) failed.*/\1/')

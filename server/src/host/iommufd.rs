@@ -260,10 +260,8 @@ impl IommufdHost {
                 format!("vSID {vsid:#x}: cannot back this vSMMU: {why}"),
             )
         })?;
-        if let Some(first) = self.hw_info.filter(|_| self.viommu.is_some()) {
-            if first != hw {
-                return Err(other_smmu(vsid, "its SMMU's ID registers differ"));
-            }
+        if self.viommu.is_some() {
+            same_smmu(vsid, self.hw_info, &hw)?;
         }
         Ok(hw)
     }
@@ -515,6 +513,30 @@ fn open_error(path: &Path, e: &io::Error) -> HostError {
             errno,
             format!("cannot open {}: {e}", path.display()),
         )
+    }
+}
+
+/// A device for an existing vIOMMU must report the registers of the SMMU
+/// the vIOMMU was made on (two identical SMMUs still differ at
+/// `IOMMU_VDEVICE_ALLOC`, which [`other_smmu`] explains too).
+fn same_smmu(vsid: u32, viommu_hw: Option<HwInfo>, hw: &HwInfo) -> Result<(), HostError> {
+    match viommu_hw {
+        Some(first) if first != *hw => Err(other_smmu(
+            vsid,
+            &format!(
+                "its SMMU reports IDR0 {:#010x} IDR1 {:#010x} IDR3 {:#010x} IDR5 {:#010x}, \
+                 the vIOMMU's IDR0 {:#010x} IDR1 {:#010x} IDR3 {:#010x} IDR5 {:#010x}",
+                hw.idr[0],
+                hw.idr[1],
+                hw.idr[3],
+                hw.idr[5],
+                first.idr[0],
+                first.idr[1],
+                first.idr[3],
+                first.idr[5]
+            ),
+        )),
+        _ => Ok(()),
     }
 }
 
@@ -1372,7 +1394,11 @@ mod tests {
         let err = host.map_guest_ram(0, 2 << 20, 0x1000).unwrap_err();
         assert_eq!(err.errno, libc::ENOMEM);
         // A kernel ENOMEM is explained too; other errnos pass through.
-        let e = memlock_hint(HostError::new("IOMMU_HWPT_ALLOC", libc::ENOMEM, "x"), 2 << 20, Some(1 << 20));
+        let e = memlock_hint(
+            HostError::new("IOMMU_HWPT_ALLOC", libc::ENOMEM, "x"),
+            2 << 20,
+            Some(1 << 20),
+        );
         assert_eq!(e.msg, "x: pinning 2048 KiB of guest RAM failed; RLIMIT_MEMLOCK: 1024 KiB (counted per user, across processes)");
         let e = memlock_hint(HostError::new("IOMMU_HWPT_ALLOC", libc::EIO, "x"), 0, None);
         assert_eq!(e.msg, "x");
@@ -1386,6 +1412,30 @@ mod tests {
         // /dev/null: BIND gives ENOTTY, not EINVAL: passes through.
         let err = host.bind_or_reuse(8, dev_null().as_fd()).unwrap_err();
         assert_eq!(err.errno, libc::ENOTTY);
+    }
+
+    /// A second device behind another physical SMMU is refused with a
+    /// clear EINVAL; one behind the same SMMU passes.
+    #[test]
+    fn second_device_behind_another_smmu() {
+        let a = HwInfo {
+            idr: [0x0d44_101b, 0x0273_0010, 0, 0x1514, 0, 0x74],
+            iidr: 0,
+            aidr: 1,
+        };
+        let mut b = a;
+        b.idr[5] = 0x75;
+        assert_eq!(same_smmu(8, Some(a), &a), Ok(()));
+        assert_eq!(same_smmu(8, None, &b), Ok(()));
+        let err = same_smmu(9, Some(a), &b).unwrap_err();
+        assert_eq!((err.op, err.errno), ("IOMMU_VDEVICE_ALLOC", libc::EINVAL));
+        assert_eq!(
+            err.msg,
+            "vSID 0x9: the device is behind another physical SMMU than the vIOMMU's (its SMMU \
+             reports IDR0 0x0d44101b IDR1 0x02730010 IDR3 0x00001514 IDR5 0x00000075, the \
+             vIOMMU's IDR0 0x0d44101b IDR1 0x02730010 IDR3 0x00001514 IDR5 0x00000074); one \
+             vsmmud serves the devices of one host SMMU: start one per SMMU"
+        );
     }
 
     #[test]

@@ -177,6 +177,10 @@ impl EventQueue {
                 self.generation += 1;
                 log::info!("vEVENTQ allocated with depth {depth}");
             }
+            // No vIOMMU before the first device: device_attached retries.
+            Err(e) if e.errno == libc::ENODEV => {
+                log::info!("vEVENTQ (depth {depth}) deferred until the first device is attached")
+            }
             Err(e) => log::error!("vEVENTQ allocation (depth {depth}) failed: host events will not reach the guest: {e}"),
         }
     }

@@ -117,7 +117,10 @@ mod tests {
         hw.idr[3] |= IDR3_HAD.mask32();
         let ids = advertised(&hw, false);
         assert_eq!(IDR0_HTTU.get32(ids.idr[0]), 0);
-        assert_eq!(ids.idr[3], hw.idr[3] & (IDR3_RIL.mask32() | IDR3_BBML.mask32()));
+        assert_eq!(
+            ids.idr[3],
+            hw.idr[3] & (IDR3_RIL.mask32() | IDR3_BBML.mask32())
+        );
     }
 
     /// The sim's host registers: stage 2, HYP, VMID16 and FWB do not leak.

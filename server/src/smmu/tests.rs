@@ -248,7 +248,10 @@ fn resize_reads_the_old_veventq_first() {
     rig.w(CR0, 4, CR0_EVTQEN.mask());
     rig.w(CR0, 4, 0);
     rig.host
-        .inject(&[[8 << 32 | 0x10, 0, 0x1000, 0], [8 << 32 | 0x10, 0, 0x2000, 0]])
+        .inject(&[
+            [8 << 32 | 0x10, 0, 0x1000, 0],
+            [8 << 32 | 0x10, 0, 0x2000, 0],
+        ])
         .unwrap();
     rig.w(EVENTQ_BASE, 8, (RAM + 0x8000) | 4);
     rig.w(CR0, 4, CR0_EVTQEN.mask());

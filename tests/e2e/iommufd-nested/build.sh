@@ -47,9 +47,10 @@ deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $DEBIAN_MIRROR tr
 EOF
     fi
     local opts=(-o "Dir::Etc::sourcelist=$d/sources.list" -o Dir::Etc::sourceparts=/dev/null
-        -o "Dir::State::Lists=$d/lists" -o "Dir::Cache=$d/cache" -o APT::Sandbox::User=root)
-    if [[ ! -f $d/lists/.updated ]]; then
-        apt-get "${opts[@]}" update -qq >&2 && touch "$d/lists/.updated"
+        -o "Dir::State::Lists=$d/lists" -o "Dir::Cache=$d/cache" -o APT::Sandbox::User=root
+        -o APT::Architectures::=amd64 -o APT::Architectures::=arm64)
+    if [[ ! -f $d/lists/.updated-amd64-arm64 ]]; then
+        apt-get "${opts[@]}" update -qq >&2 && touch "$d/lists/.updated-amd64-arm64"
     fi
     apt-get "${opts[@]}" "$@"
 }
@@ -149,7 +150,9 @@ build_busybox() {
         rm -rf "$b" && mkdir -p "$b"
         (cd "$b" && apt_private download busybox-static:arm64 >&2)
         dpkg -x "$b"/busybox-static_*.deb "$b/x"
-        mkdir -p "$out.tmp" && cp "$b/x/bin/busybox" "$out.tmp/"
+        mkdir -p "$out.tmp"
+        cp "$b/x/usr/bin/busybox" "$out.tmp/" 2>/dev/null || cp "$b/x/bin/busybox" "$out.tmp/" ||
+            die "no busybox in busybox-static:arm64"
         rm -rf "$out" && mv "$out.tmp" "$out" && rm -rf "$b"
     fi
     echo "$out/busybox"

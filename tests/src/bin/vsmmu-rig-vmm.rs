@@ -26,10 +26,10 @@ use vsmmu_protocol::smmu::ste::Ste;
 /// Guest RAM: below edu's 28-bit DMA mask, so bypass DMA reaches it too.
 const RAM_BASE: u64 = 0x0400_0000;
 const RAM_SIZE: usize = 16 << 20;
-/// The driver's queues and stream table.
-const TABLES: u64 = RAM_BASE + (8 << 20);
-/// Stage-1 page tables.
-const PGTABLES: u64 = RAM_BASE + (4 << 20);
+/// The driver's queues and stream table (to the end of RAM).
+const TABLES: u64 = RAM_BASE + (12 << 20);
+/// Stage-1 page tables: three 1 MiB allocation ranges.
+const PGTABLES: u64 = RAM_BASE + (8 << 20);
 /// Data pages (GPAs) and the IOVAs that map them.
 const GPA_SRC: u64 = RAM_BASE + 0x30_0000;
 const GPA_DST: u64 = RAM_BASE + 0x40_0000;
@@ -253,14 +253,28 @@ fn run(vsmmud: &str, cdev_path: &str) -> Result<Report, String> {
     let cdev = open_cdev()?;
 
     let mut opts = SpawnOptions::new(vsmmud);
-    opts.args = vec!["--host".into(), "iommufd".into(), "--iommufd-fd".into(), "4".into()];
+    opts.args = vec![
+        "--host".into(),
+        "iommufd".into(),
+        "--iommufd-fd".into(),
+        "4".into(),
+    ];
     opts.inherit = vec![(4, iommufd.as_raw_fd())];
+    // `trap` names a forbidden syscall instead of dying silently.
+    if let Some(mode) = std::env::var("VSMMU_RIG_SECCOMP")
+        .ok()
+        .filter(|m| !m.is_empty())
+    {
+        opts.seccomp = mode;
+    }
     let mut client = Client::spawn(&opts).map_err(|e| format!("spawn vsmmud: {e}"))?;
     drop(iommufd);
     let pid = client.server_pid().unwrap_or(0);
-    client
-        .negotiate(true)
-        .map_err(|e| format!("negotiate: {e}"))?;
+    if let Err(e) = client.negotiate(true) {
+        std::thread::sleep(Duration::from_millis(200));
+        let status = client.child().map(|c| c.try_wait());
+        return Err(format!("negotiate: {e}; vsmmud: {status:?}"));
+    }
 
     // Guest RAM and the SMMU booted as Linux boots it: EVENTQEN is set here,
     // before any device (and so any vIOMMU) exists.
@@ -270,8 +284,7 @@ fn run(vsmmud: &str, cdev_path: &str) -> Result<Report, String> {
         cons_per_entry: false,
         ..DriverOptions::default()
     };
-    let mut d =
-        SmmuDriver::probe(client, ram, TABLES, dopts).map_err(|e| format!("probe: {e}"))?;
+    let mut d = SmmuDriver::probe(client, ram, TABLES, dopts).map_err(|e| format!("probe: {e}"))?;
     let idr = d.features.idr;
     // a. The guest's registers are the fixed iommufd profile, known before
     //    any device: SIDSIZE 16, so vSID 8 is accepted on a fresh vsmmud.
@@ -286,7 +299,11 @@ fn run(vsmmud: &str, cdev_path: &str) -> Result<Report, String> {
         .client
         .attach_device(VSID, Some(cdev.as_fd()))
         .map_err(|e| format!("attach vSID {VSID}: {e}"))?;
-    r.check("attach edu as vSID 8", true, format!("host device id {dev_id}"));
+    r.check(
+        "attach edu as vSID 8",
+        true,
+        format!("host device id {dev_id}"),
+    );
     let stats = d.client.stats().map_err(|e| e.to_string())?;
     let host_idr: Vec<u64> = stats["host_idr"]
         .as_array()
@@ -350,11 +367,19 @@ fn run(vsmmud: &str, cdev_path: &str) -> Result<Report, String> {
 
     // c. A write to an unmapped IOVA: F_TRANSLATION through the real vEVENTQ.
     let read0 = stat(&mut d, "host_events_read");
-    let evtq_irqs0 = d.client.stats().map(|s| s["irqs"][0].as_u64().unwrap_or(0)).unwrap_or(0);
+    let evtq_irqs0 = d
+        .client
+        .stats()
+        .map(|s| s["irqs"][0].as_u64().unwrap_or(0))
+        .unwrap_or(0);
     edu.dma(true, IOVA_UNMAPPED, 4)?;
     let (ev, _) = collect_events(&mut d, 1);
     let read1 = stat(&mut d, "host_events_read");
-    let evtq_irqs1 = d.client.stats().map(|s| s["irqs"][0].as_u64().unwrap_or(0)).unwrap_or(0);
+    let evtq_irqs1 = d
+        .client
+        .stats()
+        .map(|s| s["irqs"][0].as_u64().unwrap_or(0))
+        .unwrap_or(0);
     r.check(
         "c. F_TRANSLATION, vSID 8, the IOVA, a write, through the vEVENTQ",
         ev.len() == 1
@@ -381,8 +406,15 @@ fn run(vsmmud: &str, cdev_path: &str) -> Result<Report, String> {
     //    next DMA there faults (the invalidation reached the host SMMU).
     let inv0 = stat(&mut d, "host_invalidate_calls");
     {
-        let mut pt = PageTable::from_root(&d.ram, Granule::K4, 25, root, next_table, next_table + (1 << 20))
-            .map_err(|e| e.to_string())?;
+        let mut pt = PageTable::from_root(
+            &d.ram,
+            Granule::K4,
+            25,
+            root,
+            next_table,
+            next_table + (1 << 20),
+        )
+        .map_err(|e| e.to_string())?;
         pt.unmap(IOVA_DST, 4096).map_err(|e| e.to_string())?;
     }
     d.issue_raw(&[tlbi_va(ASID, IOVA_DST, true)], true)
@@ -511,7 +543,11 @@ fn run(vsmmud: &str, cdev_path: &str) -> Result<Report, String> {
 
     // g. Still alive under seccomp kill; clean exit.
     let mode = seccomp_mode(pid);
-    r.check("g. vsmmud under seccomp filter", mode == "2", format!("Seccomp: {mode}"));
+    r.check(
+        "g. vsmmud under seccomp filter",
+        mode == "2",
+        format!("Seccomp: {mode}"),
+    );
     let _ = d.client.detach_device(VSID);
     drop(edu);
     let status = d.client.close().map_err(|e| format!("close: {e}"))?;
