@@ -3,7 +3,7 @@
 //! `test_seccomp.py` checks), and it is complete: a whole client session
 //! under the default `kill` mode leaves the process alive.
 
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
 use vsmmu_client::{Client, GuestRam};
@@ -169,4 +169,114 @@ fn trap_and_log_modes_serve_a_full_session() {
         let st = srv.terminate();
         assert!(st.success(), "{mode}: exit status {st}");
     }
+}
+
+/// A vsmmud whose stderr is a terminal logs under seccomp `kill` and keeps
+/// serving. (Found by the iommufd rig: env_logger's stderr target probed
+/// the terminal with ioctl(TCGETS) on every line, after the filter, and the
+/// first log line killed the process.)
+#[test]
+fn logging_to_a_terminal_under_kill() {
+    use std::io::Read;
+    use std::os::fd::{FromRawFd, OwnedFd};
+    use std::os::unix::net::UnixStream;
+    use std::process::{Command, Stdio};
+
+    // SAFETY: posix_openpt has no memory preconditions; the result is
+    // checked before use.
+    let master = unsafe { libc::posix_openpt(libc::O_RDWR | libc::O_NOCTTY | libc::O_CLOEXEC) };
+    assert!(master >= 0, "posix_openpt");
+    // SAFETY: `master` is a new descriptor this test owns.
+    let master = unsafe { OwnedFd::from_raw_fd(master) };
+    let mut name = [0 as libc::c_char; 128];
+    // SAFETY: `master` is a pty master; `name` is writable for its length.
+    let ok = unsafe {
+        libc::grantpt(master.as_raw_fd()) == 0
+            && libc::unlockpt(master.as_raw_fd()) == 0
+            && libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len()) == 0
+    };
+    assert!(ok, "pty setup");
+    // SAFETY: ptsname_r wrote a NUL-terminated path into `name`.
+    let path = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) }
+        .to_str()
+        .expect("pty path")
+        .to_owned();
+    let tty = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&path)
+        .expect("open the pty");
+
+    let dir = TempDir::new("tty");
+    let socket = dir.path().join("s.sock");
+    let mut child = Command::new(vsmmud_bin())
+        .arg("--socket-path")
+        .arg(&socket)
+        .args(["--log-level", "debug", "--seccomp", "kill"])
+        // A terminal that supports colour: what makes env_logger probe.
+        .env("TERM", "xterm-256color")
+        .env_remove("NO_COLOR")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(tty)
+        .spawn()
+        .expect("spawn vsmmud");
+    // The first connection that succeeds is the session (one client at a
+    // time: a probe connection would make the next one wait its turn).
+    let t0 = Instant::now();
+    let stream = loop {
+        if let Ok(s) = UnixStream::connect(&socket) {
+            break s;
+        }
+        assert!(child.try_wait().unwrap().is_none(), "vsmmud died at start");
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "vsmmud not listening"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // What it writes to the terminal, read as it comes (a full pty would
+    // block the writer).
+    nix::fcntl::fcntl(
+        master.as_fd(),
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .expect("nonblocking");
+    let mut f = std::fs::File::from(master);
+    let mut out = Vec::new();
+    let mut drain = |out: &mut Vec<u8>| {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = f.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            out.extend_from_slice(&buf[..n]);
+        }
+        String::from_utf8_lossy(out).into_owned()
+    };
+    // A client session: every message is logged at debug level.
+    let mut c = Client::from_stream(stream);
+    if let Err(e) = c.negotiate(true) {
+        std::thread::sleep(Duration::from_millis(100));
+        panic!(
+            "negotiate: {e}; {:?}: {}",
+            child.try_wait(),
+            drain(&mut out)
+        );
+    }
+    assert_eq!(c.read32(IDR1).expect("IDR1") & 0x3f, 16);
+    drop(c);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "vsmmud died while logging to a terminal: {}",
+        drain(&mut out)
+    );
+    // SAFETY: SIGTERM to our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(0), "{status}");
+    let text = drain(&mut out);
+    assert!(text.contains("client connected"), "{text}");
+    assert!(text.contains("seccomp: kill filter applied"), "{text}");
 }
