@@ -105,6 +105,19 @@ pub struct Args {
     #[arg(long, value_enum, default_value_t = SeccompMode::Kill)]
     pub seccomp: SeccompMode,
 
+    /// Confinement after setup: rlimits, network namespace, no
+    /// capabilities, landlock (see the README's sandbox section).
+    #[arg(long, value_enum, default_value_t = crate::jail::JailMode::On)]
+    pub jail: crate::jail::JailMode,
+
+    /// Switch to this numeric user and group after setup (started as root).
+    #[arg(long, value_name = "UID:GID", value_parser = crate::jail::parse_user)]
+    pub user: Option<(u32, u32)>,
+
+    /// Test hook: once jailed, try to open PATH and log the result.
+    #[arg(long, hide = true)]
+    pub jail_selftest: Option<std::path::PathBuf>,
+
     /// Log level (error, warn, info, debug, trace); RUST_LOG overrides.
     #[arg(long, default_value = "info")]
     pub log_level: String,

@@ -44,6 +44,12 @@ pub struct Config {
     pub seccomp: SeccompMode,
     /// Adaptive polling window after a client message.
     pub poll_window: std::time::Duration,
+    /// `--jail`.
+    pub jail: crate::jail::JailMode,
+    /// `--user`.
+    pub user: Option<(u32, u32)>,
+    /// `--jail-selftest` (test hook).
+    pub jail_selftest: Option<PathBuf>,
 }
 
 /// Invalid command line.
@@ -135,6 +141,11 @@ impl TryFrom<Args> for Config {
                 "--max-dma-maps must be at least 1".into(),
             ));
         }
+        if a.user.is_some() && a.jail == crate::jail::JailMode::Off {
+            return Err(ConfigError::Invalid(
+                "--user needs the jail (not --jail off)".into(),
+            ));
+        }
         if a.event_buffer == Some(0) {
             return Err(ConfigError::Invalid(
                 "--event-buffer must be at least 1".into(),
@@ -158,6 +169,9 @@ impl TryFrom<Args> for Config {
             },
             seccomp: a.seccomp,
             poll_window: std::time::Duration::from_micros(a.poll_us.min(10_000).into()),
+            jail: a.jail,
+            user: a.user,
+            jail_selftest: a.jail_selftest,
         })
     }
 }

@@ -11,6 +11,7 @@ pub mod device;
 pub mod event_loop;
 pub mod host;
 pub mod irq;
+pub mod jail;
 pub mod memory;
 pub mod migration;
 pub mod sandbox;
@@ -24,6 +25,29 @@ use config::Config;
 use device::Device;
 use host::HostIommu;
 use smmu::{Smmu, SmmuConfig};
+
+/// The jail's view of the configuration: the socket's directory (its path
+/// is removed at exit) and the descriptors the limits can need: one per
+/// DMA mapping (the memfd stays open), a message's worth in flight, four
+/// irq eventfds, the vEVENTQ, up to 256 VFIO cdevs, and spare.
+fn jail_config(config: &Config) -> jail::JailConfig {
+    let l = &config.limits;
+    jail::JailConfig {
+        mode: config.jail,
+        user: config.user,
+        socket_dir: match &config.listen {
+            config::Listen::Path(p) => p.parent().map(|d| {
+                if d.as_os_str().is_empty() {
+                    ".".into()
+                } else {
+                    d.to_path_buf()
+                }
+            }),
+            config::Listen::Fd(_) => None,
+        },
+        fds_needed: u64::from(l.max_dma_maps) + u64::from(l.max_msg_fds) + 4 + 1 + 256 + 16,
+    }
+}
 
 /// Builds the device and serves until a signal.
 pub fn run(config: Config) -> anyhow::Result<()> {
@@ -54,6 +78,17 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let device = Device::new(smmu, host, config.limits.clone());
     let mut server = event_loop::Server::new(&config.listen, signals, device, config.read_mode)?;
     server.set_poll_window(config.poll_window);
+    jail::enter(&jail_config(&config))?;
+    if let Some(path) = &config.jail_selftest {
+        match std::fs::File::open(path) {
+            Ok(_) => log::warn!("jail selftest: open {} succeeded", path.display()),
+            Err(e) => log::info!(
+                "jail selftest: open {}: errno {}",
+                path.display(),
+                e.raw_os_error().unwrap_or(0)
+            ),
+        }
+    }
     sandbox::apply_for(config.seccomp, config.host)?;
     server.run()?;
     Ok(())

@@ -44,6 +44,8 @@
 //! | `mremap`, `madvise`, `brk` | any | the allocator (realloc of large buffers, returning memory, the heap) |
 //! | `eventfd2` | flags = `EFD_CLOEXEC \| EFD_NONBLOCK`; not for the iommufd backend | the sim allocates its vEVENTQ, an eventfd, when the guest sets EVENTQEN |
 //! | `ioctl` | request = one of `IOMMU_DESTROY`, `IOMMU_IOAS_ALLOC`, `IOMMU_IOAS_MAP`, `IOMMU_IOAS_UNMAP`, `IOMMU_HWPT_ALLOC`, `IOMMU_GET_HW_INFO`, `IOMMU_HWPT_INVALIDATE`, `IOMMU_VIOMMU_ALLOC`, `IOMMU_VDEVICE_ALLOC`, `IOMMU_VEVENTQ_ALLOC`, `VFIO_DEVICE_BIND_IOMMUFD`, `VFIO_DEVICE_ATTACH_IOMMUFD_PT`, `VFIO_DEVICE_DETACH_IOMMUFD_PT`; not for the sim backend | the iommufd backend: guest RAM into the IOAS at DMA_MAP, device bind/attach, nested HWPTs from vSTEs, vIOMMU/vDEVICE/vEVENTQ allocation, invalidations, teardown |
+//! | `capget` | any; not for the sim backend | DMA_MAP: does this process still have CAP_IPC_LOCK (the jail drops it), or does the kernel count pinned guest RAM against RLIMIT_MEMLOCK |
+//! | `prlimit64` | pid = 0, new limit = NULL (read only); not for the sim backend | DMA_MAP: RLIMIT_MEMLOCK, checked before the kernel pins guest RAM |
 //! | `clock_gettime` | any | log timestamps (the vDSO normally answers without a syscall) |
 //! | `getrandom` | any | std `HashMap` seeds, should the first one be built while serving |
 //! | `futex` | op = `FUTEX_WAIT_PRIVATE`, `FUTEX_WAKE_PRIVATE` or `FUTEX_WAIT_BITSET_PRIVATE` | std and libc locks (stderr, `Once`); they enter the kernel only when contended |
@@ -404,6 +406,10 @@ fn serving_thread_rules(host: Option<HostKind>, pid: u32) -> Result<Vec<Allowed>
         );
     }
     if host != Some(HostKind::Sim) {
+        // DMA_MAP checks RLIMIT_MEMLOCK and CAP_IPC_LOCK before the kernel
+        // pins guest RAM: read only, this process only.
+        table.push(allow!(SYS_capget));
+        table.push(allow!(SYS_prlimit64, and![arg_eq(0, 0), arg_eq(2, 0)]));
         // Everything the iommufd backend asks of the kernel; no other
         // request on any fd.
         let rules = IOMMUFD_IOCTLS
@@ -469,7 +475,7 @@ static NAMES: &[(c_long, &str)] = names![
     SYS_umask, SYS_ptrace, SYS_process_vm_readv, SYS_process_vm_writev, SYS_pidfd_open,
     SYS_pidfd_getfd, SYS_prctl, SYS_seccomp, SYS_bpf, SYS_perf_event_open, SYS_mount, SYS_umount2,
     SYS_pivot_root, SYS_chroot, SYS_unshare, SYS_setns, SYS_setuid, SYS_setgid, SYS_setresuid,
-    SYS_setresgid, SYS_capset, SYS_init_module, SYS_finit_module, SYS_delete_module, SYS_kexec_load,
+    SYS_setresgid, SYS_capget, SYS_capset, SYS_init_module, SYS_finit_module, SYS_delete_module, SYS_kexec_load,
     SYS_reboot, SYS_keyctl, SYS_add_key, SYS_memfd_create, SYS_userfaultfd, SYS_io_uring_setup,
     SYS_io_uring_enter, SYS_epoll_create1, SYS_epoll_ctl, SYS_epoll_pwait, SYS_eventfd2,
     SYS_signalfd4, SYS_timerfd_create, SYS_inotify_init1, SYS_pipe2, SYS_futex, SYS_set_robust_list,

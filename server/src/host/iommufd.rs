@@ -129,9 +129,9 @@ pub struct IommufdHost {
     released: BTreeMap<u64, u32>,
     /// Guest RAM mapped into the IOAS, in bytes.
     mapped: u64,
-    /// Bytes the kernel lets this process pin (RLIMIT_MEMLOCK), `None`
-    /// when unlimited or with CAP_IPC_LOCK (no accounting).
-    memlock_limit: Option<u64>,
+    /// Bytes the kernel lets this process pin now: [`memlock_limit`]
+    /// (replaced in tests).
+    memlock_limit: fn() -> Option<u64>,
 }
 
 impl IommufdHost {
@@ -180,7 +180,7 @@ impl IommufdHost {
             veventq: None,
             released: BTreeMap::new(),
             mapped: 0,
-            memlock_limit: memlock_limit(),
+            memlock_limit,
         })
     }
 
@@ -278,7 +278,7 @@ impl IommufdHost {
                 destroy_logged(fd, *id, "vIOMMU setup rollback");
             }
         }
-        result.map_err(|e| memlock_hint(e, self.mapped, self.memlock_limit))
+        result.map_err(|e| memlock_hint(e, self.mapped, (self.memlock_limit)()))
     }
 
     /// The rest of an attach once `dev_id` is bound: checks, the vIOMMU for
@@ -551,18 +551,18 @@ fn other_smmu(vsid: u32, why: &str) -> HostError {
     )
 }
 
-/// RLIMIT_MEMLOCK as iommufd applies it: `None` when the kernel does not
-/// account (CAP_IPC_LOCK, `iopt_alloc_pages`) or the limit is infinite.
-/// Read at start, before the sandbox closes /proc.
+/// RLIMIT_MEMLOCK as iommufd applies it when it pins: `None` when the
+/// kernel does not account (CAP_IPC_LOCK, `iopt_alloc_pages`) or the limit
+/// is infinite. Read at each mapping (capget, prlimit64): the jail drops
+/// CAP_IPC_LOCK after the backend opened.
 fn memlock_limit() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    let cap_eff = status
-        .lines()
-        .find_map(|l| l.strip_prefix("CapEff:"))
-        .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
-        .unwrap_or(0);
-    const CAP_IPC_LOCK: u32 = 14;
-    if cap_eff & (1 << CAP_IPC_LOCK) != 0 {
+    if caps::has_cap(
+        None,
+        caps::CapSet::Effective,
+        caps::Capability::CAP_IPC_LOCK,
+    )
+    .unwrap_or(false)
+    {
         return None;
     }
     match nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_MEMLOCK) {
@@ -643,9 +643,10 @@ impl HostIommu for IommufdHost {
     /// Checks RLIMIT_MEMLOCK first: the kernel pins the pages (now, or
     /// when the nesting parent is created) and would only say ENOMEM.
     fn map_guest_ram(&mut self, gpa: u64, size: u64, host_addr: usize) -> Result<(), HostError> {
-        check_memlock(self.mapped, size, self.memlock_limit)?;
+        let limit = (self.memlock_limit)();
+        check_memlock(self.mapped, size, limit)?;
         sys::ioas_map(self.iommufd.as_fd(), self.ioas_id, gpa, size, host_addr)
-            .map_err(|e| memlock_hint(e, self.mapped.saturating_add(size), self.memlock_limit))?;
+            .map_err(|e| memlock_hint(e, self.mapped.saturating_add(size), limit))?;
         self.mapped = self.mapped.saturating_add(size);
         Ok(())
     }
@@ -1208,7 +1209,7 @@ mod tests {
             veventq: None,
             released: BTreeMap::new(),
             mapped: 0,
-            memlock_limit: None,
+            memlock_limit: || None,
         }
     }
 
@@ -1390,7 +1391,7 @@ mod tests {
             "{err}"
         );
         let mut host = fake_host();
-        host.memlock_limit = Some(1 << 20);
+        host.memlock_limit = || Some(1 << 20);
         let err = host.map_guest_ram(0, 2 << 20, 0x1000).unwrap_err();
         assert_eq!(err.errno, libc::ENOMEM);
         // A kernel ENOMEM is explained too; other errnos pass through.

@@ -169,14 +169,35 @@ impl Report {
     }
 }
 
-fn seccomp_mode(pid: u32) -> String {
+/// The value of `key:` in `/proc/<pid>/status`.
+fn proc_status(pid: u32, key: &str) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Seccomp:").map(|v| v.trim().to_string()))
+            s.lines().find_map(|l| {
+                l.strip_prefix(key)
+                    .and_then(|v| v.strip_prefix(':'))
+                    .map(|v| v.trim().to_string())
+            })
         })
         .unwrap_or_else(|| "?".into())
+}
+
+fn netns(pid: &str) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/net"))
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|_| "?".into())
+}
+
+/// Spawns vsmmud with this process's RLIMIT_MEMLOCK lowered to `limit`
+/// (the child inherits it), restored afterwards.
+fn spawn_with_memlock(opts: &SpawnOptions, limit: u64) -> Result<Client, String> {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_MEMLOCK).map_err(|e| e.to_string())?;
+    setrlimit(Resource::RLIMIT_MEMLOCK, limit.min(hard), hard).map_err(|e| e.to_string())?;
+    let client = Client::spawn(opts).map_err(|e| format!("spawn vsmmud: {e}"));
+    setrlimit(Resource::RLIMIT_MEMLOCK, soft, hard).map_err(|e| e.to_string())?;
+    client
 }
 
 /// Drains the guest EVTQ until `want` records arrived or 10 s passed.
@@ -266,6 +287,23 @@ fn run(vsmmud: &str, cdev_path: &str) -> Result<Report, String> {
         .filter(|m| !m.is_empty())
     {
         opts.seccomp = mode;
+    }
+    // Item 6 first: jailed, vsmmud has no CAP_IPC_LOCK, so the kernel
+    // counts pinned guest RAM against RLIMIT_MEMLOCK; 16 MiB of guest RAM
+    // under an 8 MiB limit is refused up front with ENOMEM.
+    {
+        let mut small = spawn_with_memlock(&opts, 8 << 20)?;
+        small
+            .negotiate(true)
+            .map_err(|e| format!("negotiate: {e}"))?;
+        let ram = GuestRam::new(RAM_BASE, RAM_SIZE).map_err(|e| format!("guest RAM: {e}"))?;
+        let mapped = small.dma_map(ram.fd(), 0, RAM_BASE, RAM_SIZE as u64);
+        r.check(
+            "6. DMA_MAP beyond RLIMIT_MEMLOCK (jailed: no CAP_IPC_LOCK) refused up front",
+            mapped.as_ref().err().map(|e| e.errno()) == Some(libc::ENOMEM),
+            format!("16 MiB under an 8 MiB limit: {mapped:?}"),
+        );
+        let _ = small.close();
     }
     let mut client = Client::spawn(&opts).map_err(|e| format!("spawn vsmmud: {e}"))?;
     drop(iommufd);
@@ -541,12 +579,23 @@ fn run(vsmmud: &str, cdev_path: &str) -> Result<Report, String> {
         describe(&ev),
     );
 
-    // g. Still alive under seccomp kill; clean exit.
-    let mode = seccomp_mode(pid);
+    // g. Still alive under seccomp kill, jailed; clean exit.
+    let mode = proc_status(pid, "Seccomp");
     r.check(
         "g. vsmmud under seccomp filter",
         mode == "2",
         format!("Seccomp: {mode}"),
+    );
+    let (nnp, eff, bnd) = (
+        proc_status(pid, "NoNewPrivs"),
+        proc_status(pid, "CapEff"),
+        proc_status(pid, "CapBnd"),
+    );
+    let (theirs, ours) = (netns(&pid.to_string()), netns("self"));
+    r.check(
+        "g. vsmmud jailed: no new privileges, no capabilities, its own network namespace",
+        nnp == "1" && eff == "0000000000000000" && bnd == "0000000000000000" && theirs != ours,
+        format!("NoNewPrivs {nnp}, CapEff {eff}, CapBnd {bnd}, netns {theirs} (ours {ours})"),
     );
     let _ = d.client.detach_device(VSID);
     drop(edu);
