@@ -410,7 +410,8 @@ EOF
 # to $WORK/NAME.out, QEMU's and vsmmud's stderr to $WORK/NAME.err, exit code
 # to $WORK/NAME.rc. While the guest runs, the Seccomp: field of
 # /proc/PID/status of the vsmmud that QEMU spawned (if any) is sampled; the
-# highest value seen goes to $WORK/NAME.seccomp (2 = filter mode).
+# highest value seen goes to $WORK/NAME.seccomp (2 = filter mode), and its
+# jail (CapEff and NoNewPrivs, last sample) to $WORK/NAME.jail.
 boot() {
     local name=$1 iommu=$2 append=$3 rc=0 tpid qpid vpid mode max=""
     shift 3
@@ -435,6 +436,10 @@ boot() {
             mode=$(awk '/^Seccomp:/ { print $2 }' "/proc/$vpid/status" 2>/dev/null) || true
             if [[ -n $mode ]] && [[ -z $max || $mode -gt $max ]]; then
                 max=$mode
+            fi
+            if [[ $mode == 2 ]]; then
+                awk '/^CapEff:|^NoNewPrivs:/ { printf "%s%s", sep, $2; sep=" " }' \
+                    "/proc/$vpid/status" >"$WORK/$name.jail" 2>/dev/null || true
             fi
         fi
         sleep 0.02
@@ -472,6 +477,8 @@ check_remote() {
         bash -c "! grep -aE 'arm-smmuv3-remote|seccomp: forbidden|panicked|ERROR' '$WORK/$name.err'"
     check "$name: vsmmud ran under seccomp filter (Seccomp: $(cat "$WORK/$name.seccomp" 2>/dev/null || echo ?))" \
         test "$(cat "$WORK/$name.seccomp" 2>/dev/null)" = 2
+    check "$name: vsmmud jailed (CapEff NoNewPrivs: $(cat "$WORK/$name.jail" 2>/dev/null || echo ?))" \
+        test "$(cat "$WORK/$name.jail" 2>/dev/null)" = "0000000000000000 1"
     sed -n 's/.*smmuv3_remote_stats \({.*}\).*/\1/p' "$WORK/$name.err" | tail -1 >"$WORK/$name.stats"
     echo "  stats: $(cat "$WORK/$name.stats")"
     # Linux's arm_smmu_device_reset(): CFGI_ALL, CMD_SYNC, TLBI_NSNH_ALL,
@@ -549,6 +556,8 @@ for ((i = 0; i < 200; i++)); do [[ -S $SOCK ]] && break; sleep 0.05; done
 timed "boot remote (socket)" boot socket "iommu=smmuv3-remote,smmuv3-remote-socket=$SOCK" "$PT" \
     -trace smmuv3_remote_stats
 awk '/^Seccomp:/ { print $2 }' "/proc/$VSMMUD_SOCKET_PID/status" >"$WORK/socket.seccomp" 2>/dev/null || true
+awk '/^CapEff:|^NoNewPrivs:/ { printf "%s%s", sep, $2; sep=" " }' \
+    "/proc/$VSMMUD_SOCKET_PID/status" >"$WORK/socket.jail" 2>/dev/null || true
 kill -TERM "$VSMMUD_SOCKET_PID"
 VSMMUD_RC=0
 wait "$VSMMUD_SOCKET_PID" || VSMMUD_RC=$?

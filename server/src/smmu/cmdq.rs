@@ -318,6 +318,7 @@ mod tests {
     use crate::irq::Irqs;
     use crate::memory::GuestRam;
     use crate::smmu::ids;
+    use crate::smmu::tests::tlbi_va;
     use crate::stats::Stats;
 
     const RAM: u64 = 0x4000_0000;
@@ -477,15 +478,6 @@ mod tests {
                 self.stats.host_invalidate_entries,
             )
         }
-    }
-
-    fn tlbi_va(i: u64) -> [u64; 2] {
-        Command::TlbiNhVa {
-            vmid: 0,
-            asid: 1,
-            range: TlbiRange::va(i << 12, true),
-        }
-        .encode()
     }
 
     fn tlbi_vaa() -> [u64; 2] {

@@ -84,9 +84,24 @@ impl Rig {
         }
         self.w(CMDQ_PROD, 4, prod.into());
     }
+
+    /// One vEVENTQ read handed to the model, as the event loop does;
+    /// returns the bytes read.
+    fn deliver_host(&mut self) -> usize {
+        let mut buf = vec![0u8; 4096];
+        let n = self.host.read_veventq(&mut buf).unwrap();
+        let mut ctx = Ctx {
+            mem: &self.mem,
+            host: &mut self.host,
+            irqs: &mut self.irqs,
+            stats: &mut self.stats,
+        };
+        self.smmu.host_records(&buf[..n], &mut ctx);
+        n
+    }
 }
 
-fn tlbi_va(i: u64) -> [u64; 2] {
+pub(super) fn tlbi_va(i: u64) -> [u64; 2] {
     Command::TlbiNhVa {
         vmid: 0,
         asid: 1,
@@ -190,15 +205,7 @@ fn inconsistent_eventq_cons_does_not_hang() {
     rig.w(EVENTQ_CONS, 4, 1);
     rig.w(CR0, 4, CR0_EVTQEN.mask());
     rig.host.inject(&[[1 << 32 | 0x10, 0, 0, 0]]).unwrap();
-    let mut buf = vec![0u8; 4096];
-    let n = rig.host.read_veventq(&mut buf).unwrap();
-    let mut ctx = Ctx {
-        mem: &rig.mem,
-        host: &mut rig.host,
-        irqs: &mut rig.irqs,
-        stats: &mut rig.stats,
-    };
-    rig.smmu.host_records(&buf[..n], &mut ctx);
+    assert_eq!(rig.deliver_host(), 40);
     assert_eq!(rig.stats.guest_events_written, 0);
     assert_eq!(rig.stats.host_events_read, 1);
 }
@@ -224,16 +231,7 @@ fn eventqen_before_first_attach_gets_a_veventq_at_attach() {
     assert!(rig.host.veventq_fd().is_some());
     assert_eq!(rig.smmu.veventq_generation(), 1);
     rig.host.inject(&[[8 << 32 | 0x10, 0, 0x1000, 0]]).unwrap();
-    let mut buf = vec![0u8; 4096];
-    let n = rig.host.read_veventq(&mut buf).unwrap();
-    assert_eq!(n, 40);
-    let mut ctx = Ctx {
-        mem: &rig.mem,
-        host: &mut rig.host,
-        irqs: &mut rig.irqs,
-        stats: &mut rig.stats,
-    };
-    rig.smmu.host_records(&buf[..n], &mut ctx);
+    assert_eq!(rig.deliver_host(), 40);
     assert_eq!(rig.stats.guest_events_written, 1);
     assert_eq!(rig.r(EVENTQ_PROD), 1);
 }

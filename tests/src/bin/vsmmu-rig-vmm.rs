@@ -22,6 +22,7 @@ use vsmmu_protocol::smmu::cd::Granule;
 use vsmmu_protocol::smmu::event::{C_BAD_STE, F_TRANSLATION};
 use vsmmu_protocol::smmu::regs::IDR5_OAS;
 use vsmmu_protocol::smmu::ste::Ste;
+use vsmmu_protocol::vfio_user::RegionInfo;
 
 /// Guest RAM: below edu's 28-bit DMA mask, so bypass DMA reaches it too.
 const RAM_BASE: u64 = 0x0400_0000;
@@ -56,17 +57,6 @@ const EDU_BUF: u64 = 0x40000;
 const VFIO_DEVICE_GET_REGION_INFO: libc::c_ulong = 0x3b6c;
 const VFIO_PCI_BAR0_REGION_INDEX: u32 = 0;
 const VFIO_PCI_CONFIG_REGION_INDEX: u32 = 7;
-
-#[repr(C)]
-#[derive(Default)]
-struct VfioRegionInfo {
-    argsz: u32,
-    flags: u32,
-    index: u32,
-    cap_offset: u32,
-    size: u64,
-    offset: u64,
-}
 
 /// The edu device through its VFIO cdev.
 struct Edu {
@@ -127,8 +117,9 @@ impl Edu {
 }
 
 fn region_offset(cdev: &File, index: u32) -> Result<u64, String> {
-    let mut info = VfioRegionInfo {
-        argsz: std::mem::size_of::<VfioRegionInfo>() as u32,
+    // vfio-user's REGION_INFO payload is the kernel's vfio_region_info.
+    let mut info = RegionInfo {
+        argsz: std::mem::size_of::<RegionInfo>() as u32,
         index,
         ..Default::default()
     };
@@ -236,6 +227,14 @@ fn describe(events: &[LoggedEvent]) -> String {
 
 fn stat(d: &mut SmmuDriver, name: &str) -> u64 {
     d.client.stat(name).unwrap_or(u64::MAX)
+}
+
+/// EVTQ interrupts vsmmud has signalled.
+fn evtq_irqs(d: &mut SmmuDriver) -> u64 {
+    d.client
+        .stats()
+        .map(|s| s["irqs"][0].as_u64().unwrap_or(0))
+        .unwrap_or(0)
 }
 
 fn main() {
@@ -405,19 +404,11 @@ fn run(vsmmud: &str, cdev_path: &str) -> Result<Report, String> {
 
     // c. A write to an unmapped IOVA: F_TRANSLATION through the real vEVENTQ.
     let read0 = stat(&mut d, "host_events_read");
-    let evtq_irqs0 = d
-        .client
-        .stats()
-        .map(|s| s["irqs"][0].as_u64().unwrap_or(0))
-        .unwrap_or(0);
+    let evtq_irqs0 = evtq_irqs(&mut d);
     edu.dma(true, IOVA_UNMAPPED, 4)?;
     let (ev, _) = collect_events(&mut d, 1);
     let read1 = stat(&mut d, "host_events_read");
-    let evtq_irqs1 = d
-        .client
-        .stats()
-        .map(|s| s["irqs"][0].as_u64().unwrap_or(0))
-        .unwrap_or(0);
+    let evtq_irqs1 = evtq_irqs(&mut d);
     r.check(
         "c. F_TRANSLATION, vSID 8, the IOVA, a write, through the vEVENTQ",
         ev.len() == 1
