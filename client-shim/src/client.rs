@@ -120,10 +120,13 @@ impl Client {
     /// Starts `vsmmud` on one end of a socketpair (`--fd 3`) and connects
     /// through the other.
     pub fn spawn(opts: &SpawnOptions) -> Result<Self> {
-        if opts.inherit.iter().any(|&(child, _)| child <= CHILD_FD) {
+        let mut numbers: Vec<RawFd> = opts.inherit.iter().map(|&(c, _)| c).collect();
+        numbers.sort_unstable();
+        numbers.dedup();
+        if numbers.len() != opts.inherit.len() || numbers.first().is_some_and(|&c| c <= CHILD_FD) {
             return Err(ClientError::Io(std::io::Error::new(
                 std::io::ErrorKind::InvalidInput,
-                "inherited fds must be numbered above 3 in the child",
+                "inherited fds must have distinct numbers above 3 in the child",
             )));
         }
         // Copies above every child number, so that no dup2 in the child
@@ -149,6 +152,25 @@ impl Client {
             .zip(&copies)
             .map(|(&(child, _), copy)| (child, copy.as_raw_fd()))
             .collect();
+        // Child numbers free here are held by placeholders until the spawn
+        // returns: std creates its exec-status pipe at the lowest free
+        // numbers, and the child's dup2 onto one of them would close it.
+        let mut placeholders = Vec::new();
+        for &child in &numbers {
+            // SAFETY: F_GETFD only queries whether `child` is open.
+            if unsafe { libc::fcntl(child, libc::F_GETFD) } >= 0 {
+                continue;
+            }
+            let Some(copy) = copies.first() else { break };
+            // SAFETY: F_DUPFD_CLOEXEC returns a new CLOEXEC descriptor at
+            // the lowest free number >= `child` (that is `child`, free as
+            // checked above, unless another thread just took it).
+            let fd = unsafe { libc::fcntl(copy.as_raw_fd(), libc::F_DUPFD_CLOEXEC, child) };
+            if fd >= 0 {
+                // SAFETY: `fd` was just created and is owned here.
+                placeholders.push(unsafe { OwnedFd::from_raw_fd(fd) });
+            }
+        }
         let (ours, theirs) = UnixStream::pair()?;
         let theirs_fd = theirs.as_raw_fd();
         let mut cmd = Process::new(&opts.binary);
@@ -186,6 +208,7 @@ impl Client {
         let child = cmd.spawn()?;
         drop(theirs);
         drop(copies);
+        drop(placeholders);
         let mut c = Client::from_stream(ours);
         c.child = Some(child);
         Ok(c)

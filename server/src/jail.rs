@@ -22,7 +22,7 @@
 //! front by the backend).
 
 use std::os::fd::RawFd;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use nix::sched::{unshare, CloneFlags};
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
@@ -50,6 +50,9 @@ pub struct JailConfig {
     pub socket_dir: Option<PathBuf>,
     /// Descriptors the configured limits can need beyond those open now.
     pub fds_needed: u64,
+    /// The host pins guest RAM (iommufd): say what dropping CAP_IPC_LOCK
+    /// means for RLIMIT_MEMLOCK.
+    pub pins_guest_ram: bool,
 }
 
 /// What the jail did (logged, and read by tests through the process's
@@ -111,6 +114,20 @@ pub fn enter(cfg: &JailConfig) -> Result<JailReport, JailError> {
         }
     };
 
+    // Opened while the launcher's user still can: after --user the
+    // socket's directory may not be searchable.
+    let socket_dir = match cfg.socket_dir.as_deref().map(landlock::PathFd::new) {
+        Some(Ok(fd)) => Some(fd),
+        Some(Err(e)) => {
+            log::warn!("jail: the socket's directory cannot be opened ({e}): its path will not be removed at exit");
+            None
+        }
+        None => None,
+    };
+    if cfg.pins_guest_ram {
+        memlock_note();
+    }
+
     // 1. rlimits.
     let nofile = open_fds() + cfg.fds_needed;
     lower(Resource::RLIMIT_NOFILE, nofile)?;
@@ -127,7 +144,7 @@ pub fn enter(cfg: &JailConfig) -> Result<JailReport, JailError> {
     }
 
     // 2. network namespace (and, unprivileged, a user namespace for it).
-    soft(new_netns(&mut report).map_err(|e| fail("network namespace", e)))?;
+    soft(new_netns(&mut report, cfg.user.is_none()).map_err(|e| fail("network namespace", e)))?;
 
     // 3. bounding set.
     soft(drop_bounding().map_err(|e| fail("capability bounding set", e)))?;
@@ -138,7 +155,7 @@ pub fn enter(cfg: &JailConfig) -> Result<JailReport, JailError> {
     }
 
     // 5. landlock.
-    match landlock(cfg.socket_dir.as_deref()) {
+    match landlock(socket_dir) {
         Ok(full) => report.landlock = Some(full),
         Err(e) => soft(Err(fail("landlock", e)))?,
     }
@@ -188,10 +205,15 @@ fn stderr_is_regular_file() -> bool {
         .unwrap_or(false)
 }
 
-fn new_netns(report: &mut JailReport) -> Result<(), nix::Error> {
-    if unshare(CloneFlags::CLONE_NEWNET).is_ok() {
-        report.netns = true;
-        return Ok(());
+fn new_netns(report: &mut JailReport, userns_ok: bool) -> Result<(), nix::Error> {
+    match unshare(CloneFlags::CLONE_NEWNET) {
+        Ok(()) => {
+            report.netns = true;
+            return Ok(());
+        }
+        // In a user namespace without id maps --user could not switch.
+        Err(e) if !userns_ok => return Err(e),
+        Err(_) => {}
     }
     // Unprivileged: a user namespace gives the capabilities for it (and
     // for emptying the bounding set below).
@@ -217,24 +239,32 @@ fn switch_user(uid: u32, gid: u32) -> Result<(), nix::Error> {
 /// A ruleset handling every access this kernel's landlock knows, with one
 /// rule: files may be removed below the socket's directory. Returns
 /// whether it is fully enforced; an error when not enforced at all.
-fn landlock(socket_dir: Option<&Path>) -> Result<bool, String> {
+fn landlock(socket_dir: Option<landlock::PathFd>) -> Result<bool, String> {
     use landlock::{
-        Access, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset,
-        RulesetAttr, RulesetCreatedAttr, RulesetStatus, Scope, ABI,
+        Access, AccessFs, AccessNet, CompatLevel, Compatible, PathBeneath, Ruleset, RulesetAttr,
+        RulesetCreatedAttr, RulesetStatus, Scope, ABI,
     };
     let abi = ABI::V6;
-    let mut created = Ruleset::default()
-        .set_compatibility(CompatLevel::BestEffort)
-        .handle_access(AccessFs::from_all(abi))
-        .and_then(|r| r.handle_access(AccessNet::from_all(abi)))
-        .and_then(|r| r.scope(Scope::from_all(abi)))
-        .and_then(|r| r.create())
-        .map_err(|e| e.to_string())?;
-    if let Some(dir) = socket_dir {
-        let fd = PathFd::new(dir).map_err(|e| e.to_string())?;
-        created = created
-            .add_rule(PathBeneath::new(fd, AccessFs::RemoveFile))
-            .map_err(|e| e.to_string())?;
+    let ruleset = || {
+        Ruleset::default()
+            .set_compatibility(CompatLevel::BestEffort)
+            .handle_access(AccessFs::from_all(abi))
+            .and_then(|r| r.handle_access(AccessNet::from_all(abi)))
+            .and_then(|r| r.scope(Scope::from_all(abi)))
+            .and_then(|r| r.create())
+            .map_err(|e| e.to_string())
+    };
+    let mut created = ruleset()?;
+    if let Some(fd) = socket_dir {
+        // A rule the kernel refuses costs the socket's removal at exit,
+        // not the whole ruleset.
+        match created.add_rule(PathBeneath::new(fd, AccessFs::RemoveFile)) {
+            Ok(with_rule) => created = with_rule,
+            Err(e) => {
+                log::warn!("jail: landlock rule for the socket's directory refused ({e}): its path will not be removed at exit");
+                created = ruleset()?;
+            }
+        }
     }
     let status = created.restrict_self().map_err(|e| e.to_string())?;
     match status.ruleset {
@@ -244,6 +274,32 @@ fn landlock(socket_dir: Option<&Path>) -> Result<bool, String> {
             "not enforced: this kernel has no landlock (CONFIG_SECURITY_LANDLOCK, lsm=landlock)"
                 .into(),
         ),
+    }
+}
+
+/// With CAP_IPC_LOCK the kernel does not count the guest RAM an iommufd
+/// pins; the jail drops it, so RLIMIT_MEMLOCK applies from then on. Said
+/// once at start, where an operator looks, rather than only at the first
+/// DMA_MAP the limit refuses.
+fn memlock_note() {
+    let had = caps::has_cap(
+        None,
+        caps::CapSet::Effective,
+        caps::Capability::CAP_IPC_LOCK,
+    )
+    .unwrap_or(false);
+    match getrlimit(Resource::RLIMIT_MEMLOCK).map(|(soft, _)| soft) {
+        Ok(l) if l != nix::sys::resource::RLIM_INFINITY && had => log::warn!(
+            "jail: CAP_IPC_LOCK is dropped: guest RAM pinned for device DMA now counts \
+             against RLIMIT_MEMLOCK ({} KiB); give vsmmud a limit of at least the guest's \
+             RAM (LimitMEMLOCK=, prlimit --memlock) or DMA_MAP will be refused",
+            l >> 10
+        ),
+        Ok(l) if l != nix::sys::resource::RLIM_INFINITY => log::info!(
+            "jail: guest RAM pinned for device DMA counts against RLIMIT_MEMLOCK ({} KiB)",
+            l >> 10
+        ),
+        _ => {}
     }
 }
 
@@ -284,6 +340,7 @@ mod tests {
             user: None,
             socket_dir: None,
             fds_needed: 0,
+            pins_guest_ram: false,
         };
         assert_eq!(enter(&cfg).unwrap(), JailReport::default());
     }

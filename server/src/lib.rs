@@ -46,6 +46,7 @@ fn jail_config(config: &Config) -> jail::JailConfig {
             config::Listen::Fd(_) => None,
         },
         fds_needed: u64::from(l.max_dma_maps) + u64::from(l.max_msg_fds) + 4 + 1 + 256 + 16,
+        pins_guest_ram: config.host == HostKind::Iommufd,
     }
 }
 

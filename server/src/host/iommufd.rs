@@ -186,7 +186,7 @@ impl IommufdHost {
 
     /// Binds `cdev` to the iommufd, or — when its open file is still bound
     /// from an earlier attach (EINVAL) — takes the device id it had.
-    fn bind_or_reuse(&mut self, vsid: u32, cdev: BorrowedFd<'_>) -> Result<u32, HostError> {
+    fn bind_or_reuse(&mut self, vsid: u32, cdev: BorrowedFd<'_>) -> Result<(u32, bool), HostError> {
         let rdev = nix::sys::stat::fstat(cdev)
             .map(|st| st.st_rdev)
             .map_err(|e| {
@@ -201,7 +201,7 @@ impl IommufdHost {
                 // The kernel reuses freed ids: a remembered one is stale now.
                 self.released.retain(|_, id| *id != dev_id);
                 self.released.remove(&rdev);
-                Ok(dev_id)
+                Ok((dev_id, false))
             }
             Err(e) if e.errno == Errno::EINVAL as i32 => {
                 let reusable = self.released.get(&rdev).copied().filter(|id| {
@@ -215,7 +215,7 @@ impl IommufdHost {
                             "vSID {vsid:#x}: the device is still bound from its last attach \
                              (device id {dev_id}): reused"
                         );
-                        Ok(dev_id)
+                        Ok((dev_id, true))
                     }
                     None => Err(HostError::new(
                         e.op,
@@ -590,12 +590,24 @@ fn check_memlock(mapped: u64, size: u64, limit: Option<u64>) -> Result<(), HostE
     }
 }
 
+/// RLIMIT_MEMLOCK as it stands, even where the up-front check trusted a
+/// capability the kernel does not count (one held only in a user
+/// namespace); `fallback` if it cannot be read.
+fn memlock_text(fallback: Option<u64>) -> String {
+    use nix::sys::resource::{getrlimit, Resource, RLIM_INFINITY};
+    match getrlimit(Resource::RLIMIT_MEMLOCK) {
+        Ok((soft, _)) if soft != RLIM_INFINITY => format!("{} KiB", soft >> 10),
+        Ok(_) => "unlimited".to_string(),
+        Err(_) => fallback.map_or("unknown".to_string(), |l| format!("{} KiB", l >> 10)),
+    }
+}
+
 /// ENOMEM from a pinning ioctl, explained.
 fn memlock_hint(e: HostError, mapped: u64, limit: Option<u64>) -> HostError {
     if e.errno != Errno::ENOMEM as i32 {
         return e;
     }
-    let limit = limit.map_or("no limit".to_string(), |l| format!("{} KiB", l >> 10));
+    let limit = memlock_text(limit);
     HostError::new(
         e.op,
         e.errno,
@@ -672,14 +684,31 @@ impl HostIommu for IommufdHost {
                 format!("vSID {vsid:#x}: the iommufd backend needs the device's VFIO cdev fd"),
             ));
         };
-        let dev_id = self.bind_or_reuse(vsid, cdev.as_fd())?;
+        let (dev_id, reused) = self.bind_or_reuse(vsid, cdev.as_fd())?;
         let rdev = nix::sys::stat::fstat(cdev.as_fd()).map_or(0, |st| st.st_rdev);
         // From here on an error drops (closes) `cdev`: remember its id.
         let result = self.attach_bound(vsid, dev_id, cdev);
-        if result.is_err() {
-            self.release(rdev, dev_id);
+        match result {
+            Ok(id) => Ok(id),
+            // The id is bound, but not through this open file (a fresh open
+            // while an older copy still holds the binding): attach refuses.
+            Err(e) if reused && e.errno == Errno::EINVAL as i32 => {
+                self.release(rdev, dev_id);
+                Err(HostError::new(
+                    e.op,
+                    Errno::EBUSY as i32,
+                    format!(
+                        "vSID {vsid:#x}: the device is still bound through another open file \
+                         of its cdev (close every copy, or send the one attached before): {}",
+                        e.msg
+                    ),
+                ))
+            }
+            Err(e) => {
+                self.release(rdev, dev_id);
+                Err(e)
+            }
         }
-        result
     }
 
     fn detach_device(&mut self, vsid: u32) -> Result<(), HostError> {
@@ -1400,7 +1429,14 @@ mod tests {
             2 << 20,
             Some(1 << 20),
         );
-        assert_eq!(e.msg, "x: pinning 2048 KiB of guest RAM failed; RLIMIT_MEMLOCK: 1024 KiB (counted per user, across processes)");
+        assert_eq!(
+            e.msg,
+            format!(
+                "x: pinning 2048 KiB of guest RAM failed; RLIMIT_MEMLOCK: {} (counted per user, \
+                 across processes)",
+                memlock_text(None)
+            )
+        );
         let e = memlock_hint(HostError::new("IOMMU_HWPT_ALLOC", libc::EIO, "x"), 0, None);
         assert_eq!(e.msg, "x");
     }

@@ -244,7 +244,7 @@ impl CommandQueue {
             Err(e) => e,
         };
         if let [(cmd, ptr)] = pending[..] {
-            let cerror = cerror_of(&batch_err);
+            let cerror = cerror_of(&batch_err, cmd);
             log::warn!(
                 "host invalidation of {cmd:#018x?} at CMDQ pointer {ptr:#x} failed: {}: {}",
                 batch_err.error,
@@ -254,7 +254,7 @@ impl CommandQueue {
         }
         for &(cmd, ptr) in &pending {
             if let Err(e) = host_invalidate(&[cmd], ctx) {
-                let cerror = cerror_of(&e);
+                let cerror = cerror_of(&e, cmd);
                 log::warn!(
                     "host invalidation of {} commands failed after {} converted: {}; \
                      sent again one by one: {cmd:#018x?} at CMDQ pointer {ptr:#x} failed: \
@@ -289,8 +289,12 @@ fn host_invalidate(cmds: &[[u64; 2]], ctx: &mut Ctx<'_>) -> Result<(), Invalidat
 /// The CERROR for a command the host failed: an ATC invalidation that
 /// timed out (`ETIMEDOUT` from the kernel's CMD_SYNC) is
 /// CERROR_ATC_INV_SYNC, anything else CERROR_ILL.
-fn cerror_of(e: &InvalidateError) -> u32 {
-    if e.error.errno == libc::ETIMEDOUT {
+fn cerror_of(e: &InvalidateError, cmd: [u64; 2]) -> u32 {
+    // ATC_INV's opcode; any other command that fails is illegal to the
+    // host (a TLBI timing out is not an ATC sync failure: a guest retries
+    // on CERROR_ATC_INV_SYNC and would loop).
+    const ATC_INV: u64 = 0x40;
+    if e.error.errno == libc::ETIMEDOUT && cmd[0] & 0xff == ATC_INV {
         CERROR_ATC_INV_SYNC
     } else {
         CERROR_ILL
@@ -576,6 +580,18 @@ mod tests {
             assert_eq!(rig.host_calls(), want, "batch {batch}");
             assert_eq!(rig.stats.cmd_errors, 1, "batch {batch}");
         }
+    }
+
+    /// A TLBI that times out on the host is CERROR_ILL, not an ATC sync
+    /// failure (which a guest retries).
+    #[test]
+    fn host_timeout_of_a_tlbi_is_cerror_ill() {
+        let mut host = FaultyHost::new(SimHost::default());
+        host.timeout_opcode = Some(0x12); // TLBI_NH_VA
+        let mut rig = Rig::new(Box::new(host), false);
+        let out = rig.issue(&[tlbi_va(0), sync()]);
+        assert!(out.error);
+        assert_eq!(rig.q.cons, cons_err(0, CERROR_ILL));
     }
 
     /// A batch that fails but whose commands all succeed when sent again

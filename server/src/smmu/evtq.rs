@@ -17,6 +17,10 @@ use vsmmu_protocol::smmu::regs::*;
 use super::{Ctx, GlobalErrors};
 use crate::irq::IRQ_EVENTQ;
 
+/// Most `read(2)` calls spent draining a vEVENTQ that is being freed
+/// (each takes up to 1,638 records: more than a queue of 2^19 in total).
+const MAX_DRAIN_READS: usize = 512;
+
 /// Smallest default for the bounded buffer of host records.
 const MIN_BUFFER: usize = 1024;
 
@@ -112,12 +116,14 @@ impl EventQueue {
     /// Device reset: frees the vEVENTQ; buffered host records are dropped
     /// (and counted).
     pub fn reset(&mut self, ctx: &mut Ctx<'_>) {
-        self.free_veventq(ctx);
+        // Buffered records first: the drain below must not count them.
         let dropped = self.host_buffered() as u64;
         ctx.stats.guest_events_dropped += dropped;
         if dropped > 0 {
             log::warn!("device reset dropped {dropped} buffered host events");
         }
+        self.buffer.clear();
+        self.free_veventq(ctx);
         *self = EventQueue {
             generation: self.generation,
             paused: self.paused,
@@ -139,7 +145,10 @@ impl EventQueue {
             cr0: 0,
             irq_ctrl: 0,
         };
-        loop {
+        // Bounded: a device that keeps faulting must not hold the server
+        // here (what arrives later is dropped with the queue, as the
+        // kernel drops it).
+        for _ in 0..MAX_DRAIN_READS {
             match ctx.host.read_veventq(&mut buf) {
                 Ok(0) => break,
                 Ok(n) => {
