@@ -2,12 +2,13 @@
 # SPDX-License-Identifier: Apache-2.0 OR BSD-3-Clause
 #
 # End to end: a real Linux guest's arm-smmu-v3 driver probes an SMMUv3 that
-# vsmmud emulates, through QEMU patched with contrib/qemu/*.patch
-# (-machine virt,iommu=smmuv3-remote).
+# vsmmud emulates, through QEMU 10.2 patched with contrib/qemu/*.patch
+# (-device arm-smmuv3-remote,primary-bus=pcie.0,vsmmud=PATH|socket=PATH).
 #
 #   1. builds vsmmud and libvsmmu_client.a (cargo, release);
-#   2. builds qemu-system-aarch64 from Debian bookworm's QEMU 7.2 source with
-#      the patches, cached outside the clone under
+#   2. builds qemu-system-aarch64 from QEMU 10.2.2 (Debian's +ds source
+#      tarball, from the archive's pool) with the patches, cached outside
+#      the clone under
 #      ${XDG_CACHE_HOME:-$HOME/.cache}/vsmmu-qemu/<sha256 of the patches
 #      and of the configure options>,
 #      so a rerun with unchanged patches only relinks (if the library changed);
@@ -15,12 +16,16 @@
 #      linux-image-6.1.0-*-arm64, and its virtio-pci and virtio-blk modules)
 #      and busybox-static:arm64, cached likewise, and packs an initramfs
 #      whose /init prints what the guest saw of the SMMU and powers off;
-#   4. boots it five times under TCG (-kernel; device tree unless said):
-#        builtin  iommu=smmuv3 (QEMU's own model), for reference;
-#        spawn    iommu=smmuv3-remote, QEMU starts vsmmud on a socketpair;
-#        socket   iommu=smmuv3-remote, vsmmud started here on a Unix socket;
+#   4. boots it six times under TCG (-kernel; device tree unless said):
+#        builtin  -device arm-smmuv3 (QEMU's own model), for reference;
+#        spawn    -device arm-smmuv3-remote,vsmmud=..., QEMU starts vsmmud
+#                 on a socketpair;
+#        socket   -device arm-smmuv3-remote,socket=..., vsmmud started here
+#                 on a Unix socket;
 #        acpi     as spawn, but UEFI (qemu-efi-aarch64) and acpi=force: the
 #                 driver finds the SMMU through the IORT;
+#        multi    as acpi, with a second root complex (pxb-pcie, bus 0x80)
+#                 and a second arm-smmuv3-remote for it, its own vsmmud;
 #        dma      as spawn, but with translated DMA domains (the four boots
 #                 above use iommu.passthrough=1) and a virtio-blk-pci disk
 #                 (iommu_platform=on) behind the root port: its DMA and the
@@ -45,8 +50,9 @@
 #
 # Needs: Debian bookworm (apt), cargo, and the QEMU build dependencies
 # (installed with apt-get when running as root and missing; set
-# VSMMU_E2E_NO_INSTALL=1 to forbid that). The first run builds QEMU:
-# about 5-10 minutes on 2 cores; later runs take well under a minute.
+# VSMMU_E2E_NO_INSTALL=1 to forbid that), meson from PyPI in a venv (QEMU
+# 10.2 needs meson >= 1.5). The first run builds QEMU: about 10-15 minutes
+# on 2 cores; later runs take well under a minute.
 #
 # Environment:
 #   CARGO_TARGET_DIR           cargo's target directory (default: <repo>/target)
@@ -137,7 +143,7 @@ prerequisites() {
     command -v cargo >/dev/null || die "cargo not found"
     local -A need=(
         [ninja]=ninja-build [meson]=meson [flex]=flex [bison]=bison
-        [pkg-config]=pkg-config [dpkg-source]=dpkg-dev [cpio]=cpio
+        [pkg-config]=pkg-config [cpio]=cpio [curl]=curl
         [gzip]=gzip [xz]=xz-utils [patch]=patch [python3]=python3
         [cc]=gcc [make]=make
     )
@@ -149,6 +155,7 @@ prerequisites() {
     pkg-config --exists pixman-1 2>/dev/null || pkgs+=(libpixman-1-dev)
     [[ -e /usr/include/libfdt.h ]] || pkgs+=(libfdt-dev)
     [[ -e $UEFI ]] || pkgs+=(qemu-efi-aarch64)
+    python3 -c 'import ensurepip, venv' 2>/dev/null || pkgs+=(python3-venv)
     if ((${#pkgs[@]})); then
         [[ $SUDO_OK == 1 ]] || die "missing packages: ${pkgs[*]} (apt-get install them)"
         apt_update
@@ -156,37 +163,14 @@ prerequisites() {
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${pkgs[@]}" >"$WORK/apt-install.log" 2>&1 ||
             die "apt-get install failed (see $WORK/apt-install.log)"
     fi
-    # Debian source packages (apt-get source qemu).
-    # (Outputs are captured first: grep -q closing a pipe early would make
-    # the pipeline fail under pipefail.)
     local out
-    out=$(apt-cache showsrc qemu 2>/dev/null) || true
-    if ! grep -q '^Package: qemu' <<<"$out"; then
-        missing+=(deb-src)
-    fi
     # arm64 binary packages (the guest's kernel and busybox).
     out=$(dpkg --print-foreign-architectures)
     if ! grep -qx arm64 <<<"$out"; then
         missing+=(arm64)
     fi
     if ((${#missing[@]})); then
-        [[ $SUDO_OK == 1 ]] || die "apt needs: ${missing[*]} (deb-src lines; dpkg --add-architecture arm64)"
-        if [[ " ${missing[*]} " == *" deb-src "* ]]; then
-            log "adding deb-src entries for bookworm"
-            cat >/etc/apt/sources.list.d/vsmmu-e2e-src.sources <<'EOF'
-Types: deb-src
-URIs: http://deb.debian.org/debian
-Suites: bookworm bookworm-updates
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-
-Types: deb-src
-URIs: http://deb.debian.org/debian-security
-Suites: bookworm-security
-Components: main
-Signed-By: /usr/share/keyrings/debian-archive-keyring.gpg
-EOF
-        fi
+        [[ $SUDO_OK == 1 ]] || die "apt needs: ${missing[*]} (dpkg --add-architecture arm64)"
         if [[ " ${missing[*]} " == *" arm64 "* ]]; then
             log "dpkg --add-architecture arm64"
             dpkg --add-architecture arm64
@@ -225,23 +209,27 @@ install_if_changed() {
     return 1
 }
 
-# Only the devices the virt machine needs: a third less to compile.
-# (ARM_V7M: QEMU 7.2's target/arm/m_helper.c calls the NVIC.)
-# (VIRTIO_PCI, VIRTIO_BLK: the dma boot's virtio-blk-pci disk.)
-QEMU_DEVICES=(CONFIG_ARM_VIRT=y CONFIG_PCIE_PORT=y CONFIG_ARM_V7M=y
-    CONFIG_VIRTIO_PCI=y CONFIG_VIRTIO_BLK=y)
+# QEMU 10.2.2: Debian's +ds tarball from the archive's pool (the newest
+# QEMU source the archive serves).
+QEMU_TARBALL=qemu_10.2.2+ds.orig.tar.xz
+QEMU_URL=${VSMMU_E2E_QEMU_URL:-http://deb.debian.org/debian/pool/main/q/qemu/$QEMU_TARBALL}
+
+# QEMU's default aarch64 devices: with --without-default-devices, 10.2.2's
+# virt (ACPI_CXL) fails to link hw/acpi/cxl.c without CONFIG_CXL, which
+# has no prompt to set it by.
 QEMU_CONFIGURE=(
-    --target-list=aarch64-softmmu --disable-docs --disable-tools
-    --without-default-devices --with-devices-aarch64=vsmmu-e2e
+    --target-list=aarch64-softmmu --disable-docs --disable-tools --disable-rust
+    --without-default-features --enable-fdt=system --enable-tcg --disable-install-blobs
 )
 
 build_qemu() {
     local patches=("$PATCH_DIR"/*.patch) hash qdir src
     [[ -f ${patches[0]} ]] || die "no patches in $PATCH_DIR"
-    # The cache key: the patches, and how they are built.
+    # The cache key: the source, the patches, and how they are built.
     hash=$({
+        echo "$QEMU_TARBALL"
         cat "${patches[@]}"
-        printf '%s\n' "${QEMU_DEVICES[@]}" "${QEMU_CONFIGURE[@]}"
+        printf '%s\n' "${QEMU_CONFIGURE[@]}"
     } | sha256sum | cut -d' ' -f1)
     qdir=$CACHE_ROOT/$hash
     QEMU=$qdir/build/qemu-system-aarch64
@@ -253,7 +241,7 @@ build_qemu() {
     flock -s "$QEMU_LOCK_FD"
 
     if [[ ! -f $qdir/.built ]]; then
-        log "building QEMU for patch set ${hash:0:12} in $qdir (first run: several minutes)"
+        log "building QEMU for patch set ${hash:0:12} in $qdir (first run: 10-20 minutes)"
         rm -rf "$qdir"
         mkdir -p "$qdir/vsmmu/include" "$qdir/vsmmu/lib" "$qdir/build"
         # Older patch sets' builds are of no further use, unless a run is
@@ -265,16 +253,25 @@ build_qemu() {
         done
         cp "$REPO/client-shim/include/vsmmu.h" "$qdir/vsmmu/include/"
         cp "$LIBVSMMU" "$qdir/vsmmu/lib/"
-        (cd "$qdir" && apt-get source -qq qemu >"$qdir/apt-source.log" 2>&1) ||
-            die "apt-get source qemu failed (see $qdir/apt-source.log)"
+        if [[ ! -f $CACHE_ROOT/$QEMU_TARBALL ]]; then
+            curl -sSfL -o "$CACHE_ROOT/$QEMU_TARBALL.tmp" "$QEMU_URL" ||
+                die "cannot download $QEMU_URL"
+            mv "$CACHE_ROOT/$QEMU_TARBALL.tmp" "$CACHE_ROOT/$QEMU_TARBALL"
+        fi
+        tar -C "$qdir" -xJf "$CACHE_ROOT/$QEMU_TARBALL" || die "cannot unpack $QEMU_TARBALL"
         src=$(find "$qdir" -mindepth 1 -maxdepth 1 -type d -name 'qemu-*' | head -1)
-        [[ -n $src ]] || die "apt-get source qemu unpacked nothing"
+        [[ -n $src ]] || die "$QEMU_TARBALL unpacked nothing"
         local p
         for p in "${patches[@]}"; do
             patch -d "$src" -p1 --forward --batch --quiet <"$p" || die "$(basename "$p") does not apply to $(basename "$src")"
         done
-        printf '%s\n' "${QEMU_DEVICES[@]}" >"$src/configs/devices/aarch64-softmmu/vsmmu-e2e.mak"
-        (cd "$qdir/build" && "$src/configure" "${QEMU_CONFIGURE[@]}" \
+        # The +ds tarball ships no firmware blobs: do not try to unpack them.
+        sed -i 's/^    unpack_edk2_blobs = bzip2.found()/    unpack_edk2_blobs = false/' "$src/meson.build"
+        # QEMU 10.2 needs meson >= 1.5 (bookworm has 1.0): from PyPI.
+        python3 -m venv "$qdir/venv" >"$qdir/venv.log" 2>&1 &&
+            "$qdir/venv/bin/pip" install -q 'meson==1.9.0' 'pycotap==1.3.1' >>"$qdir/venv.log" 2>&1 ||
+            die "cannot install meson in a venv (see $qdir/venv.log)"
+        (cd "$qdir/build" && "$src/configure" --python="$qdir/venv/bin/python3" "${QEMU_CONFIGURE[@]}" \
             --enable-vsmmu --vsmmu-libdir="$qdir/vsmmu/lib" \
             --vsmmu-includedir="$qdir/vsmmu/include") >"$qdir/configure.log" 2>&1 ||
             die "QEMU configure failed (see $qdir/configure.log)"
@@ -294,9 +291,9 @@ build_qemu() {
         fi
     fi
     [[ -x $QEMU ]] || die "no $QEMU"
-    local props
-    props=$("$QEMU" -machine virt,help 2>&1) || true
-    grep -q smmuv3-remote-vsmmud <<<"$props" || die "$QEMU has no smmuv3-remote"
+    local devs
+    devs=$("$QEMU" -device help 2>&1) || true
+    grep -q '"arm-smmuv3-remote"' <<<"$devs" || die "$QEMU has no arm-smmuv3-remote"
 }
 
 # -------------------------------------------------------------------- guest
@@ -406,20 +403,23 @@ EOF
 
 # ------------------------------------------------------------------- boots
 
-# boot NAME IOMMU-MACHINE-OPTIONS KERNEL-ARGS [QEMU ARGS...]: console
+# boot NAME SMMU-DEVICE KERNEL-ARGS [QEMU ARGS...]: console
 # to $WORK/NAME.out, QEMU's and vsmmud's stderr to $WORK/NAME.err, exit code
 # to $WORK/NAME.rc. While the guest runs, the Seccomp: field of
 # /proc/PID/status of the vsmmud that QEMU spawned (if any) is sampled; the
 # highest value seen goes to $WORK/NAME.seccomp (2 = filter mode), and its
 # jail (CapEff and NoNewPrivs, last sample) to $WORK/NAME.jail.
 boot() {
-    local name=$1 iommu=$2 append=$3 rc=0 tpid qpid vpid mode max=""
+    local name=$1 smmu=$2 append=$3 rc=0 tpid qpid vpid mode max="" jail
     shift 3
+    # The SMMU before any PCI device: devices find their DMA address space
+    # (the SMMU's) when they are realized.
     timeout --kill-after=10 "$BOOT_TIMEOUT" "$QEMU" \
-        -machine "virt,$iommu,memory-backend=mem" \
+        -machine "virt,memory-backend=mem" \
         -object memory-backend-memfd,id=mem,share=on,size=512M \
         -cpu cortex-a57 -smp 1 -m 512M \
         -nographic -nic none -no-reboot \
+        -device "$smmu" \
         -device pcie-root-port,id=rp0,chassis=1 \
         -kernel "$KERNEL" -initrd "$INITRD" \
         -append "console=ttyAMA0 panic=-1 $append" \
@@ -438,8 +438,12 @@ boot() {
                 max=$mode
             fi
             if [[ $mode == 2 ]]; then
-                awk '/^CapEff:|^NoNewPrivs:/ { printf "%s%s", sep, $2; sep=" " }' \
-                    "/proc/$vpid/status" >"$WORK/$name.jail" 2>/dev/null || true
+                # (The process may be gone by now: keep the last good sample.)
+                jail=$(awk '/^CapEff:|^NoNewPrivs:/ { printf "%s%s", sep, $2; sep=" " }' \
+                    "/proc/$vpid/status" 2>/dev/null) || true
+                if [[ $jail == *" "* ]]; then
+                    echo "$jail" >"$WORK/$name.jail"
+                fi
             fi
         fi
         sleep 0.02
@@ -471,10 +475,10 @@ check_remote() {
         bash -c "! grep -aiE 'arm-smmu-v3.*\\b(fail(ed|ure)?|timeout|error|abort)\\b|CMD_SYNC|probe of .*smmuv3 failed' '$WORK/$name.out'"
     check "$name: evtq and gerror interrupts requested" \
         bash -c "grep -aq 'arm-smmu-v3-evtq' '$WORK/$name.out' && grep -aq 'arm-smmu-v3-gerror' '$WORK/$name.out'"
-    check "$name: IOMMU registered in sysfs" grep -aqE '^E2E: iommus smmu3\.0x0*9050000' "$WORK/$name.out"
+    check "$name: IOMMU registered in sysfs (on the platform bus)" grep -aqE '^E2E: iommus smmu3\.0x0*c000000' "$WORK/$name.out"
     check "$name: PCIe root port added to an IOMMU group" grep -aqE 'pcieport 0000:00:01\.0: Adding to iommu group' "$WORK/$name.out"
     check "$name: no QEMU/vsmmud error on stderr" \
-        bash -c "! grep -aE 'arm-smmuv3-remote|seccomp: forbidden|panicked|ERROR' '$WORK/$name.err'"
+        bash -c "! grep -aE 'arm-smmuv3-remote:|seccomp: forbidden|panicked|ERROR' '$WORK/$name.err'"
     check "$name: vsmmud ran under seccomp filter (Seccomp: $(cat "$WORK/$name.seccomp" 2>/dev/null || echo ?))" \
         test "$(cat "$WORK/$name.seccomp" 2>/dev/null)" = 2
     check "$name: vsmmud jailed (CapEff NoNewPrivs: $(cat "$WORK/$name.jail" 2>/dev/null || echo ?))" \
@@ -540,20 +544,21 @@ log "guest kernel: $KERNEL_NAME"
 # VFIO devices translated by the host; the fifth translates.
 PT=iommu.passthrough=1
 
-log "boot 1/5: builtin (iommu=smmuv3, QEMU's own SMMUv3), for reference"
-timed "boot builtin" boot builtin iommu=smmuv3 "$PT"
+REMOTE=arm-smmuv3-remote,primary-bus=pcie.0
+log "boot 1/6: builtin (-device arm-smmuv3, QEMU's own SMMUv3), for reference"
+timed "boot builtin" boot builtin arm-smmuv3,primary-bus=pcie.0 "$PT"
 
-log "boot 2/5: spawn (iommu=smmuv3-remote, QEMU starts vsmmud --seccomp kill)"
-timed "boot remote (spawn)" boot spawn "iommu=smmuv3-remote,smmuv3-remote-vsmmud=$VSMMUD" "$PT" \
+log "boot 2/6: spawn (-device arm-smmuv3-remote,vsmmud=..., QEMU starts vsmmud --seccomp kill)"
+timed "boot remote (spawn)" boot spawn "$REMOTE,vsmmud=$VSMMUD" "$PT" \
     -trace smmuv3_remote_connected -trace smmuv3_remote_stats
 
-log "boot 3/5: socket (iommu=smmuv3-remote, vsmmud --socket-path, already running)"
+log "boot 3/6: socket (-device arm-smmuv3-remote,socket=..., vsmmud --socket-path, already running)"
 SOCK=$WORK/vsmmu.sock
 "$VSMMUD" --socket-path "$SOCK" 2>"$WORK/vsmmud-socket.log" &
 VSMMUD_SOCKET_PID=$!
 for ((i = 0; i < 200; i++)); do [[ -S $SOCK ]] && break; sleep 0.05; done
 [[ -S $SOCK ]] || die "vsmmud did not create $SOCK: $(cat "$WORK/vsmmud-socket.log")"
-timed "boot remote (socket)" boot socket "iommu=smmuv3-remote,smmuv3-remote-socket=$SOCK" "$PT" \
+timed "boot remote (socket)" boot socket "$REMOTE,socket=$SOCK" "$PT" \
     -trace smmuv3_remote_stats
 awk '/^Seccomp:/ { print $2 }' "/proc/$VSMMUD_SOCKET_PID/status" >"$WORK/socket.seccomp" 2>/dev/null || true
 awk '/^CapEff:|^NoNewPrivs:/ { printf "%s%s", sep, $2; sep=" " }' \
@@ -564,17 +569,24 @@ wait "$VSMMUD_SOCKET_PID" || VSMMUD_RC=$?
 VSMMUD_SOCKET_PID=
 cat "$WORK/vsmmud-socket.log" >>"$WORK/socket.err"
 
-log "boot 4/5: acpi (as spawn, UEFI + acpi=force: the SMMU described by the IORT)"
-timed "boot remote (spawn, ACPI)" boot acpi "iommu=smmuv3-remote,smmuv3-remote-vsmmud=$VSMMUD" "$PT acpi=force" \
+log "boot 4/6: acpi (as spawn, UEFI + acpi=force: the SMMU described by the IORT)"
+timed "boot remote (spawn, ACPI)" boot acpi "$REMOTE,vsmmud=$VSMMUD" "$PT acpi=force" \
     -bios "$UEFI" -trace smmuv3_remote_connected -trace smmuv3_remote_stats
 
-log "boot 5/5: dma (as spawn, translated DMA domains, virtio-blk disk behind the root port)"
+log "boot 5/6: dma (as spawn, translated DMA domains, virtio-blk disk behind the root port)"
 cp "$DISK_INITIAL" "$DISK_IMAGE"
-timed "boot remote (spawn, DMA)" boot dma "iommu=smmuv3-remote,smmuv3-remote-vsmmud=$VSMMUD" e2e.disk \
+timed "boot remote (spawn, DMA)" boot dma "$REMOTE,vsmmud=$VSMMUD" e2e.disk \
     -drive "file=$DISK_IMAGE,format=raw,if=none,id=disk0" \
     -device virtio-blk-pci,drive=disk0,bus=rp0,iommu_platform=on,disable-legacy=on \
     -trace smmuv3_remote_connected -trace smmuv3_remote_stats \
     -trace smmuv3_remote_attach -trace smmuv3_remote_translate_fault
+
+log "boot 6/6: multi (UEFI + ACPI: two remote SMMUs, one per root complex, each with its own vsmmud)"
+timed "boot remote (two SMMUs, ACPI)" boot multi "$REMOTE,vsmmud=$VSMMUD" "$PT acpi=force" \
+    -device pxb-pcie,id=pxb1,bus_nr=0x80,bus=pcie.0 \
+    -device arm-smmuv3-remote,primary-bus=pxb1,vsmmud="$VSMMUD" \
+    -device pcie-root-port,id=rp1,chassis=2,bus=pxb1 \
+    -bios "$UEFI" -trace smmuv3_remote_connected -trace smmuv3_remote_stats
 
 echo "== checks: builtin (reference)"
 BUILTIN=$(console_line 'arm-smmu-v3 [^ ]+: ias' builtin) || true
@@ -586,6 +598,22 @@ check_remote acpi
 check "acpi: the guest used the IORT" grep -aq 'ACPI: IORT' "$WORK/acpi.out"
 check_remote dma
 check_dma dma
+echo "== checks: multi (two remote SMMUs on two root complexes)"
+check "multi: QEMU exited 0 after the guest powered off" test "$(cat "$WORK/multi.rc")" = 0
+check "multi: two vsmmud spawned ($(grep -ac 'smmuv3_remote_connected spawn' "$WORK/multi.err"))" \
+    test "$(grep -ac 'smmuv3_remote_connected spawn' "$WORK/multi.err")" = 2
+# (The console shows the kernel's lines twice: as printed, and in the
+# dmesg /init prints.)
+MULTI_PROBES=$(grep -aoE 'arm-smmu-v3 arm-smmu-v3\.[0-9]\.auto: ias [0-9]+-bit' "$WORK/multi.out" | sort -u | wc -l)
+check "multi: the guest probed two SMMUs through the IORT ($MULTI_PROBES)" test "$MULTI_PROBES" = 2
+check "multi: both in sysfs, at the platform bus's first two SMMU frames" \
+    bash -c "grep -aqE 'smmu3\.0x0*c000000' '$WORK/multi.out' && grep -aqE 'smmu3\.0x0*c020000' '$WORK/multi.out'"
+check "multi: the root port on pcie.0 in an IOMMU group" \
+    grep -aqE 'pcieport 0000:00:0[0-9a-f]\.0: Adding to iommu group' "$WORK/multi.out"
+check "multi: the root port on the expander's bus 0x80 in an IOMMU group" \
+    grep -aqE 'pcieport 0000:80:00\.0: Adding to iommu group' "$WORK/multi.out"
+check "multi: both vsmmuds counted the guest's commands" \
+    test "$(sed -n 's/.*smmuv3_remote_stats \({.*}\).*/\1/p' "$WORK/multi.err" | grep -c '"cmds_consumed":[1-9]')" = 2
 
 echo "== what the guest's /init printed, remote (spawn):"
 sed -n '/^E2E: init/,/^E2E: done/p' "$WORK/spawn.out" | sed 's/^/    /' | tr -d '\r'

@@ -94,3 +94,32 @@ fn wrong_listen_pid_is_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("LISTEN_PID \"1\" is not this process"));
 }
+
+/// `SpawnOptions::inherit`: the server finds the descriptor at the number
+/// asked for (as `--iommufd-fd 4` needs), whatever number it has here;
+/// duplicate numbers and numbers at or below the socket's are refused.
+#[test]
+fn inherited_descriptors_arrive_at_their_numbers() {
+    let dir = TempDir::new("inherit");
+    let path = dir.path().join("marker");
+    let file = std::fs::File::create(&path).expect("marker file");
+    let mut opts = SpawnOptions::new(vsmmud_bin());
+    opts.inherit = vec![(5, file.as_raw_fd())];
+    let mut c = Client::spawn(&opts).expect("spawn");
+    c.negotiate(true).expect("negotiate");
+    let pid = c.server_pid().expect("pid");
+    let target = std::fs::read_link(format!("/proc/{pid}/fd/5")).expect("fd 5 in the server");
+    assert_eq!(target, path);
+    drop(c);
+
+    for bad in [
+        vec![(5, file.as_raw_fd()), (5, file.as_raw_fd())],
+        vec![(3, file.as_raw_fd())],
+    ] {
+        opts.inherit = bad;
+        match Client::spawn(&opts) {
+            Err(ClientError::Io(e)) => assert_eq!(e.kind(), std::io::ErrorKind::InvalidInput),
+            other => panic!("{other:?}"),
+        }
+    }
+}
