@@ -490,16 +490,42 @@ impl Device {
             }
             Request::VsmmuGetStats(r) => self.get_stats(reply, &r),
             Request::VsmmuTranslate(t) => {
-                let Some(sim) = self.host.as_sim() else {
+                if self.host.as_sim().is_none() {
                     return Err(Failure::new(
                         errno::ENOTSUP,
                         "TRANSLATE (VMM-emulated devices) needs the sim host",
                     ));
-                };
+                }
                 let write = t.flags & vu::TRANSLATE_WRITE != 0;
                 let ssid = (t.ssid != vu::SIM_DMA_NO_SSID).then_some(t.ssid);
                 let events = t.flags & vu::TRANSLATE_NO_EVENT == 0;
-                let r = sim.translate_for_vmm(&self.mem, t.sid, ssid, t.iova, write, events);
+                // The guest's own stream table first, as an emulated SMMUv3
+                // decides: a configuration error is the guest's event.
+                let verdict = if events {
+                    self.smmu.check_transaction(t.sid, ssid, &mut ctx!(self))
+                } else {
+                    crate::smmu::strtab::TxnCheck::Proceed
+                };
+                let Some(sim) = self.host.as_sim() else {
+                    return Err(Failure::new(errno::ENOTSUP, "TRANSLATE needs the sim host"));
+                };
+                let r = match verdict {
+                    crate::smmu::strtab::TxnCheck::Proceed => {
+                        sim.translate_for_vmm(&self.mem, t.sid, ssid, t.iova, write, events)
+                    }
+                    crate::smmu::strtab::TxnCheck::Abort => crate::host::sim_dma::VmmTranslation {
+                        status: vu::SIM_DMA_ABORTED,
+                        addr: 0,
+                        mask: 0,
+                    },
+                    crate::smmu::strtab::TxnCheck::Event(rec) => {
+                        crate::host::sim_dma::VmmTranslation {
+                            status: u32::from(vsmmu_protocol::smmu::event::raw_event_type(&rec)),
+                            addr: 0,
+                            mask: 0,
+                        }
+                    }
+                };
                 self.stats.translations += 1;
                 if r.status != 0 {
                     self.stats.translation_faults += 1;

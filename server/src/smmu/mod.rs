@@ -474,6 +474,25 @@ impl Smmu {
         }
     }
 
+    /// The stream table's verdict on one transaction of a device the VMM
+    /// emulates; a configuration error's event is queued to the guest's
+    /// EVENTQ at once (see [`StreamTable::check_transaction`]).
+    pub fn check_transaction(
+        &mut self,
+        sid: u32,
+        ssid: Option<u32>,
+        ctx: &mut Ctx<'_>,
+    ) -> strtab::TxnCheck {
+        let env = self.install_env();
+        let verdict = self.strtab.check_transaction(sid, ssid, &env, ctx);
+        if let strtab::TxnCheck::Event(rec) = verdict {
+            self.evtq.push_model_event(rec, ctx);
+            let regs = self.regs();
+            self.evtq.deliver(regs, &mut self.gerr, ctx);
+        }
+        verdict
+    }
+
     /// Migration: stop (no guest memory writes) or run again.
     pub fn set_running(&mut self, running: bool, ctx: &mut Ctx<'_>) {
         self.evtq.paused = !running;

@@ -37,6 +37,21 @@ pub struct InstallEnv {
     pub gbpa_abort: bool,
 }
 
+/// What the stream table says of one transaction of a StreamID, as an
+/// emulated SMMUv3 decides it (`VSMMU_TRANSLATE`, for devices the VMM
+/// emulates): every configuration error is an event, once per transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnCheck {
+    /// Go on: the configuration is valid (translation continues through the
+    /// StreamID's installed configuration).
+    Proceed,
+    /// Terminated without an event (STE Config = abort, or the SMMU
+    /// disabled with GBPA.ABORT).
+    Abort,
+    /// Terminated with this event: C_BAD_STREAMID, F_STE_FETCH, C_BAD_STE.
+    Event([u64; 4]),
+}
+
 /// Why a StreamID is aborted, and the event to raise (if any).
 enum Refusal {
     /// Not a valid configuration: abort, raise nothing.
@@ -82,6 +97,58 @@ impl StreamTable {
                 event
             }
             None => event,
+        }
+    }
+
+    /// The stream table's verdict on one transaction of `sid` (`ssid` for
+    /// the event record): an unreadable table is F_STE_FETCH; a StreamID
+    /// the table does not cover (beyond SIDSIZE, the table's size, or a
+    /// level-1 descriptor's span, which is 0 in an unused descriptor) is
+    /// C_BAD_STREAMID; STE.V = 0 or a configuration this SMMU does not
+    /// support is C_BAD_STE. Unlike [`StreamTable::install`] nothing is
+    /// quiet here: the architecture reports each of these per transaction.
+    pub fn check_transaction(
+        &self,
+        sid: u32,
+        ssid: Option<u32>,
+        env: &InstallEnv,
+        ctx: &mut Ctx<'_>,
+    ) -> TxnCheck {
+        if !env.smmu_enabled {
+            return if env.gbpa_abort {
+                TxnCheck::Abort
+            } else {
+                TxnCheck::Proceed
+            };
+        }
+        let caps = StrtabCaps::from_idr(env.idr[0], env.idr[1]);
+        let cfg = StrtabConfig::decode(self.base, self.base_cfg, &caps);
+        let bad_streamid = TxnCheck::Event(Event::c_bad_streamid(sid, ssid).encode());
+        let addr = match cfg.ste_location(sid) {
+            Err(_) => return bad_streamid,
+            Ok(SteLocation::Linear { ste_addr }) => ste_addr,
+            Ok(SteLocation::TwoLevel {
+                l1_desc_addr,
+                l2_index,
+            }) => {
+                let Ok(desc) = ctx.mem.read_u64s::<1>(l1_desc_addr) else {
+                    return TxnCheck::Event(Event::f_ste_fetch(sid, ssid, l1_desc_addr).encode());
+                };
+                match cfg.l2_ste_addr(L1Std::decode(desc[0]), l2_index) {
+                    Ok(a) => a,
+                    Err(_) => return bad_streamid,
+                }
+            }
+        };
+        let mut bytes = [0u8; 64];
+        if ctx.mem.read(addr, &mut bytes).is_err() {
+            return TxnCheck::Event(Event::f_ste_fetch(sid, ssid, addr).encode());
+        }
+        let caps = SteCaps::from_idr(env.idr[0], env.idr[1], env.idr[5]);
+        match Ste::from_bytes(&bytes).validate(&caps) {
+            Ok(SteConfig::Abort) => TxnCheck::Abort,
+            Ok(_) => TxnCheck::Proceed,
+            Err(_) => TxnCheck::Event(Event::c_bad_ste(sid, ssid).encode()),
         }
     }
 

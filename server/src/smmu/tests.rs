@@ -271,3 +271,33 @@ fn sid_checked_against_the_profile_from_the_start() {
         Err("vSID 0x10000 exceeds SIDSIZE 16".into())
     );
 }
+
+/// A transaction of an emulated device checks the guest's stream table as
+/// an emulated SMMUv3 does: a table outside RAM is F_STE_FETCH with the
+/// fetch address, a StreamID beyond a linear table is C_BAD_STREAMID; each
+/// is queued to the guest, once per transaction.
+#[test]
+fn transaction_checks_of_the_stream_table() {
+    use crate::smmu::strtab::TxnCheck;
+    use vsmmu_protocol::smmu::event::Event;
+    let mut rig = Rig::new(SimConfig::default(), true);
+    // Linear, 2^4 STEs, outside guest RAM.
+    rig.w(STRTAB_BASE, 8, 0x10_0000_0000);
+    rig.w(STRTAB_BASE_CFG, 4, 4);
+    rig.w(CR0, 4, CR0_SMMUEN.mask());
+    let mut ctx = Ctx {
+        mem: &rig.mem,
+        host: &mut rig.host,
+        irqs: &mut rig.irqs,
+        stats: &mut rig.stats,
+    };
+    assert_eq!(
+        rig.smmu.check_transaction(3, None, &mut ctx),
+        TxnCheck::Event(Event::f_ste_fetch(3, None, 0x10_0000_0000 + 3 * 64).encode())
+    );
+    assert_eq!(
+        rig.smmu.check_transaction(16, Some(2), &mut ctx),
+        TxnCheck::Event(Event::c_bad_streamid(16, Some(2)).encode())
+    );
+    assert_eq!(rig.stats.model_events, 2);
+}
