@@ -3,9 +3,10 @@
 #
 # The iommufd rig: vsmmud --host iommufd against a real Linux kernel.
 #
-#   L0  qemu-system-aarch64 (QEMU 10.2.2, TCG) -M virt,gic-version=3,
-#       iommu=smmuv3: QEMU's SMMUv3 with nested stage 1 + stage 2, plus the
-#       test-only IDR3.FWB patch (Linux allows a vIOMMU only with S2FWB or
+#   L0  qemu-system-aarch64 (QEMU 10.2.2 with contrib/qemu/*.patch, the
+#       build tests/e2e/linux-boot.sh makes; TCG) -M virt,gic-version=3,
+#       iommu=smmuv3: QEMU's SMMUv3 with nested stage 1 + stage 2, with
+#       x-s2fwb=on (IDR3.FWB: Linux allows a vIOMMU only with S2FWB or
 #       CANWBS), and QEMU's `edu` PCI device behind it;
 #   L1  Linux 7.3 with CONFIG_IOMMUFD, ARM_SMMU_V3_IOMMUFD, VFIO_DEVICE_CDEV;
 #       /init binds edu to vfio-pci and runs tests/src/bin/vsmmu-rig-vmm.rs
@@ -77,7 +78,8 @@ chmod 755 "$ROOT/init" "$ROOT/bin/busybox"
 
 step "booting L1 (TCG)"
 CONSOLE=$WORK/console.log
-timeout "$TIMEOUT" "$QEMU" -M virt,gic-version=3,iommu=smmuv3 -cpu cortex-a57 -smp 1 -m 1024 \
+timeout "$TIMEOUT" "$QEMU" -M virt,gic-version=3,iommu=smmuv3 -global arm-smmuv3.x-s2fwb=on \
+    -cpu cortex-a57 -smp 1 -m 1024 \
     -nographic -no-reboot -kernel "$IMAGE" -initrd "$WORK/initrd.gz" \
     -append "console=ttyAMA0 panic=-1 quiet loglevel=4 rig.seccomp=${VSMMU_RIG_SECCOMP:-kill}" \
     -nic none -device edu ${VSMMU_RIG_QEMU_ARGS:-} </dev/null >"$WORK/console.raw" 2>&1 &

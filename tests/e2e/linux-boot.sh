@@ -61,6 +61,8 @@
 #   VSMMU_E2E_JOBS             parallel QEMU compile jobs (default: nproc)
 #   VSMMU_E2E_NO_INSTALL=1     never run apt-get install / update
 #   VSMMU_E2E_KEEP=1           keep the work directory (logs) afterwards
+#   VSMMU_E2E_BUILD_ONLY=1     build (or find) the patched QEMU, print
+#                              QEMU=<path> and exit (the iommufd rig uses it)
 
 set -euo pipefail
 
@@ -536,6 +538,11 @@ cd "$WORK"
 timed "prerequisites" prerequisites
 timed "cargo build (release)" build_rust
 timed "QEMU build (or cache)" build_qemu
+# The iommufd rig boots this same QEMU (with arm-smmuv3's x-s2fwb).
+if [[ ${VSMMU_E2E_BUILD_ONLY:-0} == 1 ]]; then
+    echo "QEMU=$QEMU"
+    exit 0
+fi
 timed "guest kernel + initramfs" fetch_guest
 log "QEMU: $QEMU"
 log "guest kernel: $KERNEL_NAME"

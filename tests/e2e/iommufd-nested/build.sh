@@ -4,8 +4,8 @@
 # Builds what the iommufd rig boots, each cached outside the clone under
 # $CACHE/<name>-<key>, the key being a hash of everything that goes into it:
 #
-#   qemu    L0: qemu-system-aarch64 from QEMU 10.2.2 (Debian's +ds orig
-#           tarball) with qemu-s2fwb.patch (IDR3.FWB, test only)
+#   qemu    L0: the patched QEMU 10.2.2 that tests/e2e/linux-boot.sh builds
+#           (VSMMU_E2E_BUILD_ONLY=1); the rig sets arm-smmuv3's x-s2fwb
 #   linux   L1: Linux 7.3 (trixie-backports' linux-source-7.3) cross-built
 #           for arm64 from allnoconfig plus kernel.config
 #   chroot  a Debian trixie chroot with trixie-backports' rustc/cargo and
@@ -25,8 +25,6 @@ CACHE=${VSMMU_RIG_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vsmmu-rig}
 JOBS=${VSMMU_RIG_JOBS:-$(nproc)}
 DEBIAN_MIRROR=${VSMMU_RIG_MIRROR:-http://deb.debian.org/debian}
 
-QEMU_TARBALL=qemu_10.2.2+ds.orig.tar.xz
-QEMU_SRC_DIR=qemu-10.2.2
 LINUX_PKG=linux-source-7.3
 RUST_SUITE=trixie-backports
 
@@ -73,36 +71,15 @@ host_deps() {
     apt-get update -qq >&2 && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >&2
 }
 
+# L0 QEMU: the one tests/e2e/linux-boot.sh builds (QEMU 10.2.2 with
+# contrib/qemu/*.patch, cached by their hash); the rig needs only
+# arm-smmuv3's x-s2fwb from it.
 build_qemu() {
-    local key out
-    key=$(echo "$QEMU_TARBALL" | key_of - "$RIG_DIR/qemu-s2fwb.patch" <(declare -f build_qemu))
-    out=$CACHE/qemu-$key
-    if [[ ! -x $out/qemu-system-aarch64 ]]; then
-        log "building QEMU 10.2.2 (first run only: ~20 minutes on 2 cores)"
-        mkdir -p "$CACHE/dl"
-        [[ -f $CACHE/dl/$QEMU_TARBALL ]] ||
-            curl -sSfL -o "$CACHE/dl/$QEMU_TARBALL" "$DEBIAN_MIRROR/pool/main/q/qemu/$QEMU_TARBALL"
-        local b=$CACHE/build-qemu
-        rm -rf "$b" && mkdir -p "$b"
-        tar -C "$b" -xJf "$CACHE/dl/$QEMU_TARBALL"
-        patch -d "$b/$QEMU_SRC_DIR" -p1 -s <"$RIG_DIR/qemu-s2fwb.patch"
-        # The +ds tarball ships no edk2 blobs: do not try to unpack them.
-        sed -i 's/^    unpack_edk2_blobs = bzip2.found()/    unpack_edk2_blobs = false/' "$b/$QEMU_SRC_DIR/meson.build"
-        # QEMU 10.2 needs meson >= 1.5; bookworm has 1.0.
-        python3 -m venv "$b/venv" >&2
-        "$b/venv/bin/pip" install -q 'meson==1.9.0' 'pycotap==1.3.1' >&2
-        mkdir -p "$b/$QEMU_SRC_DIR/build"
-        (cd "$b/$QEMU_SRC_DIR/build" &&
-            ../configure --python="$b/venv/bin/python3" --target-list=aarch64-softmmu \
-                --without-default-features --disable-rust --disable-docs --disable-tools \
-                --enable-fdt=system --enable-tcg --disable-install-blobs >&2 &&
-            ninja -j"$JOBS" qemu-system-aarch64 >&2) || die "QEMU build failed"
-        mkdir -p "$out.tmp"
-        cp "$b/$QEMU_SRC_DIR/build/qemu-system-aarch64" "$out.tmp/"
-        rm -rf "$out" && mv "$out.tmp" "$out"
-        rm -rf "$b"
-    fi
-    echo "$out/qemu-system-aarch64"
+    local out
+    out=$(VSMMU_E2E_BUILD_ONLY=1 "$REPO/tests/e2e/linux-boot.sh" </dev/null 2>&1 | tee "$CACHE/qemu-build.log" |
+        sed -n 's/^QEMU=//p' | tail -1) || true
+    [[ -x $out ]] || { tail -20 "$CACHE/qemu-build.log" >&2; die "no QEMU from linux-boot.sh"; }
+    echo "$out"
 }
 
 build_linux() {
