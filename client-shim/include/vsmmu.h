@@ -230,6 +230,53 @@ int vsmmu_translate(struct vsmmu_client *c,
 int vsmmu_get_stats(struct vsmmu_client *c, char *buf, size_t len);
 
 /**
+ * Migration, source side: stops the device (it writes no more guest
+ * memory and delivers no events; they wait in vsmmud) and reads its whole
+ * state (vfio-user migration: RUNNING → STOP_COPY, MIG_DATA_READ until
+ * empty, → STOP). On success `*data` and `*len` hold the state, to be
+ * freed with `vsmmu_free_state()`; `*data` is NULL when `*len` is 0.
+ * Returns 0 or a negative errno (the device state is then unspecified:
+ * `vsmmu_resume()` or `vsmmu_reset()`).
+ *
+ * # Safety
+ * `c` is NULL or a live handle not used concurrently; `data` and `len`
+ * point to writable storage.
+ */
+int vsmmu_save_state(struct vsmmu_client *c, uint8_t **data, size_t *len);
+
+/**
+ * Frees a state returned by `vsmmu_save_state()` (NULL is ignored).
+ *
+ * # Safety
+ * `data` is NULL or came from `vsmmu_save_state()` with this `len`, and
+ * is not used afterwards.
+ */
+void vsmmu_free_state(uint8_t *data, size_t len);
+
+/**
+ * Migration, destination side: loads a state saved by `vsmmu_save_state()`
+ * into a fresh device whose guest RAM is already DMA-mapped, and runs it
+ * (→ RESUMING, MIG_DATA_WRITE, → RUNNING). A state vsmmud refuses (another
+ * version, other ID registers) leaves the device as it was and returns a
+ * negative errno.
+ *
+ * # Safety
+ * `c` is NULL or a live handle not used concurrently; `data` points to
+ * `len` readable bytes (NULL only with `len` 0).
+ */
+int vsmmu_load_state(struct vsmmu_client *c, const uint8_t *data, size_t len);
+
+/**
+ * Runs a device that `vsmmu_save_state()` stopped again (the source of a
+ * migration that failed or was cancelled): → RUNNING; what waited is
+ * delivered. Returns 0 or a negative errno.
+ *
+ * # Safety
+ * `c` is NULL or a live handle not used concurrently.
+ */
+int vsmmu_resume(struct vsmmu_client *c);
+
+/**
  * Whether the server is still there: 1 if it is, 0 if it closed the
  * connection (it exited, was killed, or dropped this client), negative
  * errno for a NULL handle. Does not block; call it when the socket (see

@@ -39,6 +39,10 @@ fn header_declares_the_whole_abi() {
         "int vsmmu_server_pid(struct vsmmu_client *c);",
         "int vsmmu_socket_fd(struct vsmmu_client *c);",
         "void vsmmu_close(struct vsmmu_client *c);",
+        "int vsmmu_save_state(struct vsmmu_client *c, uint8_t **data, size_t *len);",
+        "void vsmmu_free_state(uint8_t *data, size_t len);",
+        "int vsmmu_load_state(struct vsmmu_client *c, const uint8_t *data, size_t len);",
+        "int vsmmu_resume(struct vsmmu_client *c);",
     ] {
         assert!(h.contains(decl), "header lacks {decl:?}:\n{h}");
     }

@@ -16,7 +16,7 @@
 #      linux-image-6.1.0-*-arm64, and its virtio-pci and virtio-blk modules)
 #      and busybox-static:arm64, cached likewise, and packs an initramfs
 #      whose /init prints what the guest saw of the SMMU and powers off;
-#   4. boots it six times under TCG (-kernel; device tree unless said):
+#   4. boots it seven times under TCG (-kernel; device tree unless said):
 #        builtin  -device arm-smmuv3 (QEMU's own model), for reference;
 #        spawn    -device arm-smmuv3-remote,vsmmud=..., QEMU starts vsmmud
 #                 on a socketpair;
@@ -24,6 +24,9 @@
 #                 on a Unix socket;
 #        acpi     as spawn, but UEFI (qemu-efi-aarch64) and acpi=force: the
 #                 driver finds the SMMU through the IORT;
+#        migrate  the dma boot's guest live-migrated to a second QEMU (its
+#                 own vsmmud) after using its disk; it reads the disk again
+#                 on the destination;
 #        multi    as acpi, with a second root complex (pxb-pcie, bus 0x80)
 #                 and a second arm-smmuv3-remote for it, its own vsmmud;
 #        dma      as spawn, but with translated DMA domains (the four boots
@@ -390,6 +393,18 @@ if $bb grep -q 'e2e\.disk' /proc/cmdline; then
     else
         echo "E2E: disk: reread MISMATCH"
     fi
+    # migrate boot: the host migrates the VM now; the read after it goes
+    # through the destination's vsmmud, which has only the state it got.
+    if $bb grep -q 'e2e\.migrate' /proc/cmdline; then
+        echo "E2E: ready to migrate"
+        $bb sleep 12
+        echo 3 >/proc/sys/vm/drop_caches 2>/dev/null
+        if $bb dd if=/dev/vda bs=64k iflag=direct 2>/dev/null | $bb cmp - /new; then
+            echo "E2E: after migration: reread matches"
+        else
+            echo "E2E: after migration: reread MISMATCH"
+        fi
+    fi
 fi
 $bb dmesg | $bb grep -i -e smmu -e 'iommu group' -e 'domain type' -e pciehp -e virtio
 echo "E2E: interrupts"
@@ -456,6 +471,71 @@ boot() {
     if [[ -n $max ]]; then
         echo "$max" >"$WORK/$name.seccomp"
     fi
+}
+
+# hmp SOCKET COMMAND: one HMP command on QEMU's monitor socket; prints
+# the reply.
+hmp() {
+    python3 - "$1" "$2" <<'PY'
+import socket, sys, time
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.settimeout(5)
+def read_until_prompt():
+    buf = b""
+    while not buf.endswith(b"(qemu) "):
+        chunk = s.recv(4096)
+        if not chunk:
+            break
+        buf += chunk
+    return buf.decode(errors="replace")
+read_until_prompt()
+s.sendall(sys.argv[2].encode() + b"\n")
+print(read_until_prompt())
+PY
+}
+
+# boot_migrate NAME: the dma boot's guest on a source QEMU, live-migrated
+# (over a Unix socket) to a destination QEMU with its own vsmmud once the
+# guest has used its disk; the guest reads the disk again on the
+# destination. Consoles: NAME-src.out, NAME-dst.out; stderr: NAME-*.err.
+boot_migrate() {
+    local name=$1 src dst i st
+    local common=(-machine "virt,memory-backend=mem"
+        -object memory-backend-memfd,id=mem,share=on,size=512M
+        -cpu cortex-a57 -smp 1 -m 512M -nographic -nic none -no-reboot
+        -device "$REMOTE,vsmmud=$VSMMUD"
+        -device pcie-root-port,id=rp0,chassis=1
+        -kernel "$KERNEL" -initrd "$INITRD"
+        -append "console=ttyAMA0 panic=-1 e2e.disk e2e.migrate"
+        -drive "file=$DISK_IMAGE,format=raw,if=none,id=disk0"
+        -device virtio-blk-pci,drive=disk0,bus=rp0,iommu_platform=on,disable-legacy=on
+        -trace smmuv3_remote_migration -trace smmuv3_remote_stats)
+    timeout --kill-after=10 "$BOOT_TIMEOUT" "$QEMU" "${common[@]}" \
+        -incoming "unix:$WORK/$name.mig" </dev/null >"$WORK/$name-dst.out" 2>"$WORK/$name-dst.err" &
+    dst=$!
+    timeout --kill-after=10 "$BOOT_TIMEOUT" "$QEMU" "${common[@]}" \
+        -monitor "unix:$WORK/$name.mon,server=on,wait=off" \
+        </dev/null >"$WORK/$name-src.out" 2>"$WORK/$name-src.err" &
+    src=$!
+    BOOT_PID=$src
+    for ((i = 0; i < BOOT_TIMEOUT * 10; i++)); do
+        grep -aq '^E2E: ready to migrate' "$WORK/$name-src.out" && break
+        kill -0 "$src" 2>/dev/null || break
+        sleep 0.1
+    done
+    hmp "$WORK/$name.mon" "migrate -d unix:$WORK/$name.mig" >"$WORK/$name.hmp" 2>&1 || true
+    for ((i = 0; i < 300; i++)); do
+        st=$(hmp "$WORK/$name.mon" "info migrate" 2>/dev/null) || true
+        grep -qE 'Status:[[:space:]]+(completed|failed|cancelled)' <<<"$st" && break
+        sleep 0.1
+    done
+    echo "$st" >>"$WORK/$name.hmp"
+    hmp "$WORK/$name.mon" quit >/dev/null 2>&1 || true
+    wait "$src" || true
+    BOOT_PID=$dst
+    wait "$dst" && echo 0 >"$WORK/$name.rc" || echo $? >"$WORK/$name.rc"
+    BOOT_PID=
 }
 
 console_line() { grep -a -m1 -E "$1" "$WORK/$2.out" | sed 's/^\[ *[0-9.]*\] //' | tr -d '\r'; }
@@ -552,14 +632,14 @@ log "guest kernel: $KERNEL_NAME"
 PT=iommu.passthrough=1
 
 REMOTE=arm-smmuv3-remote,primary-bus=pcie.0
-log "boot 1/6: builtin (-device arm-smmuv3, QEMU's own SMMUv3), for reference"
+log "boot 1/7: builtin (-device arm-smmuv3, QEMU's own SMMUv3), for reference"
 timed "boot builtin" boot builtin arm-smmuv3,primary-bus=pcie.0 "$PT"
 
-log "boot 2/6: spawn (-device arm-smmuv3-remote,vsmmud=..., QEMU starts vsmmud --seccomp kill)"
+log "boot 2/7: spawn (-device arm-smmuv3-remote,vsmmud=..., QEMU starts vsmmud --seccomp kill)"
 timed "boot remote (spawn)" boot spawn "$REMOTE,vsmmud=$VSMMUD" "$PT" \
     -trace smmuv3_remote_connected -trace smmuv3_remote_stats
 
-log "boot 3/6: socket (-device arm-smmuv3-remote,socket=..., vsmmud --socket-path, already running)"
+log "boot 3/7: socket (-device arm-smmuv3-remote,socket=..., vsmmud --socket-path, already running)"
 SOCK=$WORK/vsmmu.sock
 "$VSMMUD" --socket-path "$SOCK" 2>"$WORK/vsmmud-socket.log" &
 VSMMUD_SOCKET_PID=$!
@@ -576,11 +656,11 @@ wait "$VSMMUD_SOCKET_PID" || VSMMUD_RC=$?
 VSMMUD_SOCKET_PID=
 cat "$WORK/vsmmud-socket.log" >>"$WORK/socket.err"
 
-log "boot 4/6: acpi (as spawn, UEFI + acpi=force: the SMMU described by the IORT)"
+log "boot 4/7: acpi (as spawn, UEFI + acpi=force: the SMMU described by the IORT)"
 timed "boot remote (spawn, ACPI)" boot acpi "$REMOTE,vsmmud=$VSMMUD" "$PT acpi=force" \
     -bios "$UEFI" -trace smmuv3_remote_connected -trace smmuv3_remote_stats
 
-log "boot 5/6: dma (as spawn, translated DMA domains, virtio-blk disk behind the root port)"
+log "boot 5/7: dma (as spawn, translated DMA domains, virtio-blk disk behind the root port)"
 cp "$DISK_INITIAL" "$DISK_IMAGE"
 timed "boot remote (spawn, DMA)" boot dma "$REMOTE,vsmmud=$VSMMUD" e2e.disk \
     -drive "file=$DISK_IMAGE,format=raw,if=none,id=disk0" \
@@ -588,12 +668,16 @@ timed "boot remote (spawn, DMA)" boot dma "$REMOTE,vsmmud=$VSMMUD" e2e.disk \
     -trace smmuv3_remote_connected -trace smmuv3_remote_stats \
     -trace smmuv3_remote_attach -trace smmuv3_remote_translate_fault
 
-log "boot 6/6: multi (UEFI + ACPI: two remote SMMUs, one per root complex, each with its own vsmmud)"
+log "boot 6/7: multi (UEFI + ACPI: two remote SMMUs, one per root complex, each with its own vsmmud)"
 timed "boot remote (two SMMUs, ACPI)" boot multi "$REMOTE,vsmmud=$VSMMUD" "$PT acpi=force" \
     -device pxb-pcie,id=pxb1,bus_nr=0x80,bus=pcie.0 \
     -device arm-smmuv3-remote,primary-bus=pxb1,vsmmud="$VSMMUD" \
     -device pcie-root-port,id=rp1,chassis=2,bus=pxb1 \
     -bios "$UEFI" -trace smmuv3_remote_connected -trace smmuv3_remote_stats
+
+log "boot 7/7: migrate (the dma boot's guest live-migrated to a second QEMU and vsmmud)"
+cp "$DISK_INITIAL" "$DISK_IMAGE"
+timed "boot remote (migration)" boot_migrate migrate
 
 echo "== checks: builtin (reference)"
 BUILTIN=$(console_line 'arm-smmu-v3 [^ ]+: ias' builtin) || true
@@ -605,6 +689,26 @@ check_remote acpi
 check "acpi: the guest used the IORT" grep -aq 'ACPI: IORT' "$WORK/acpi.out"
 check_remote dma
 check_dma dma
+echo "== checks: migrate (live migration with the sim host)"
+check "migrate: the migration completed: $(grep -aoE 'Status:[[:space:]]*[a-z]*' "$WORK/migrate.hmp" | tail -1 | tr -s '\t ' ' ')" \
+    grep -aqE 'Status:[[:space:]]+completed' "$WORK/migrate.hmp"
+check "migrate: the source saved vsmmud's state: $(grep -ao 'smmuv3_remote_migration saved [0-9]* bytes' "$WORK/migrate-src.err")" \
+    grep -aqE 'smmuv3_remote_migration saved [1-9][0-9]* bytes' "$WORK/migrate-src.err"
+check "migrate: the destination loaded it: $(grep -ao 'smmuv3_remote_migration loaded [0-9]* bytes' "$WORK/migrate-dst.err")" \
+    grep -aqE 'smmuv3_remote_migration loaded [1-9][0-9]* bytes' "$WORK/migrate-dst.err"
+check "migrate: before: the guest read and wrote its disk through the SMMU" \
+    bash -c "grep -aq '^E2E: disk: read matches' '$WORK/migrate-src.out' && grep -aq '^E2E: disk: reread matches' '$WORK/migrate-src.out'"
+check "migrate: after: the guest read it again through the destination's vsmmud" \
+    grep -aq '^E2E: after migration: reread matches' "$WORK/migrate-dst.out"
+check "migrate: the destination QEMU exited 0 after the guest powered off" test "$(cat "$WORK/migrate.rc")" = 0
+MIG_STATS=$(sed -n 's/.*smmuv3_remote_stats \({.*}\).*/\1/p' "$WORK/migrate-dst.err" | tail -1)
+MIG_XL=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["translations"])' "$MIG_STATS" 2>/dev/null || echo -1)
+MIG_XF=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["translation_faults"])' "$MIG_STATS" 2>/dev/null || echo -1)
+check "migrate: the destination's vsmmud translated the reread (>= 512 translations: $MIG_XL), no fault ($MIG_XF)" \
+    test "$MIG_XL" -ge 512 -a "$MIG_XF" = 0
+check "migrate: no SMMU event or error in the guest on the destination" \
+    bash -c "! grep -aiE 'arm-smmu-v3 [^ ]+: .*(event|error|timeout)|CMD_SYNC' '$WORK/migrate-dst.out'"
+
 echo "== checks: multi (two remote SMMUs on two root complexes)"
 check "multi: QEMU exited 0 after the guest powered off" test "$(cat "$WORK/multi.rc")" = 0
 check "multi: two vsmmud spawned ($(grep -ac 'smmuv3_remote_connected spawn' "$WORK/multi.err"))" \
