@@ -677,7 +677,9 @@ pub unsafe extern "C" fn vsmmu_load_state(c: *mut Client, data: *const u8, len: 
         // SAFETY: forwarded from this function's contract.
         let c = unsafe { client(c, WHAT) }?;
         if data.is_null() && len != 0 {
-            return Err(Failure::invalid(format!("{WHAT}: data is NULL with len {len}")));
+            return Err(Failure::invalid(format!(
+                "{WHAT}: data is NULL with len {len}"
+            )));
         }
         let blob: &[u8] = if len == 0 {
             &[]

@@ -173,7 +173,8 @@ fn c_abi_save_load_resume() {
 
     let dst = TestServer::start(&[]);
     let mut c = dst.client();
-    c.dma_map(d.ram.fd(), 0, RAM_BASE, d.ram.size() as u64).unwrap();
+    c.dma_map(d.ram.fd(), 0, RAM_BASE, d.ram.size() as u64)
+        .unwrap();
     let dst_handle = Box::into_raw(Box::new(c));
     // SAFETY: a live handle and `len` readable bytes.
     assert_eq!(unsafe { vsmmu_load_state(dst_handle, data, len) }, 0);
