@@ -1,4 +1,5 @@
-//! Counters reported by `VSMMU_GET_STATS` (DESIGN.md lists their identities).
+//! Counters reported by `VSMMU_GET_STATS` (their identities: docs/design.md,
+//! "Event accounting").
 
 use serde::Serialize;
 

@@ -1,5 +1,5 @@
 //! vfio-user messages (QEMU `docs/interop/vfio-user.rst`) and the vsmmu
-//! extension commands (DESIGN.md).
+//! extension commands (docs/design.md, and the README's table).
 //!
 //! Every message is a 16-byte [`Header`] followed by a command-specific
 //! payload. [`Request::decode`] turns a command message into a typed value

@@ -3,7 +3,7 @@
 //! The model never talks to iommufd directly: it calls [`HostIommu`], which
 //! the real [`iommufd`] backend implements with ioctls on `/dev/iommu`, and
 //! the [`sim`] backend implements in software with the kernel's exact
-//! semantics (REFERENCE.md §vEVENTQ).
+//! semantics (docs/design.md, "vEVENTQ semantics").
 
 pub mod iommufd;
 pub mod sim;

@@ -1,12 +1,12 @@
 //! The EventQueue: event records into the guest's queue, and the host
 //! vEVENTQ records that feed it.
 //!
-//! Host records are accounted one way each (DESIGN.md): written into the
-//! guest queue, dropped because the guest queue and the bounded buffer were
-//! full, dropped because EVENTQEN = 0, or waiting in the buffer. Host loss
-//! (LOST records and sequence gaps) and buffer overflow reach the guest as
-//! EVENTQ_PROD.OVFLG, which toggles only once the previous overflow was
-//! acknowledged through EVENTQ_CONS.OVACKFLG.
+//! Host records are accounted one way each (docs/design.md, "Event
+//! accounting"): written into the guest queue, dropped because the guest
+//! queue and the bounded buffer were full, dropped because EVENTQEN = 0, or
+//! waiting in the buffer. Host loss (LOST records and sequence gaps) and
+//! buffer overflow reach the guest as EVENTQ_PROD.OVFLG, which toggles only
+//! once the previous overflow was acknowledged through EVENTQ_CONS.OVACKFLG.
 
 use std::collections::VecDeque;
 

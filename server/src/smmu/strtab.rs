@@ -5,7 +5,7 @@
 //! Configuration errors are architecturally raised by transactions, and on
 //! a real host the kernel installs an abort STE for a vSTE it refuses, so
 //! no transaction would ever report it. Hence one deliberate addition
-//! (DESIGN.md): a valid STE that this SMMU or the host refuses raises one
+//! (docs/design.md, "Configuration errors"): a valid STE that this SMMU or the host refuses raises one
 //! C_BAD_STE (F_STE_FETCH if it cannot be read) when the guest issues
 //! CFGI_STE / CFGI_STE_RANGE for it, and the StreamID is aborted. STEs of
 //! StreamIDs without a host device are never read.
