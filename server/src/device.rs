@@ -8,12 +8,15 @@
 use std::os::fd::OwnedFd;
 
 use crate::conn::Incoming;
+use crate::host::sim_dma::VmmTranslation;
 use crate::host::{HostError, HostIommu};
 use crate::irq::{Irqs, NUM_IRQS};
 use crate::memory::{GuestRam, MemError, PAGE_SIZE};
 use crate::migration::{self, MigState};
+use crate::smmu::strtab::TxnCheck;
 use crate::smmu::{Ctx, Smmu, REGION_SIZE};
 use crate::stats::Stats;
+use vsmmu_protocol::smmu::event::raw_event_type;
 use vsmmu_protocol::vfio_user::{
     self as vu, libc_errno as errno, Capabilities, Command, DecodeError, DeviceInfo, Header,
     IrqInfo, IrqSet, Message, MigrationCap, RegionAccess, RegionInfo, RegionIoFds, Request,
@@ -504,27 +507,20 @@ impl Device {
                 let verdict = if events {
                     self.smmu.check_transaction(t.sid, ssid, &mut ctx!(self))
                 } else {
-                    crate::smmu::strtab::TxnCheck::Proceed
+                    TxnCheck::Proceed
                 };
-                let Some(sim) = self.host.as_sim() else {
-                    return Err(Failure::new(errno::ENOTSUP, "TRANSLATE needs the sim host"));
+                let refused = |status| VmmTranslation {
+                    status,
+                    addr: 0,
+                    mask: 0,
                 };
-                let r = match verdict {
-                    crate::smmu::strtab::TxnCheck::Proceed => {
+                let r = match (verdict, self.host.as_sim()) {
+                    (TxnCheck::Proceed, Some(sim)) => {
                         sim.translate_for_vmm(&self.mem, t.sid, ssid, t.iova, write, events)
                     }
-                    crate::smmu::strtab::TxnCheck::Abort => crate::host::sim_dma::VmmTranslation {
-                        status: vu::SIM_DMA_ABORTED,
-                        addr: 0,
-                        mask: 0,
-                    },
-                    crate::smmu::strtab::TxnCheck::Event(rec) => {
-                        crate::host::sim_dma::VmmTranslation {
-                            status: u32::from(vsmmu_protocol::smmu::event::raw_event_type(&rec)),
-                            addr: 0,
-                            mask: 0,
-                        }
-                    }
+                    (TxnCheck::Proceed, None) => refused(vu::SIM_DMA_ABORTED),
+                    (TxnCheck::Abort, _) => refused(vu::SIM_DMA_ABORTED),
+                    (TxnCheck::Event(rec), _) => refused(raw_event_type(&rec).into()),
                 };
                 self.stats.translations += 1;
                 if r.status != 0 {

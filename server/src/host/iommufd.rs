@@ -87,6 +87,9 @@ struct Device {
     cdev: OwnedFd,
     /// Its id in the iommufd (`VFIO_DEVICE_BIND_IOMMUFD`).
     dev_id: u32,
+    /// The cdev's device number: the key under which a detach remembers
+    /// `dev_id` (see [`IommufdHost::bind_or_reuse`]).
+    rdev: u64,
     /// Its vDEVICE (virt_id = vSID).
     vdevice_id: u32,
     /// The HWPT it is attached to.
@@ -186,16 +189,12 @@ impl IommufdHost {
 
     /// Binds `cdev` to the iommufd, or — when its open file is still bound
     /// from an earlier attach (EINVAL) — takes the device id it had.
-    fn bind_or_reuse(&mut self, vsid: u32, cdev: BorrowedFd<'_>) -> Result<(u32, bool), HostError> {
-        let rdev = nix::sys::stat::fstat(cdev)
-            .map(|st| st.st_rdev)
-            .map_err(|e| {
-                HostError::new(
-                    "VFIO_DEVICE_BIND_IOMMUFD",
-                    e as i32,
-                    format!("vSID {vsid:#x}: fstat of the device fd: {}", e.desc()),
-                )
-            })?;
+    fn bind_or_reuse(
+        &mut self,
+        vsid: u32,
+        cdev: BorrowedFd<'_>,
+        rdev: u64,
+    ) -> Result<(u32, bool), HostError> {
         match sys::bind(cdev, self.iommufd.as_fd()) {
             Ok(dev_id) => {
                 // The kernel reuses freed ids: a remembered one is stale now.
@@ -283,7 +282,13 @@ impl IommufdHost {
 
     /// The rest of an attach once `dev_id` is bound: checks, the vIOMMU for
     /// the first device, the vDEVICE, the abort HWPT.
-    fn attach_bound(&mut self, vsid: u32, dev_id: u32, cdev: OwnedFd) -> Result<u32, HostError> {
+    fn attach_bound(
+        &mut self,
+        vsid: u32,
+        dev_id: u32,
+        rdev: u64,
+        cdev: OwnedFd,
+    ) -> Result<u32, HostError> {
         let hw = self.check_device(vsid, dev_id)?;
         let created = match self.viommu {
             Some(_) => false,
@@ -301,6 +306,7 @@ impl IommufdHost {
                     Device {
                         cdev,
                         dev_id,
+                        rdev,
                         vdevice_id,
                         config: Config::Abort,
                     },
@@ -565,10 +571,13 @@ fn memlock_limit() -> Option<u64> {
     {
         return None;
     }
-    match nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_MEMLOCK) {
-        Ok((soft, _)) if soft != nix::sys::resource::RLIM_INFINITY => Some(soft),
-        _ => None,
-    }
+    memlock_rlimit().ok().flatten()
+}
+
+/// The soft RLIMIT_MEMLOCK, `None` when infinite.
+fn memlock_rlimit() -> Result<Option<u64>, nix::Error> {
+    use nix::sys::resource::{getrlimit, Resource, RLIM_INFINITY};
+    getrlimit(Resource::RLIMIT_MEMLOCK).map(|(soft, _)| (soft != RLIM_INFINITY).then_some(soft))
 }
 
 /// The up-front check of a guest RAM mapping against RLIMIT_MEMLOCK.
@@ -594,10 +603,9 @@ fn check_memlock(mapped: u64, size: u64, limit: Option<u64>) -> Result<(), HostE
 /// capability the kernel does not count (one held only in a user
 /// namespace); `fallback` if it cannot be read.
 fn memlock_text(fallback: Option<u64>) -> String {
-    use nix::sys::resource::{getrlimit, Resource, RLIM_INFINITY};
-    match getrlimit(Resource::RLIMIT_MEMLOCK) {
-        Ok((soft, _)) if soft != RLIM_INFINITY => format!("{} KiB", soft >> 10),
-        Ok(_) => "unlimited".to_string(),
+    match memlock_rlimit() {
+        Ok(Some(soft)) => format!("{} KiB", soft >> 10),
+        Ok(None) => "unlimited".to_string(),
         Err(_) => fallback.map_or("unknown".to_string(), |l| format!("{} KiB", l >> 10)),
     }
 }
@@ -684,10 +692,18 @@ impl HostIommu for IommufdHost {
                 format!("vSID {vsid:#x}: the iommufd backend needs the device's VFIO cdev fd"),
             ));
         };
-        let (dev_id, reused) = self.bind_or_reuse(vsid, cdev.as_fd())?;
-        let rdev = nix::sys::stat::fstat(cdev.as_fd()).map_or(0, |st| st.st_rdev);
+        let rdev = nix::sys::stat::fstat(cdev.as_fd())
+            .map(|st| st.st_rdev)
+            .map_err(|e| {
+                HostError::new(
+                    "VFIO_DEVICE_BIND_IOMMUFD",
+                    e as i32,
+                    format!("vSID {vsid:#x}: fstat of the device fd: {}", e.desc()),
+                )
+            })?;
+        let (dev_id, reused) = self.bind_or_reuse(vsid, cdev.as_fd(), rdev)?;
         // From here on an error drops (closes) `cdev`: remember its id.
-        let result = self.attach_bound(vsid, dev_id, cdev);
+        let result = self.attach_bound(vsid, dev_id, rdev, cdev);
         match result {
             Ok(id) => Ok(id),
             // The id is bound, but not through this open file (a fresh open
@@ -713,8 +729,7 @@ impl HostIommu for IommufdHost {
 
     fn detach_device(&mut self, vsid: u32) -> Result<(), HostError> {
         let dev = self.devices.remove(&vsid).ok_or_else(|| no_device(vsid))?;
-        let rdev = nix::sys::stat::fstat(dev.cdev.as_fd()).map_or(0, |st| st.st_rdev);
-        let dev_id = dev.dev_id;
+        let (rdev, dev_id) = (dev.rdev, dev.dev_id);
         let result = self.teardown_device(vsid, dev);
         self.release(rdev, dev_id);
         result
@@ -1248,6 +1263,7 @@ mod tests {
             Device {
                 cdev: dev_null(),
                 dev_id: 10,
+                rdev: 0,
                 vdevice_id: 11,
                 config,
             },
@@ -1413,11 +1429,11 @@ mod tests {
         assert_eq!(check_memlock(4 << 20, 4 << 20, Some(8 << 20)), Ok(()));
         let err = check_memlock(4 << 20, 8 << 20, Some(8 << 20)).unwrap_err();
         assert_eq!((err.op, err.errno), ("IOMMU_IOAS_MAP", libc::ENOMEM));
-        assert!(
-            err.msg.starts_with(
-                "mapping 8192 KiB more guest RAM (4096 KiB mapped) exceeds RLIMIT_MEMLOCK (8192 KiB)"
-            ),
-            "{err}"
+        assert_eq!(
+            err.msg,
+            "mapping 8192 KiB more guest RAM (4096 KiB mapped) exceeds RLIMIT_MEMLOCK (8192 KiB): \
+             iommufd pins guest RAM for device DMA against it; raise it (systemd \
+             LimitMEMLOCK=, prlimit --memlock) or give vsmmud CAP_IPC_LOCK"
         );
         let mut host = fake_host();
         host.memlock_limit = || Some(1 << 20);
@@ -1441,14 +1457,17 @@ mod tests {
         assert_eq!(e.msg, "x");
     }
 
-    /// A cdev whose open file is still bound (EINVAL from BIND) is refused
-    /// with EBUSY and a clear message unless this process released it.
+    /// Only EINVAL from BIND (a bound open file) leads to reuse or EBUSY;
+    /// any other error is the kernel's, unchanged.
     #[test]
-    fn bound_cdev_without_history_is_ebusy() {
+    fn bind_errors_other_than_einval_pass_through() {
         let mut host = fake_host();
-        // /dev/null: BIND gives ENOTTY, not EINVAL: passes through.
-        let err = host.bind_or_reuse(8, dev_null().as_fd()).unwrap_err();
-        assert_eq!(err.errno, libc::ENOTTY);
+        // /dev/null: BIND gives ENOTTY, not EINVAL: passed through as is.
+        let err = host.bind_or_reuse(8, dev_null().as_fd(), 0).unwrap_err();
+        assert_eq!(
+            (err.op, err.errno),
+            ("VFIO_DEVICE_BIND_IOMMUFD", libc::ENOTTY)
+        );
     }
 
     /// A second device behind another physical SMMU is refused with a

@@ -1380,7 +1380,6 @@ mod tests {
     /// the blocks completed before the failing entry's.
     #[test]
     fn failed_invalidation_executes_the_completed_blocks() {
-        assert_eq!(INVALIDATION_BLOCK_ENTRIES, 63);
         let cmds_with_bad = |bad: usize| -> Vec<[u64; 2]> {
             (0..70u64)
                 .map(|i| {

@@ -290,11 +290,12 @@ fn host_invalidate(cmds: &[[u64; 2]], ctx: &mut Ctx<'_>) -> Result<(), Invalidat
 /// timed out (`ETIMEDOUT` from the kernel's CMD_SYNC) is
 /// CERROR_ATC_INV_SYNC, anything else CERROR_ILL.
 fn cerror_of(e: &InvalidateError, cmd: [u64; 2]) -> u32 {
-    // ATC_INV's opcode; any other command that fails is illegal to the
-    // host (a TLBI timing out is not an ATC sync failure: a guest retries
-    // on CERROR_ATC_INV_SYNC and would loop).
-    const ATC_INV: u64 = 0x40;
-    if e.error.errno == libc::ETIMEDOUT && cmd[0] & 0xff == ATC_INV {
+    // Any other command that fails is illegal to the host (a TLBI timing
+    // out is not an ATC sync failure: a guest retries on
+    // CERROR_ATC_INV_SYNC and would loop).
+    if e.error.errno == libc::ETIMEDOUT
+        && cmd[0] & 0xff == u64::from(vsmmu_protocol::smmu::command::CMD_ATC_INV)
+    {
         CERROR_ATC_INV_SYNC
     } else {
         CERROR_ILL
