@@ -181,6 +181,31 @@ int vsmmu_attach_device(struct vsmmu_client *c,
                         uint32_t *host_dev_id);
 
 /**
+ * VSMMU_ATTACH_DEVICE of a device the VMM bound to its own iommufd:
+ * vsmmud then works in that iommufd (the VMM's context) and allocates the
+ * vIOMMU on the VMM's nesting-parent HWPT `parent_hwpt_id`, which the
+ * device must be attached to. `cdev_fd` is the device's bound VFIO cdev,
+ * `iommufd_fd` the VMM's iommufd, `dev_id` the id VFIO_DEVICE_BIND_IOMMUFD
+ * returned; both fds are borrowed (vsmmud keeps copies). Detach with
+ * [`vsmmu_detach_device`] before the VMM frees its parent HWPT: the last
+ * detach frees vsmmud's objects on it and puts the device back on it.
+ *
+ * Returns 0 or a negative errno (`-EOPNOTSUPP` from a sim host, `-EBUSY`
+ * while devices vsmmud bound itself are attached, `-EINVAL` for another
+ * parent than the attached devices').
+ *
+ * # Safety
+ * `c` is NULL or a live handle not used concurrently; `cdev_fd` and
+ * `iommufd_fd` are open descriptors.
+ */
+int vsmmu_attach_vmm_device(struct vsmmu_client *c,
+                            uint32_t vsid,
+                            int cdev_fd,
+                            int iommufd_fd,
+                            uint32_t dev_id,
+                            uint32_t parent_hwpt_id);
+
+/**
  * VSMMU_DETACH_DEVICE of virtual StreamID `vsid`.
  *
  * Returns 0 or a negative errno (`-ENOENT` if `vsid` is not attached).

@@ -11,8 +11,8 @@ use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use vsmmu_protocol::vfio_user::{
     self as vu, Capabilities, Command, DeviceInfo, DmaMap, DmaUnmap, Header, IrqInfo, IrqSet,
     Message, RegionAccess, RegionInfo, SimDma, SimDmaReply, SimInjectHeader, SimInjectReply,
-    StatsRequest, VersionData, VersionHeader, VsmmuCap, VsmmuDevice, WriteMultiEntry,
-    WriteMultiHeader, HEADER_SIZE,
+    StatsRequest, VersionData, VersionHeader, VsmmuBoundDevice, VsmmuCap, VsmmuDevice,
+    WriteMultiEntry, WriteMultiHeader, HEADER_SIZE, VSMMU_DEVICE_VMM_BOUND,
 };
 use zerocopy::{FromBytes, IntoBytes};
 
@@ -632,6 +632,32 @@ impl Client {
         };
         let fds: Vec<BorrowedFd<'_>> = device_fd.into_iter().collect();
         let r = self.request(Command::VsmmuAttachDevice, d.as_bytes(), &fds)?;
+        Ok(parse::<VsmmuDevice>(&r)?.reserved)
+    }
+
+    /// VSMMU_ATTACH_DEVICE of a device the VMM bound to its own iommufd
+    /// (`VSMMU_DEVICE_VMM_BOUND`): vsmmud allocates the vIOMMU in that
+    /// iommufd, on the VMM's nesting parent `parent_hwpt_id` (which the
+    /// device must be attached to). `cdev` is the bound open file of the
+    /// device's VFIO cdev, `iommufd` the VMM's iommufd, `dev_id` the id the
+    /// bind returned. Returns `dev_id`.
+    pub fn attach_vmm_device(
+        &mut self,
+        vsid: u32,
+        cdev: BorrowedFd<'_>,
+        iommufd: BorrowedFd<'_>,
+        dev_id: u32,
+        parent_hwpt_id: u32,
+    ) -> Result<u32> {
+        let d = VsmmuBoundDevice {
+            argsz: std::mem::size_of::<VsmmuBoundDevice>() as u32,
+            flags: VSMMU_DEVICE_VMM_BOUND,
+            vsid,
+            reserved: 0,
+            dev_id,
+            parent_hwpt_id,
+        };
+        let r = self.request(Command::VsmmuAttachDevice, d.as_bytes(), &[cdev, iommufd])?;
         Ok(parse::<VsmmuDevice>(&r)?.reserved)
     }
 

@@ -75,6 +75,12 @@ impl GuestRam {
         })
     }
 
+    /// Where guest RAM is mapped in this process: the `user_va` of a VMM's
+    /// own `IOMMU_IOAS_MAP`, valid while `self` lives.
+    pub fn host_addr(&self) -> u64 {
+        self.ptr.as_ptr() as u64
+    }
+
     /// The memfd, for DMA_MAP.
     pub fn fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()

@@ -9,7 +9,7 @@ use std::os::fd::OwnedFd;
 
 use crate::conn::Incoming;
 use crate::host::sim_dma::VmmTranslation;
-use crate::host::{HostError, HostIommu};
+use crate::host::{DeviceChange, HostError, HostIommu, VmmDevice};
 use crate::irq::{Irqs, NUM_IRQS};
 use crate::memory::{GuestRam, MemError, PAGE_SIZE};
 use crate::migration::{self, MigState};
@@ -234,7 +234,9 @@ impl Device {
             ));
         }
         let max_fds = match cmd {
-            Command::DmaMap | Command::VsmmuAttachDevice => 1,
+            Command::DmaMap => 1,
+            // The cdev, and the VMM's iommufd with VSMMU_DEVICE_VMM_BOUND.
+            Command::VsmmuAttachDevice => 2,
             Command::DeviceSetIrqs => self.limits.max_msg_fds as usize,
             _ => 0,
         };
@@ -416,6 +418,43 @@ impl Device {
                 buf.extend_from_slice(data);
                 reply.finish()
             }
+            Request::VsmmuAttachBoundDevice(d) => {
+                let mut fds = fds.into_iter();
+                let (Some(cdev), Some(iommufd)) = (fds.next(), fds.next()) else {
+                    return Err(Failure::new(
+                        errno::EINVAL,
+                        "ATTACH_DEVICE of a VMM-bound device takes two fds: the cdev, the iommufd",
+                    ));
+                };
+                if self.host.is_attached(d.vsid) {
+                    return Err(Failure::new(
+                        errno::EEXIST,
+                        format!("vSID {:#x} already attached", d.vsid),
+                    ));
+                }
+                self.smmu
+                    .check_sid(d.vsid)
+                    .map_err(|w| Failure::new(errno::EINVAL, w))?;
+                if self.host.viommu_ends(DeviceChange::AttachVmmBound) {
+                    self.smmu.viommu_ending(&mut ctx!(self));
+                }
+                let dev = VmmDevice {
+                    cdev,
+                    iommufd,
+                    dev_id: d.dev_id,
+                    parent_hwpt_id: d.parent_hwpt_id,
+                };
+                let dev_id = self.host.attach_vmm_device(d.vsid, dev)?;
+                self.smmu.device_attached(d.vsid, &mut ctx!(self));
+                reply
+                    .push(&VsmmuDevice {
+                        argsz: 16,
+                        flags: 0,
+                        vsid: d.vsid,
+                        reserved: dev_id,
+                    })
+                    .finish()
+            }
             Request::VsmmuAttachDevice(d) => {
                 if self.host.needs_device_fd() != (fds.len() == 1) {
                     return Err(Failure::new(
@@ -454,6 +493,9 @@ impl Device {
                         errno::ENOENT,
                         format!("vSID {:#x} is not attached", d.vsid),
                     ));
+                }
+                if self.host.viommu_ends(DeviceChange::Detach(d.vsid)) {
+                    self.smmu.viommu_ending(&mut ctx!(self));
                 }
                 self.host.detach_device(d.vsid)?;
                 self.smmu.device_detached(d.vsid);

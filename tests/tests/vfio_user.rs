@@ -583,6 +583,43 @@ fn extension_commands() {
 }
 
 #[test]
+fn vmm_bound_attach_needs_an_iommufd_host() {
+    let srv = TestServer::start(&[]);
+    let mut c = srv.client();
+    let a = eventfd();
+    let b = eventfd();
+    // The sim host has no iommufd to work in: EOPNOTSUPP, nothing attached.
+    let err = c
+        .attach_vmm_device(0x10, a.as_fd(), b.as_fd(), 3, 5)
+        .unwrap_err();
+    assert_eq!(err.errno(), libc::EOPNOTSUPP);
+    assert_eq!(c.detach_device(0x10).unwrap_err().errno(), libc::ENOENT);
+    assert!(
+        srv.log_text().contains(
+            "vSID 0x10: device id 3 was bound by the VMM to its iommufd; the sim host has none \
+             to work in (run vsmmud with --host iommufd)"
+        ),
+        "{}",
+        srv.log_text()
+    );
+    // The bound form with one fd, or three: EINVAL.
+    drop(c);
+    srv.wait_clients_gone();
+    let mut r = srv.raw();
+    r.negotiate();
+    let bound = [
+        24, 0, 0, 0, 1, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 5, 0, 0, 0,
+    ];
+    assert_error(
+        &r.call(61, 0x1000, &bound, &[a.as_fd()]),
+        0x1000,
+        libc::EINVAL,
+    );
+    let fds = [a.as_fd(), b.as_fd(), a.as_fd()];
+    assert_error(&r.call(62, 0x1000, &bound, &fds), 0x1000, libc::EINVAL);
+}
+
+#[test]
 fn malformed_extension_payload_is_einval() {
     let srv = TestServer::start(&[]);
     let mut r = srv.raw();

@@ -377,8 +377,12 @@ pub enum Request<'a> {
         /// `hdr.size` bytes.
         data: &'a [u8],
     },
-    /// `VSMMU_ATTACH_DEVICE`.
+    /// `VSMMU_ATTACH_DEVICE`: a device vsmmud binds (fd: the cdev; none
+    /// with the sim host).
     VsmmuAttachDevice(VsmmuDevice),
+    /// `VSMMU_ATTACH_DEVICE` with [`VSMMU_DEVICE_VMM_BOUND`]: a device the
+    /// VMM bound to its own iommufd (fds: the cdev, the iommufd).
+    VsmmuAttachBoundDevice(VsmmuBoundDevice),
     /// `VSMMU_DETACH_DEVICE`.
     VsmmuDetachDevice(VsmmuDevice),
     /// `VSMMU_SIM_INJECT`: event records as the kernel delivers them.
@@ -535,7 +539,7 @@ impl<'a> Request<'a> {
                 }
                 Request::MigDataWrite { hdr, data }
             }
-            Command::VsmmuAttachDevice => Request::VsmmuAttachDevice(decode_vsmmu_device(payload)?),
+            Command::VsmmuAttachDevice => decode_attach(payload)?,
             Command::VsmmuDetachDevice => Request::VsmmuDetachDevice(decode_vsmmu_device(payload)?),
             Command::VsmmuSimInject => {
                 let (h, rest) = read_prefix::<SimInjectHeader>("sim_inject", payload)?;
@@ -631,7 +635,9 @@ impl<'a> Request<'a> {
             Request::DeviceFeature { .. } => Command::DeviceFeature,
             Request::MigDataRead(_) => Command::MigDataRead,
             Request::MigDataWrite { .. } => Command::MigDataWrite,
-            Request::VsmmuAttachDevice(_) => Command::VsmmuAttachDevice,
+            Request::VsmmuAttachDevice(_) | Request::VsmmuAttachBoundDevice(_) => {
+                Command::VsmmuAttachDevice
+            }
             Request::VsmmuDetachDevice(_) => Command::VsmmuDetachDevice,
             Request::VsmmuSimInject(_) => Command::VsmmuSimInject,
             Request::VsmmuSimDma { .. } => Command::VsmmuSimDma,
@@ -652,6 +658,25 @@ fn check_argsz(what: &'static str, argsz: u32, min: usize) -> Result<(), DecodeE
         });
     }
     Ok(())
+}
+
+/// `VSMMU_ATTACH_DEVICE`: the plain form (16 bytes, flags 0) or, with
+/// [`VSMMU_DEVICE_VMM_BOUND`], the form that names the VMM's objects.
+fn decode_attach(payload: &[u8]) -> Result<Request<'_>, DecodeError> {
+    if payload.len() != std::mem::size_of::<VsmmuBoundDevice>() {
+        return Ok(Request::VsmmuAttachDevice(decode_vsmmu_device(payload)?));
+    }
+    let d = read_exact::<VsmmuBoundDevice>("vsmmu_bound_device", payload)?;
+    if d.argsz as usize != std::mem::size_of::<VsmmuBoundDevice>()
+        || d.flags != VSMMU_DEVICE_VMM_BOUND
+        || d.reserved != 0
+    {
+        return Err(DecodeError::Invalid(format!(
+            "vsmmu_bound_device argsz {} flags {:#x} reserved {:#x}: expected 24, {:#x}, 0",
+            d.argsz, d.flags, d.reserved, VSMMU_DEVICE_VMM_BOUND
+        )));
+    }
+    Ok(Request::VsmmuAttachBoundDevice(d))
 }
 
 fn decode_vsmmu_device(payload: &[u8]) -> Result<VsmmuDevice, DecodeError> {

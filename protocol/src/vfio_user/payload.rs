@@ -267,6 +267,32 @@ wire_struct!(
     } = 16
 );
 
+/// `VSMMU_ATTACH_DEVICE` flag: the VMM bound the device to its own iommufd
+/// and hands vsmmud that context ([`VsmmuBoundDevice`], two fds: the cdev,
+/// then the iommufd).
+pub const VSMMU_DEVICE_VMM_BOUND: u32 = 1;
+
+wire_struct!(
+    /// `VSMMU_ATTACH_DEVICE` request for a device the VMM bound to its own
+    /// iommufd (flags = [`VSMMU_DEVICE_VMM_BOUND`]); the reply is a
+    /// [`VsmmuDevice`].
+    VsmmuBoundDevice {
+        /// 24.
+        argsz: u32,
+        /// [`VSMMU_DEVICE_VMM_BOUND`].
+        flags: u32,
+        /// Guest StreamID.
+        vsid: u32,
+        /// Zero.
+        reserved: u32,
+        /// The device's id in the VMM's iommufd (`VFIO_DEVICE_BIND_IOMMUFD`).
+        dev_id: u32,
+        /// The VMM's nesting-parent HWPT (`IOMMU_HWPT_ALLOC_NEST_PARENT` over
+        /// its IOAS of guest RAM), which the device is attached to.
+        parent_hwpt_id: u32,
+    } = 24
+);
+
 wire_struct!(
     /// `VSMMU_SIM_INJECT` head; `count` records of `[u64; 4]` follow.
     SimInjectHeader {

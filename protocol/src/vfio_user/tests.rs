@@ -392,6 +392,35 @@ fn vsmmu_extension() {
     let bad = VsmmuDevice { flags: 1, ..d };
     assert!(Request::decode(&hdr(Command::VsmmuDetachDevice, 16), bad.as_bytes()).is_err());
 
+    // The VMM-bound form: 24 bytes, flag 1, the VMM's ids after the vSID.
+    let b = VsmmuBoundDevice {
+        argsz: 24,
+        flags: VSMMU_DEVICE_VMM_BOUND,
+        vsid: 0x42,
+        reserved: 0,
+        dev_id: 3,
+        parent_hwpt_id: 5,
+    };
+    assert_eq!(
+        b.as_bytes(),
+        &[24, 0, 0, 0, 1, 0, 0, 0, 0x42, 0, 0, 0, 0, 0, 0, 0, 3, 0, 0, 0, 5, 0, 0, 0]
+    );
+    let r = Request::decode(&hdr(Command::VsmmuAttachDevice, 24), b.as_bytes());
+    assert_eq!(r, Ok(Request::VsmmuAttachBoundDevice(b)));
+    assert_eq!(r.unwrap().command(), Command::VsmmuAttachDevice);
+    // Each field outside the form is refused: flag 0 at 24 bytes, flag 1
+    // at 16, a nonzero reserved, a wrong argsz; DETACH has no bound form.
+    for bad in [
+        VsmmuBoundDevice { flags: 0, ..b },
+        VsmmuBoundDevice { flags: 3, ..b },
+        VsmmuBoundDevice { reserved: 1, ..b },
+        VsmmuBoundDevice { argsz: 16, ..b },
+    ] {
+        assert!(Request::decode(&hdr(Command::VsmmuAttachDevice, 24), bad.as_bytes()).is_err());
+    }
+    assert!(Request::decode(&hdr(Command::VsmmuAttachDevice, 16), bad.as_bytes()).is_err());
+    assert!(Request::decode(&hdr(Command::VsmmuDetachDevice, 24), b.as_bytes()).is_err());
+
     let rec = [0x0000_0042_0000_0010u64, 0, 0x1000, 0];
     let msg = Message::command(9, Command::VsmmuSimInject)
         .push(&SimInjectHeader {

@@ -52,7 +52,10 @@ use std::path::Path;
 use nix::errno::Errno;
 use vsmmu_protocol::iommufd::{check_vste, VsteConfig};
 
-use super::{HostError, HostIommu, HwInfo, InvalidateError, SteAction, MAX_INVALIDATION_ENTRIES};
+use super::{
+    DeviceChange, HostError, HostIommu, HwInfo, InvalidateError, SteAction, VmmDevice,
+    MAX_INVALIDATION_ENTRIES,
+};
 
 /// Where the iommufd character device lives.
 pub const IOMMUFD_PATH: &str = "/dev/iommu";
@@ -94,6 +97,28 @@ struct Device {
     vdevice_id: u32,
     /// The HWPT it is attached to.
     config: Config,
+    /// Bound by the VMM in its iommufd ([`VmmContext`]); vsmmud neither
+    /// bound it nor unbinds it.
+    vmm_bound: bool,
+}
+
+/// The VMM's iommufd context, while devices the VMM bound are attached
+/// (see the module documentation).
+#[derive(Debug)]
+struct VmmContext {
+    /// vsmmud's copy of the VMM's iommufd.
+    iommufd: OwnedFd,
+    /// The VMM's nesting parent over its IOAS of guest RAM.
+    parent_hwpt_id: u32,
+}
+
+/// Where the vIOMMU's nesting parent comes from.
+#[derive(Debug, Clone, Copy)]
+enum Parent {
+    /// Allocated by vsmmud over its IOAS (by id).
+    Own(u32),
+    /// The VMM's HWPT (by id).
+    Vmm(u32),
 }
 
 /// The vIOMMU and the objects allocated with it.
@@ -101,6 +126,9 @@ struct Device {
 struct Viommu {
     /// The nesting parent (stage 2 over the IOAS).
     parent_hwpt_id: u32,
+    /// True when vsmmud allocated the parent (its own IOAS), false when it
+    /// is the VMM's.
+    own_parent: bool,
     /// The vIOMMU.
     viommu_id: u32,
     /// Shared nested HWPT with vSTE `{V=1, Config=abort}`.
@@ -121,6 +149,9 @@ struct Veventq {
 pub struct IommufdHost {
     iommufd: OwnedFd,
     ioas_id: u32,
+    /// The VMM's context, which the vIOMMU and its objects live in while
+    /// devices the VMM bound are attached; `None`: vsmmud's own.
+    vmm: Option<VmmContext>,
     /// What GET_HW_INFO reported for the vIOMMU's SMMU.
     hw_info: Option<HwInfo>,
     viommu: Option<Viommu>,
@@ -177,6 +208,7 @@ impl IommufdHost {
         Ok(IommufdHost {
             iommufd,
             ioas_id,
+            vmm: None,
             hw_info: None,
             viommu: None,
             devices: BTreeMap::new(),
@@ -231,6 +263,14 @@ impl IommufdHost {
         }
     }
 
+    /// The iommufd the vIOMMU and its objects live in.
+    fn ctx(&self) -> BorrowedFd<'_> {
+        match &self.vmm {
+            Some(vmm) => vmm.iommufd.as_fd(),
+            None => self.iommufd.as_fd(),
+        }
+    }
+
     /// Forgets a device whose cdev this process is closing: its open file
     /// may stay bound while the VMM holds a copy.
     fn release(&mut self, rdev: u64, dev_id: u32) {
@@ -240,7 +280,7 @@ impl IommufdHost {
     /// GET_HW_INFO for a newly bound device: the profile must fit, and a
     /// second device must be behind the vIOMMU's SMMU.
     fn check_device(&self, vsid: u32, dev_id: u32) -> Result<HwInfo, HostError> {
-        let hw = sys::get_hw_info(self.iommufd.as_fd(), dev_id)
+        let hw = sys::get_hw_info(self.ctx(), dev_id)
             .map_err(|e| HostError::new(e.op, e.errno, format!("vSID {vsid:#x}: {}", e.msg)))?;
         log::info!(
             "vSID {vsid:#x}: host SMMU IDR0 {:#010x} IDR1 {:#010x} IDR3 {:#010x} IDR5 {:#010x} \
@@ -269,9 +309,13 @@ impl IommufdHost {
     /// bypass HWPTs for the device `dev_id`, after checking that its IOMMU
     /// is an ARM SMMUv3. Everything allocated is destroyed on failure.
     fn create_viommu(&self, dev_id: u32) -> Result<Viommu, HostError> {
-        let fd = self.iommufd.as_fd();
+        let fd = self.ctx();
         let mut created = Vec::with_capacity(4);
-        let result = create_viommu_objects(fd, self.ioas_id, dev_id, &mut created);
+        let parent = match &self.vmm {
+            Some(vmm) => Parent::Vmm(vmm.parent_hwpt_id),
+            None => Parent::Own(self.ioas_id),
+        };
+        let result = create_viommu_objects(fd, parent, dev_id, &mut created);
         if result.is_err() {
             for id in created.iter().rev() {
                 destroy_logged(fd, *id, "vIOMMU setup rollback");
@@ -309,6 +353,7 @@ impl IommufdHost {
                         rdev,
                         vdevice_id,
                         config: Config::Abort,
+                        vmm_bound: self.vmm.is_some(),
                     },
                 );
                 Ok(dev_id)
@@ -325,11 +370,14 @@ impl IommufdHost {
     /// Destroys the vIOMMU and its HWPTs (no device or vEVENTQ may use them).
     fn destroy_viommu(&mut self) {
         if let Some(v) = self.viommu.take() {
-            let fd = self.iommufd.as_fd();
+            let fd = self.ctx();
             destroy_logged(fd, v.bypass_hwpt_id, "bypass HWPT");
             destroy_logged(fd, v.abort_hwpt_id, "abort HWPT");
             destroy_logged(fd, v.viommu_id, "vIOMMU");
-            destroy_logged(fd, v.parent_hwpt_id, "nesting parent HWPT");
+            // The VMM's nesting parent is the VMM's to free.
+            if v.own_parent {
+                destroy_logged(fd, v.parent_hwpt_id, "nesting parent HWPT");
+            }
         }
     }
 
@@ -342,7 +390,7 @@ impl IommufdHost {
         cdev: BorrowedFd<'_>,
     ) -> Result<u32, HostError> {
         let v = self.viommu_ref()?;
-        let fd = self.iommufd.as_fd();
+        let fd = self.ctx();
         let vdevice_id = sys::vdevice_alloc(fd, v.viommu_id, dev_id, vsid).map_err(|e| {
             if e.errno == Errno::EINVAL as i32 {
                 // arm_vsmmu_vdevice_init / iommufd_vdevice_alloc_ioctl: the
@@ -373,7 +421,10 @@ impl IommufdHost {
     /// destroys the nested HWPT it leaves. Attaching to the shared HWPT it
     /// already uses is a no-op. On failure the device keeps its old HWPT.
     fn switch(&mut self, vsid: u32, config: Config, hwpt_id: u32) -> Result<(), HostError> {
-        let fd = self.iommufd.as_fd();
+        let fd = match &self.vmm {
+            Some(vmm) => vmm.iommufd.as_fd(),
+            None => self.iommufd.as_fd(),
+        };
         let dev = self.devices.get_mut(&vsid).ok_or_else(|| no_device(vsid))?;
         if dev.config == config {
             return Ok(());
@@ -398,7 +449,7 @@ impl IommufdHost {
     /// detach, destroy its nested HWPT, destroy its vDEVICE, close its cdev.
     /// Every step runs; the first error is returned.
     fn teardown_device(&self, vsid: u32, dev: Device) -> Result<(), HostError> {
-        let fd = self.iommufd.as_fd();
+        let fd = self.ctx();
         let mut first: Option<HostError> = None;
         let mut note = |r: Result<(), HostError>, what: &str| {
             if let Err(e) = r {
@@ -406,7 +457,15 @@ impl IommufdHost {
                 first.get_or_insert(e);
             }
         };
-        note(sys::detach_pt(dev.cdev.as_fd()), "detach");
+        match (&self.vmm, dev.vmm_bound) {
+            // Back where the VMM had it: on its nesting parent (stage 2
+            // only), which the VMM detaches and frees itself.
+            (Some(vmm), true) => note(
+                sys::attach_pt(dev.cdev.as_fd(), vmm.parent_hwpt_id),
+                "re-attach to the VMM's nesting parent",
+            ),
+            _ => note(sys::detach_pt(dev.cdev.as_fd()), "detach"),
+        }
         if let Config::Nested(id) = dev.config {
             note(sys::destroy(fd, id), "destroy nested HWPT");
         }
@@ -420,12 +479,18 @@ impl IommufdHost {
 /// `created` as soon as it exists.
 fn create_viommu_objects(
     fd: BorrowedFd<'_>,
-    ioas_id: u32,
+    parent: Parent,
     dev_id: u32,
     created: &mut Vec<u32>,
 ) -> Result<Viommu, HostError> {
-    let parent_hwpt_id = sys::hwpt_alloc_parent(fd, dev_id, ioas_id)?;
-    created.push(parent_hwpt_id);
+    let (parent_hwpt_id, own_parent) = match parent {
+        Parent::Own(ioas_id) => {
+            let id = sys::hwpt_alloc_parent(fd, dev_id, ioas_id)?;
+            created.push(id);
+            (id, true)
+        }
+        Parent::Vmm(id) => (id, false),
+    };
     let viommu_id = sys::viommu_alloc(fd, dev_id, parent_hwpt_id)?;
     created.push(viommu_id);
     let abort_hwpt_id = sys::hwpt_alloc_nested(fd, dev_id, viommu_id, ABORT_VSTE)?;
@@ -434,6 +499,7 @@ fn create_viommu_objects(
     created.push(bypass_hwpt_id);
     Ok(Viommu {
         parent_hwpt_id,
+        own_parent,
         viommu_id,
         abort_hwpt_id,
         bypass_hwpt_id,
@@ -685,6 +751,17 @@ impl HostIommu for IommufdHost {
                 format!("vSID {vsid:#x} already has a device"),
             ));
         }
+        if self.vmm.is_some() {
+            return Err(HostError::new(
+                "VFIO_DEVICE_BIND_IOMMUFD",
+                Errno::EBUSY as i32,
+                format!(
+                    "vSID {vsid:#x}: the vIOMMU lives in the VMM's iommufd while devices the \
+                     VMM bound are attached; a device vsmmud binds itself can join once they \
+                     are detached"
+                ),
+            ));
+        }
         let Some(cdev) = device_fd else {
             return Err(HostError::new(
                 "VFIO_DEVICE_BIND_IOMMUFD",
@@ -727,12 +804,87 @@ impl HostIommu for IommufdHost {
         }
     }
 
+    /// A device the VMM bound in its own iommufd: the vIOMMU is allocated
+    /// there, on the VMM's nesting parent, and lives until the last such
+    /// device is detached (the VMM frees its parent after that).
+    fn attach_vmm_device(&mut self, vsid: u32, dev: VmmDevice) -> Result<u32, HostError> {
+        const OP: &str = "IOMMU_VIOMMU_ALLOC";
+        if self.devices.contains_key(&vsid) {
+            return Err(HostError::new(
+                "IOMMU_VDEVICE_ALLOC",
+                Errno::EEXIST as i32,
+                format!("vSID {vsid:#x} already has a device"),
+            ));
+        }
+        match &self.vmm {
+            None if !self.devices.is_empty() => {
+                return Err(HostError::new(
+                    OP,
+                    Errno::EBUSY as i32,
+                    format!(
+                        "vSID {vsid:#x}: devices vsmmud bound are attached and the vIOMMU lives \
+                         in vsmmud's iommufd; a device the VMM bound can join once they are \
+                         detached"
+                    ),
+                ))
+            }
+            None => {
+                // A vIOMMU left from vsmmud's own devices cannot serve the
+                // VMM's context (the model drained its vEVENTQ already).
+                self.free_veventq();
+                self.destroy_viommu();
+                self.vmm = Some(VmmContext {
+                    iommufd: dev.iommufd,
+                    parent_hwpt_id: dev.parent_hwpt_id,
+                });
+            }
+            Some(vmm) if vmm.parent_hwpt_id != dev.parent_hwpt_id => {
+                return Err(HostError::new(
+                    OP,
+                    Errno::EINVAL as i32,
+                    format!(
+                        "vSID {vsid:#x}: nesting parent HWPT {} differs from the vIOMMU's ({}): \
+                         every device of one vSMMU shares the VMM's parent",
+                        dev.parent_hwpt_id, vmm.parent_hwpt_id
+                    ),
+                ))
+            }
+            // The first device's copy of the iommufd serves them all.
+            Some(_) => drop(dev.iommufd),
+        }
+        let result = self.attach_bound(vsid, dev.dev_id, 0, dev.cdev);
+        if result.is_err() && self.devices.is_empty() {
+            self.destroy_viommu();
+            self.vmm = None;
+        }
+        result
+    }
+
     fn detach_device(&mut self, vsid: u32) -> Result<(), HostError> {
         let dev = self.devices.remove(&vsid).ok_or_else(|| no_device(vsid))?;
-        let (rdev, dev_id) = (dev.rdev, dev.dev_id);
+        let (rdev, dev_id, vmm_bound) = (dev.rdev, dev.dev_id, dev.vmm_bound);
         let result = self.teardown_device(vsid, dev);
-        self.release(rdev, dev_id);
+        if !vmm_bound {
+            self.release(rdev, dev_id);
+        } else if self.devices.is_empty() {
+            // The VMM frees its nesting parent next: nothing of ours may
+            // hold it.
+            self.free_veventq();
+            self.destroy_viommu();
+            self.vmm = None;
+        }
         result
+    }
+
+    fn viommu_ends(&self, change: DeviceChange) -> bool {
+        match change {
+            DeviceChange::Detach(vsid) => {
+                self.vmm.is_some() && self.devices.len() == 1 && self.devices.contains_key(&vsid)
+            }
+            DeviceChange::AttachVmmBound => {
+                self.vmm.is_none() && self.devices.is_empty() && self.viommu.is_some()
+            }
+        }
     }
 
     fn is_attached(&self, vsid: u32) -> bool {
@@ -749,8 +901,7 @@ impl HostIommu for IommufdHost {
             Ok(Target::Abort) => self.switch(vsid, Config::Abort, v.abort_hwpt_id),
             Ok(Target::Bypass) => self.switch(vsid, Config::Bypass, v.bypass_hwpt_id),
             Ok(Target::Nested(ste)) => {
-                let fd = self.iommufd.as_fd();
-                let hwpt_id = match sys::hwpt_alloc_nested(fd, dev_id, v.viommu_id, ste) {
+                let hwpt_id = match sys::hwpt_alloc_nested(self.ctx(), dev_id, v.viommu_id, ste) {
                     Ok(id) => id,
                     Err(e) => {
                         self.fall_back_to_abort(vsid, v.abort_hwpt_id);
@@ -762,7 +913,7 @@ impl HostIommu for IommufdHost {
                     }
                 };
                 if let Err(e) = self.switch(vsid, Config::Nested(hwpt_id), hwpt_id) {
-                    destroy_logged(self.iommufd.as_fd(), hwpt_id, "unused nested HWPT");
+                    destroy_logged(self.ctx(), hwpt_id, "unused nested HWPT");
                     self.fall_back_to_abort(vsid, v.abort_hwpt_id);
                     return Err(e);
                 }
@@ -781,7 +932,7 @@ impl HostIommu for IommufdHost {
         let Some(v) = self.viommu else {
             return Ok(());
         };
-        let fd = self.iommufd.as_fd();
+        let fd = self.ctx();
         invalidate_in_chunks(cmds, MAX_INVALIDATION_ENTRIES, |chunk| {
             sys::hwpt_invalidate(fd, v.viommu_id, chunk)
         })
@@ -797,7 +948,7 @@ impl HostIommu for IommufdHost {
         }
         let v = self.viommu_ref()?;
         self.free_veventq();
-        let (id, fd) = sys::veventq_alloc(self.iommufd.as_fd(), v.viommu_id, depth)?;
+        let (id, fd) = sys::veventq_alloc(self.ctx(), v.viommu_id, depth)?;
         self.veventq = Some(Veventq { fd, id });
         Ok(())
     }
@@ -806,7 +957,7 @@ impl HostIommu for IommufdHost {
         if let Some(q) = self.veventq.take() {
             // The fd holds a reference on the object: close it first.
             drop(q.fd);
-            destroy_logged(self.iommufd.as_fd(), q.id, "vEVENTQ");
+            destroy_logged(self.ctx(), q.id, "vEVENTQ");
         }
     }
 
@@ -843,6 +994,7 @@ impl Drop for IommufdHost {
             let _ = self.teardown_device(vsid, dev);
         }
         self.destroy_viommu();
+        self.vmm = None;
         destroy_logged(self.iommufd.as_fd(), self.ioas_id, "IOAS");
         // `iommufd` closes when the field drops.
     }
@@ -1242,9 +1394,11 @@ mod tests {
         IommufdHost {
             iommufd: dev_null(),
             ioas_id: 1,
+            vmm: None,
             hw_info: None,
             viommu: Some(Viommu {
                 parent_hwpt_id: 2,
+                own_parent: true,
                 viommu_id: 3,
                 abort_hwpt_id: 4,
                 bypass_hwpt_id: 5,
@@ -1266,8 +1420,90 @@ mod tests {
                 rdev: 0,
                 vdevice_id: 11,
                 config,
+                vmm_bound: host.vmm.is_some(),
             },
         );
+    }
+
+    fn vmm_device(dev_id: u32, parent_hwpt_id: u32) -> VmmDevice {
+        VmmDevice {
+            cdev: dev_null(),
+            iommufd: dev_null(),
+            dev_id,
+            parent_hwpt_id,
+        }
+    }
+
+    #[test]
+    fn vmm_bound_and_own_devices_do_not_mix() {
+        // vsmmud's own device attached: a VMM-bound one is EBUSY, before
+        // any ioctl, and nothing changes.
+        let mut host = fake_host();
+        fake_device(&mut host, 7, Config::Abort);
+        assert!(!host.viommu_ends(DeviceChange::AttachVmmBound));
+        let err = host
+            .attach_vmm_device(8, vmm_device(20, 30))
+            .expect_err("mixed");
+        assert_eq!((err.op, err.errno), ("IOMMU_VIOMMU_ALLOC", libc::EBUSY));
+        assert!(
+            err.msg.contains("devices vsmmud bound are attached"),
+            "{err}"
+        );
+        assert!(host.vmm.is_none() && host.viommu.is_some());
+
+        // In the VMM's context: an own attach is EBUSY, a second parent
+        // EINVAL, a duplicate vSID EEXIST; none touches the context.
+        let mut host = fake_host();
+        host.vmm = Some(VmmContext {
+            iommufd: dev_null(),
+            parent_hwpt_id: 30,
+        });
+        fake_device(&mut host, 7, Config::Abort);
+        let err = host.attach_device(8, Some(dev_null())).expect_err("mixed");
+        assert_eq!(
+            (err.op, err.errno),
+            ("VFIO_DEVICE_BIND_IOMMUFD", libc::EBUSY)
+        );
+        assert!(err.msg.contains("lives in the VMM's iommufd"), "{err}");
+        let err = host
+            .attach_vmm_device(8, vmm_device(21, 31))
+            .expect_err("parent");
+        assert_eq!((err.op, err.errno), ("IOMMU_VIOMMU_ALLOC", libc::EINVAL));
+        assert!(
+            err.msg
+                .contains("nesting parent HWPT 31 differs from the vIOMMU's (30)"),
+            "{err}"
+        );
+        let err = host
+            .attach_vmm_device(7, vmm_device(21, 30))
+            .expect_err("dup");
+        assert_eq!(err.errno, libc::EEXIST);
+        // The same parent reaches the kernel (GET_HW_INFO: ENOTTY here).
+        let err = host
+            .attach_vmm_device(8, vmm_device(21, 30))
+            .expect_err("fake");
+        assert_eq!((err.op, err.errno), ("IOMMU_GET_HW_INFO", libc::ENOTTY));
+        assert!(host.vmm.is_some() && host.is_attached(7) && !host.is_attached(8));
+        // Detaching the last VMM-bound device ends the vIOMMU; another
+        // vSID's detach does not.
+        assert!(host.viommu_ends(DeviceChange::Detach(7)));
+        assert!(!host.viommu_ends(DeviceChange::Detach(8)));
+    }
+
+    #[test]
+    fn first_vmm_bound_device_replaces_an_idle_own_viommu() {
+        // An own vIOMMU left without devices: the VMM's first device makes
+        // the model drain the vEVENTQ, and the host frees the vIOMMU and
+        // moves to the VMM's context; the failed attach (fake fds) then
+        // leaves neither context nor vIOMMU behind.
+        let mut host = fake_host();
+        assert!(host.viommu_ends(DeviceChange::AttachVmmBound));
+        let err = host
+            .attach_vmm_device(8, vmm_device(20, 30))
+            .expect_err("fake");
+        assert_eq!((err.op, err.errno), ("IOMMU_GET_HW_INFO", libc::ENOTTY));
+        assert!(host.vmm.is_none() && host.viommu.is_none());
+        assert!(!host.viommu_ends(DeviceChange::AttachVmmBound));
     }
 
     #[test]

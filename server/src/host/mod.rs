@@ -141,6 +141,30 @@ pub const MAX_INVALIDATION_ENTRIES: usize = 256;
 /// Size of one ARM SMMUv3 vEVENTQ record: 8-byte header + 32-byte event.
 pub const VEVENT_RECORD_SIZE: usize = 40;
 
+/// A device the VMM bound to its own iommufd (`VSMMU_ATTACH_DEVICE` with
+/// `VSMMU_DEVICE_VMM_BOUND`).
+#[derive(Debug)]
+pub struct VmmDevice {
+    /// vsmmud's copy of the VMM's open file of the VFIO cdev.
+    pub cdev: OwnedFd,
+    /// vsmmud's copy of the VMM's iommufd.
+    pub iommufd: OwnedFd,
+    /// The device's id in that iommufd.
+    pub dev_id: u32,
+    /// The VMM's nesting-parent HWPT the device is attached to.
+    pub parent_hwpt_id: u32,
+}
+
+/// A change of the attached devices that may end the vIOMMU
+/// ([`HostIommu::viommu_ends`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceChange {
+    /// `VSMMU_DETACH_DEVICE` of this vSID.
+    Detach(u32),
+    /// A `VSMMU_ATTACH_DEVICE` with `VSMMU_DEVICE_VMM_BOUND`.
+    AttachVmmBound,
+}
+
 /// The host side of a vSMMU: one vIOMMU, its devices, their nested
 /// configurations, invalidations and the vEVENTQ.
 pub trait HostIommu {
@@ -172,8 +196,32 @@ pub trait HostIommu {
     /// host's device id. The device starts in [`SteAction::Abort`].
     fn attach_device(&mut self, vsid: u32, device_fd: Option<OwnedFd>) -> Result<u32, HostError>;
 
+    /// Attaches a device the VMM bound to its own iommufd: the vIOMMU and
+    /// its objects are then allocated in the VMM's context (see
+    /// `host::iommufd`). Returns `dev.dev_id`. Only a host with an iommufd
+    /// can; the others refuse with EOPNOTSUPP.
+    fn attach_vmm_device(&mut self, vsid: u32, dev: VmmDevice) -> Result<u32, HostError> {
+        Err(HostError::new(
+            "VSMMU_ATTACH_DEVICE",
+            libc::EOPNOTSUPP,
+            format!(
+                "vSID {vsid:#x}: device id {} was bound by the VMM to its iommufd; the {} host \
+                 has none to work in (run vsmmud with --host iommufd)",
+                dev.dev_id,
+                self.name()
+            ),
+        ))
+    }
+
     /// Unbinds the device of `vsid`.
     fn detach_device(&mut self, vsid: u32) -> Result<(), HostError>;
+
+    /// True when `change` will free the vIOMMU, and with it the vEVENTQ:
+    /// the model must read the vEVENTQ out and free it first.
+    fn viommu_ends(&self, change: DeviceChange) -> bool {
+        let _ = change;
+        false
+    }
 
     /// True when a device is attached with this vSID.
     fn is_attached(&self, vsid: u32) -> bool;

@@ -135,7 +135,7 @@ impl EventQueue {
     /// arrived while EVENTQEN was 0 (a queue resize) or are cut by a device
     /// reset, and are counted as `events_dropped_disabled`, never lost
     /// unread.
-    fn free_veventq(&mut self, ctx: &mut Ctx<'_>) {
+    pub(crate) fn free_veventq(&mut self, ctx: &mut Ctx<'_>) {
         if self.veventq.is_none() {
             return;
         }

@@ -502,6 +502,13 @@ impl Smmu {
         }
     }
 
+    /// The host is about to free its vIOMMU (and the vEVENTQ with it): read
+    /// the vEVENTQ out and free it; the next device's attach allocates a
+    /// new one if EVENTQEN is still set.
+    pub fn viommu_ending(&mut self, ctx: &mut Ctx<'_>) {
+        self.evtq.free_veventq(ctx);
+    }
+
     /// The host device behind `sid` is gone.
     pub fn device_detached(&mut self, sid: u32) {
         self.attached.retain(|&s| s != sid);

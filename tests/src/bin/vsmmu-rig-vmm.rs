@@ -9,6 +9,13 @@
 //! edu with vSID 8 and drives edu's DMA engine through its VFIO region. Every
 //! check prints `ok`/`not ok` with exact values; the last line is
 //! `N passed, N failed` and the exit status is 0 only when none failed.
+//!
+//! Check h then plays QEMU's part for a `vfio-pci,iommufd=…` device behind
+//! `arm-smmuv3-remote` (contrib/qemu patch 0005): the VMM binds edu to its
+//! own iommufd, maps guest RAM into its IOAS, attaches edu to a nesting
+//! parent there, and hands the device to a new vsmmud with
+//! `VSMMU_ATTACH_DEVICE` + `VSMMU_DEVICE_VMM_BOUND`; unplug and hot-plug
+//! follow QEMU's order.
 
 use std::fs::{File, OpenOptions};
 use std::os::fd::{AsFd, AsRawFd};
@@ -57,6 +64,123 @@ const EDU_BUF: u64 = 0x40000;
 const VFIO_DEVICE_GET_REGION_INFO: libc::c_ulong = 0x3b6c;
 const VFIO_PCI_BAR0_REGION_INDEX: u32 = 0;
 const VFIO_PCI_CONFIG_REGION_INDEX: u32 = 7;
+
+/// QEMU's side of a VFIO device on its own iommufd: the ioctls QEMU's
+/// iommufd backend issues (hw/vfio/iommufd.c, backends/iommufd.c).
+mod vmm_iommufd {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+
+    use vsmmu_protocol::iommufd::*;
+    use zerocopy::{FromBytes, IntoBytes};
+
+    fn ioctl<T: IntoBytes + FromBytes>(
+        fd: BorrowedFd<'_>,
+        request: u64,
+        arg: &mut T,
+        what: &str,
+    ) -> Result<(), String> {
+        // SAFETY: every caller passes the uAPI structure of `request`, its
+        // size field equal to its size and no user pointers other than the
+        // ones documented at the call (valid for the call), so the kernel
+        // stays within `*arg` and those buffers.
+        let r = unsafe { libc::ioctl(fd.as_raw_fd(), request as _, std::ptr::from_mut(arg)) };
+        if r < 0 {
+            return Err(format!("{what}: {}", std::io::Error::last_os_error()));
+        }
+        Ok(())
+    }
+
+    pub fn bind(cdev: BorrowedFd<'_>, iommufd: BorrowedFd<'_>) -> Result<u32, String> {
+        let mut b = VfioDeviceBindIommufd {
+            argsz: VfioDeviceBindIommufd::SIZE,
+            iommufd: iommufd.as_raw_fd(),
+            ..Default::default()
+        };
+        ioctl(
+            cdev,
+            VFIO_DEVICE_BIND_IOMMUFD,
+            &mut b,
+            "VFIO_DEVICE_BIND_IOMMUFD",
+        )?;
+        Ok(b.out_devid)
+    }
+
+    pub fn ioas_alloc(iommufd: BorrowedFd<'_>) -> Result<u32, String> {
+        let mut a = IommuIoasAlloc::new();
+        ioctl(iommufd, IOMMU_IOAS_ALLOC, &mut a, "IOMMU_IOAS_ALLOC")?;
+        Ok(a.out_ioas_id)
+    }
+
+    /// Maps `len` bytes at `user_va` (this process's mapping of guest RAM,
+    /// alive while mapped) at IOVA = `gpa`.
+    pub fn ioas_map(
+        iommufd: BorrowedFd<'_>,
+        ioas: u32,
+        gpa: u64,
+        user_va: u64,
+        len: u64,
+    ) -> Result<(), String> {
+        let flags = IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE;
+        let mut m = IommuIoasMap::new(ioas, flags, user_va, len, gpa);
+        ioctl(iommufd, IOMMU_IOAS_MAP, &mut m, "IOMMU_IOAS_MAP")
+    }
+
+    /// A nesting parent over `ioas`, as patch 0005 makes QEMU allocate it
+    /// for a device behind arm-smmuv3-remote.
+    pub fn hwpt_alloc_parent(
+        iommufd: BorrowedFd<'_>,
+        dev_id: u32,
+        ioas: u32,
+    ) -> Result<u32, String> {
+        let mut h = IommuHwptAlloc {
+            size: IommuHwptAlloc::SIZE,
+            flags: IOMMU_HWPT_ALLOC_NEST_PARENT,
+            dev_id,
+            pt_id: ioas,
+            data_type: IOMMU_HWPT_DATA_NONE,
+            ..Default::default()
+        };
+        ioctl(
+            iommufd,
+            IOMMU_HWPT_ALLOC,
+            &mut h,
+            "IOMMU_HWPT_ALLOC (NEST_PARENT)",
+        )?;
+        Ok(h.out_hwpt_id)
+    }
+
+    pub fn attach(cdev: BorrowedFd<'_>, pt_id: u32) -> Result<(), String> {
+        let mut a = VfioDeviceAttachIommufdPt {
+            argsz: VfioDeviceAttachIommufdPt::SIZE,
+            pt_id,
+            ..Default::default()
+        };
+        ioctl(
+            cdev,
+            VFIO_DEVICE_ATTACH_IOMMUFD_PT,
+            &mut a,
+            "VFIO_DEVICE_ATTACH_IOMMUFD_PT",
+        )
+    }
+
+    pub fn detach(cdev: BorrowedFd<'_>) -> Result<(), String> {
+        let mut d = VfioDeviceDetachIommufdPt {
+            argsz: VfioDeviceDetachIommufdPt::SIZE,
+            ..Default::default()
+        };
+        ioctl(
+            cdev,
+            VFIO_DEVICE_DETACH_IOMMUFD_PT,
+            &mut d,
+            "VFIO_DEVICE_DETACH_IOMMUFD_PT",
+        )
+    }
+
+    pub fn destroy(iommufd: BorrowedFd<'_>, id: u32) -> Result<(), String> {
+        let mut d = IommuDestroy::new(id);
+        ioctl(iommufd, IOMMU_DESTROY, &mut d, "IOMMU_DESTROY")
+    }
+}
 
 /// The edu device through its VFIO cdev.
 struct Edu {
@@ -258,11 +382,9 @@ fn main() {
 
 fn run(vsmmud: &str, cdev_path: &str) -> Result<Report, String> {
     let mut r = Report::default();
-    let iommufd = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .open("/dev/iommu")
-        .map_err(|e| format!("/dev/iommu: {e}"))?;
+    // `trap` in VSMMU_RIG_SECCOMP names a forbidden syscall instead of
+    // dying silently.
+    let (opts, iommufd) = vsmmud_opts(vsmmud)?;
     let open_cdev = || {
         OpenOptions::new()
             .read(true)
@@ -271,22 +393,6 @@ fn run(vsmmud: &str, cdev_path: &str) -> Result<Report, String> {
             .map_err(|e| format!("{cdev_path}: {e}"))
     };
     let cdev = open_cdev()?;
-
-    let mut opts = SpawnOptions::new(vsmmud);
-    opts.args = vec![
-        "--host".into(),
-        "iommufd".into(),
-        "--iommufd-fd".into(),
-        "4".into(),
-    ];
-    opts.inherit = vec![(4, iommufd.as_raw_fd())];
-    // `trap` names a forbidden syscall instead of dying silently.
-    if let Some(mode) = std::env::var("VSMMU_RIG_SECCOMP")
-        .ok()
-        .filter(|m| !m.is_empty())
-    {
-        opts.seccomp = mode;
-    }
     // Item 6 first: jailed, vsmmud has no CAP_IPC_LOCK, so the kernel
     // counts pinned guest RAM against RLIMIT_MEMLOCK; 16 MiB of guest RAM
     // under an 8 MiB limit is refused up front with ENOMEM.
@@ -597,5 +703,193 @@ fn run(vsmmud: &str, cdev_path: &str) -> Result<Report, String> {
         format!("{status:?}"),
     );
     drop(cdev);
+    vmm_bound(&mut r, vsmmud_opts(vsmmud)?, &open_cdev)?;
     Ok(r)
+}
+
+/// vsmmud's spawn options: `--host iommufd` on its own `/dev/iommu` (the
+/// returned file must live until the spawn).
+fn vsmmud_opts(vsmmud: &str) -> Result<(SpawnOptions, File), String> {
+    let iommufd = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/iommu")
+        .map_err(|e| format!("/dev/iommu: {e}"))?;
+    let mut opts = SpawnOptions::new(vsmmud);
+    opts.args = vec![
+        "--host".into(),
+        "iommufd".into(),
+        "--iommufd-fd".into(),
+        "4".into(),
+    ];
+    opts.inherit = vec![(4, iommufd.as_raw_fd())];
+    if let Some(mode) = std::env::var("VSMMU_RIG_SECCOMP")
+        .ok()
+        .filter(|m| !m.is_empty())
+    {
+        opts.seccomp = mode;
+    }
+    Ok((opts, iommufd))
+}
+
+/// The VMM's nesting parent for `dev_id` over `ioas`, with the device
+/// attached to it: what QEMU's vfio-pci realize does under patch 0005.
+fn plug(iommufd: &File, cdev: &File, dev_id: u32, ioas: u32) -> Result<u32, String> {
+    let parent = vmm_iommufd::hwpt_alloc_parent(iommufd.as_fd(), dev_id, ioas)?;
+    vmm_iommufd::attach(cdev.as_fd(), parent)?;
+    Ok(parent)
+}
+
+/// h. QEMU's sequence for `vfio-pci,iommufd=…` behind arm-smmuv3-remote:
+/// the VMM binds the device into its own iommufd and hands vsmmud that
+/// context (see the module documentation).
+fn vmm_bound(
+    r: &mut Report,
+    (opts, own_iommufd): (SpawnOptions, File),
+    open_cdev: &dyn Fn() -> Result<File, String>,
+) -> Result<(), String> {
+    // QEMU: -object iommufd, the cdev bound to it, guest RAM in its IOAS.
+    let iommufd = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/iommu")
+        .map_err(|e| format!("/dev/iommu: {e}"))?;
+    let cdev = open_cdev()?;
+    let dev_id = vmm_iommufd::bind(cdev.as_fd(), iommufd.as_fd())?;
+    let ioas = vmm_iommufd::ioas_alloc(iommufd.as_fd())?;
+    let ram = GuestRam::new(RAM_BASE, RAM_SIZE).map_err(|e| format!("guest RAM: {e}"))?;
+    vmm_iommufd::ioas_map(
+        iommufd.as_fd(),
+        ioas,
+        RAM_BASE,
+        ram.host_addr(),
+        RAM_SIZE as u64,
+    )?;
+    let parent = plug(&iommufd, &cdev, dev_id, ioas)?;
+
+    let client = Client::spawn(&opts).map_err(|e| format!("spawn vsmmud: {e}"))?;
+    drop(own_iommufd);
+    let pid = client.server_pid().unwrap_or(0);
+    let mut client = client;
+    client
+        .negotiate(true)
+        .map_err(|e| format!("negotiate: {e}"))?;
+    let dopts = DriverOptions {
+        evtq_max_shift: EVTQ_SHIFT,
+        cons_per_entry: false,
+        ..DriverOptions::default()
+    };
+    let mut d = SmmuDriver::probe(client, ram, TABLES, dopts).map_err(|e| format!("probe: {e}"))?;
+    let ips = IDR5_OAS.get32(d.features.idr[5]) as u8;
+
+    let handed = d
+        .client
+        .attach_vmm_device(VSID, cdev.as_fd(), iommufd.as_fd(), dev_id, parent);
+    r.check(
+        "h. VMM-bound edu handed to vsmmud (VSMMU_DEVICE_VMM_BOUND)",
+        handed.as_ref().ok() == Some(&dev_id),
+        format!("device id {dev_id}, parent HWPT {parent}: {handed:?}"),
+    );
+    handed.map_err(|e| format!("attach VMM-bound: {e}"))?;
+    let edu = Edu::open(cdev.try_clone().map_err(|e| e.to_string())?)?;
+    let cd = {
+        let mut pt = PageTable::new(&d.ram, Granule::K4, 25, PGTABLES, PGTABLES + (1 << 20))
+            .map_err(|e| e.to_string())?;
+        pt.map(IOVA_SRC, GPA_SRC, 4096, Prot::RW)
+            .map_err(|e| e.to_string())?;
+        pt.map(IOVA_DST, GPA_DST, 4096, Prot::RW)
+            .map_err(|e| e.to_string())?;
+        pt.cd(ips, ASID)
+    };
+    d.attach_s1(VSID, cd)
+        .map_err(|e| format!("stage-1 STE: {e}"))?;
+    let pattern: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(13) ^ 0xa5).collect();
+    let mut got = vec![0u8; 64];
+    let copy = |d: &mut SmmuDriver, got: &mut Vec<u8>| -> Result<(), String> {
+        d.ram.write(GPA_SRC, &pattern);
+        d.ram.zero(GPA_DST, 4096);
+        edu.dma(false, IOVA_SRC, 64)?;
+        edu.dma(true, IOVA_DST, 64)?;
+        d.ram.read(GPA_DST, got);
+        Ok(())
+    };
+    copy(&mut d, &mut got)?;
+    r.check(
+        "h. DMA through the guest's stage 1 and the VMM's stage 2 (its IOAS)",
+        got == pattern,
+        format!("first bytes at GPA {GPA_DST:#x}: {:02x?}", &got[..8]),
+    );
+
+    // The vEVENTQ lives in the VMM's iommufd too.
+    let read0 = stat(&mut d, "host_events_read");
+    edu.dma(true, IOVA_UNMAPPED, 4)?;
+    let (ev, _) = collect_events(&mut d, 1);
+    let read1 = stat(&mut d, "host_events_read");
+    r.check(
+        "h. F_TRANSLATION through the vEVENTQ allocated in the VMM's iommufd",
+        ev.len() == 1
+            && ev[0].event.event_type == F_TRANSLATION
+            && ev[0].event.sid == VSID
+            && ev[0].event.input_addr == IOVA_UNMAPPED
+            && read1 - read0 == 1,
+        format!(
+            "{} (host_events_read +{})",
+            describe(&ev),
+            read1.wrapping_sub(read0)
+        ),
+    );
+
+    // A device vsmmud would bind itself cannot join this vIOMMU.
+    let other = open_cdev()?;
+    let mixed = d.client.attach_device(VSID + 1, Some(other.as_fd()));
+    r.check(
+        "h. a vsmmud-bound device beside VMM-bound ones: EBUSY",
+        mixed.as_ref().err().map(|e| e.errno()) == Some(libc::EBUSY),
+        format!("{mixed:?}"),
+    );
+    drop(other);
+
+    // Unplug in QEMU's order: unset_iommu_device (DETACH), then vfio
+    // detaches the device and frees its parent. While vsmmud's vIOMMU
+    // stands on the parent, the kernel refuses to free it.
+    let busy = vmm_iommufd::destroy(iommufd.as_fd(), parent);
+    let detached = d.client.detach_device(VSID);
+    let freed = vmm_iommufd::detach(cdev.as_fd())
+        .and_then(|()| vmm_iommufd::destroy(iommufd.as_fd(), parent));
+    r.check(
+        "h. unplug: DETACH, then the VMM detaches edu and frees its parent",
+        busy.as_ref()
+            .is_err_and(|e| e.contains("Device or resource busy"))
+            && detached.is_ok()
+            && freed.is_ok(),
+        format!("destroy before DETACH: {busy:?}; DETACH {detached:?}; detach + destroy {freed:?}"),
+    );
+
+    // Hot-plug: a new parent, handed again; the guest's STE still says
+    // stage 1, and the DMA is translated again.
+    let parent = plug(&iommufd, &cdev, dev_id, ioas)?;
+    let again = d
+        .client
+        .attach_vmm_device(VSID, cdev.as_fd(), iommufd.as_fd(), dev_id, parent);
+    if again.is_ok() {
+        copy(&mut d, &mut got)?;
+    }
+    r.check(
+        "h. hot-plug: handed again on a new parent, DMA translated",
+        again.is_ok() && got == pattern,
+        format!("{again:?}, first bytes {:02x?}", &got[..8]),
+    );
+
+    let mode = proc_status(pid, "Seccomp");
+    let detached = d.client.detach_device(VSID);
+    let freed = vmm_iommufd::detach(cdev.as_fd())
+        .and_then(|()| vmm_iommufd::destroy(iommufd.as_fd(), parent));
+    drop(edu);
+    let status = d.client.close().map_err(|e| format!("close: {e}"))?;
+    r.check(
+        "h. vsmmud under seccomp, unplugged, exits cleanly",
+        mode == "2" && detached.is_ok() && freed.is_ok() && status.is_some_and(|s| s.success()),
+        format!("Seccomp: {mode}; DETACH {detached:?}; free {freed:?}; exit {status:?}"),
+    );
+    Ok(())
 }
