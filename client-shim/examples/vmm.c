@@ -148,6 +148,20 @@ static int make_guest_ram(void **map)
 }
 
 /* Scenario 1: realize, the first steps of Linux's probe, attach, stats. */
+/* What the notify handler saw. */
+struct seen {
+    unsigned count;
+    unsigned last_kind;
+};
+
+static void on_invalidation(void *opaque, const struct vsmmu_invalidation *rec)
+{
+    struct seen *s = opaque;
+
+    s->count++;
+    s->last_kind = rec->kind;
+}
+
 static void probe(const char *vsmmud, const char *sock_path)
 {
     struct vsmmu_client *c = open_server(vsmmud, sock_path);
@@ -272,11 +286,27 @@ static void probe(const char *vsmmud, const char *sock_path)
     CHECK(alive == 1, "vsmmu_server_alive = %d", alive);
     CHECK(vsmmu_socket_fd(c) >= 0, "no socket fd");
 
+    /* The IOTLB and its invalidation ring, with a notify handler. */
+    rc = vsmmu_notify_fd(c);
+    CHECK(rc == -EINVAL, "notify fd before vsmmu_iotlb_enable = %d", rc);
+    MUST(vsmmu_iotlb_enable(c, 6));
+    CHECK(vsmmu_notify_fd(c) >= 0, "notify fd: %s", vsmmu_last_error());
+    struct seen seen = { 0, 0 };
+    MUST(vsmmu_notify_set_handler(c, on_invalidation, &seen));
+
     /* System reset: registers back to their reset values. */
     MUST(vsmmu_reset(c));
     uint64_t cr1_reset = rd(c, SMMU_CR1, 4);
     printf("CR1_after_reset=0x%08" PRIx64 "\n", cr1_reset);
     CHECK(cr1_reset == 0, "CR1 after reset %#" PRIx64, cr1_reset);
+    /* The reset invalidated every translation: one record, kind ALL. */
+    MUST(vsmmu_notify_drain(c));
+    uint64_t hits = 1, misses = 1;
+    MUST(vsmmu_iotlb_stats(c, &hits, &misses));
+    printf("invalidations=%u kind=%u iotlb=%" PRIu64 "/%" PRIu64 "\n", seen.count,
+           seen.last_kind, hits, misses);
+    CHECK(seen.count == 1 && seen.last_kind == VSMMU_INVALIDATE_ALL, "invalidations");
+    MUST(vsmmu_notify_set_handler(c, NULL, NULL));
 
     /* Unrealize. */
     MUST(vsmmu_detach_device(c, 0x10));

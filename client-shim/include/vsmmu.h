@@ -20,6 +20,32 @@
 #include <stddef.h>
 
 /**
+ * VSMMU_TRANSLATE flag: translate for a write (else a read).
+ */
+#define VSMMU_TRANSLATE_WRITE 1
+
+/**
+ * VSMMU_TRANSLATE flag: report a fault in the return value only, queue no event.
+ */
+#define VSMMU_TRANSLATE_NO_EVENT 2
+
+/**
+ * `vsmmu_invalidation::kind`: every translation.
+ */
+#define VSMMU_INVALIDATE_ALL 1
+
+/**
+ * `vsmmu_invalidation::kind`: StreamIDs `[sid, sid + count)`.
+ */
+#define VSMMU_INVALIDATE_STREAMS 2
+
+/**
+ * `vsmmu_invalidation::kind`: addresses `[addr, addr + size)` of every
+ * StreamID.
+ */
+#define VSMMU_INVALIDATE_ADDRESSES 3
+
+/**
  * A vfio-user connection to `vsmmud`.
  */
 struct vsmmu_client;
@@ -28,6 +54,45 @@ struct vsmmu_client;
  * Access rights of a mapping, as Linux's `IOMMU_*` prot flags.
  */
 struct Prot;
+
+/**
+ * One invalidation handed to a notify handler ([`vsmmu_notify_set_handler`]).
+ */
+struct vsmmu_invalidation {
+  /**
+   * `VSMMU_INVALIDATE_*` (an unknown kind means everything).
+   */
+  uint32_t kind;
+  /**
+   * First StreamID (STREAMS).
+   */
+  uint32_t sid;
+  /**
+   * Number of StreamIDs (STREAMS).
+   */
+  uint32_t count;
+  /**
+   * Zero.
+   */
+  uint32_t reserved;
+  /**
+   * First address (ADDRESSES).
+   */
+  uint64_t addr;
+  /**
+   * Bytes, at least 1 (ADDRESSES).
+   */
+  uint64_t size;
+};
+
+/**
+ * A notify handler: called with the handler's `opaque` and one record.
+ */
+typedef void (*vsmmu_notify_fn)(void *opaque, const struct vsmmu_invalidation *rec);
+
+
+
+
 
 #ifdef __cplusplus
 extern "C" {
@@ -239,6 +304,67 @@ int vsmmu_translate(struct vsmmu_client *c,
                     uint64_t *out_addr,
                     uint64_t *out_mask,
                     unsigned int *out_perm);
+
+/**
+ * VSMMU_NOTIFY_SETUP: shares an invalidation ring of `2^log2_entries`
+ * records (4 to 16) with vsmmud; from now on [`vsmmu_translate`] answers
+ * from a cache of translations when it can, and never with one the guest
+ * has invalidated and synced.
+ *
+ * Returns 0 or a negative errno.
+ *
+ * # Safety
+ * `c` is NULL or a live handle not used concurrently.
+ */
+int vsmmu_iotlb_enable(struct vsmmu_client *c, unsigned int log2_entries);
+
+/**
+ * Calls `handler(opaque, rec)` with every invalidation applied from now on
+ * (NULL: none). With a handler, vsmmud completes each CMD_SYNC only after
+ * the records before it went through it: watch [`vsmmu_notify_fd`] and call
+ * [`vsmmu_notify_drain`] when it is readable. The handler runs inside
+ * `vsmmu_notify_drain` and `vsmmu_translate` and must not call the library.
+ *
+ * Returns 0, or -EINVAL before [`vsmmu_iotlb_enable`].
+ *
+ * # Safety
+ * `c` is NULL or a live handle not used concurrently; `handler` is NULL
+ * or callable with `opaque` from any thread that uses `c`, until replaced
+ * or the handle is closed.
+ */
+int vsmmu_notify_set_handler(struct vsmmu_client *c, vsmmu_notify_fn handler, void *opaque);
+
+/**
+ * The eventfd vsmmud signals when a CMD_SYNC waits for
+ * [`vsmmu_notify_drain`]. Owned by the library: poll it, do not read or
+ * close it. Returns -EINVAL before [`vsmmu_iotlb_enable`].
+ *
+ * # Safety
+ * `c` is NULL or a live handle not used concurrently.
+ */
+int vsmmu_notify_fd(struct vsmmu_client *c);
+
+/**
+ * Applies the invalidations vsmmud published (the cache, then the
+ * handler) and acknowledges them, so that a waiting CMD_SYNC completes.
+ *
+ * Returns 0 or a negative errno.
+ *
+ * # Safety
+ * `c` is NULL or a live handle not used concurrently.
+ */
+int vsmmu_notify_drain(struct vsmmu_client *c);
+
+/**
+ * The IOTLB's hit and miss counts (each pointer NULL or written).
+ *
+ * Returns 0, or -EINVAL before [`vsmmu_iotlb_enable`].
+ *
+ * # Safety
+ * `c` is NULL or a live handle not used concurrently; `hits` and `misses`
+ * are NULL or point to writable `uint64_t`s.
+ */
+int vsmmu_iotlb_stats(struct vsmmu_client *c, uint64_t *hits, uint64_t *misses);
 
 /**
  * VSMMU_GET_STATS: writes the server's counters as a JSON object into

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command as Process, Stdio};
 
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+use vsmmu_protocol::notify::Record;
 use vsmmu_protocol::vfio_user::{
     self as vu, Capabilities, Command, DeviceInfo, DmaMap, DmaUnmap, Header, IrqInfo, IrqSet,
     Message, RegionAccess, RegionInfo, SimDma, SimDmaReply, SimInjectHeader, SimInjectReply,
@@ -15,6 +16,8 @@ use vsmmu_protocol::vfio_user::{
     WriteMultiEntry, WriteMultiHeader, HEADER_SIZE, VSMMU_DEVICE_VMM_BOUND,
 };
 use zerocopy::{FromBytes, IntoBytes};
+
+use crate::iotlb::{Iotlb, IotlbStats};
 
 /// A client-side failure.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +94,22 @@ pub struct Client {
     rbuf: Vec<u8>,
     /// Reused read buffer (zeroed once, not per reply).
     chunk: Box<[u8]>,
+    /// Cached translations, once [`Client::enable_iotlb`] shared the ring.
+    iotlb: Option<Iotlb>,
+    /// Called with every invalidation record applied (IOMMU notifiers).
+    notify_handler: Option<Handler>,
+}
+
+/// What [`Client::set_notify_handler`] takes.
+pub type NotifyHandler = Box<dyn FnMut(&Record) + Send>;
+
+/// A [`NotifyHandler`] that `Client`'s `Debug` can name.
+struct Handler(NotifyHandler);
+
+impl std::fmt::Debug for Handler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NotifyHandler")
+    }
 }
 
 /// How long a reply is awaited by polling before sleeping.
@@ -114,6 +133,8 @@ impl Client {
             caps: Capabilities::default(),
             rbuf: Vec::new(),
             chunk: vec![0u8; 8192].into_boxed_slice(),
+            iotlb: None,
+            notify_handler: None,
         }
     }
 
@@ -718,7 +739,9 @@ impl Client {
     }
 
     /// VSMMU_TRANSLATE: translates `iova` for an access by the emulated
-    /// device `sid`; returns the reply (status 0 when translated).
+    /// device `sid`; returns the reply (status 0 when translated). With the
+    /// IOTLB enabled ([`Client::enable_iotlb`]) a cached translation
+    /// answers without a round trip.
     pub fn translate(
         &mut self,
         sid: u32,
@@ -726,15 +749,99 @@ impl Client {
         iova: u64,
         flags: u32,
     ) -> Result<vu::TranslateReply> {
+        let ssid = ssid.unwrap_or(vu::SIM_DMA_NO_SSID);
+        let head = match self.iotlb.as_mut().map(Iotlb::sync) {
+            Some(head) => {
+                let write = flags & vu::TRANSLATE_WRITE != 0;
+                if let Some(hit) = self
+                    .iotlb
+                    .as_mut()
+                    .and_then(|t| t.lookup(sid, ssid, iova, write))
+                {
+                    return Ok(vu::TranslateReply { flags, ..hit });
+                }
+                Some(head)
+            }
+            None => None,
+        };
         let t = vu::Translate {
             argsz: 32,
             flags,
             sid,
-            ssid: ssid.unwrap_or(vu::SIM_DMA_NO_SSID),
+            ssid,
             iova,
         };
         let r = self.request(Command::VsmmuTranslate, t.as_bytes(), &[])?;
-        parse(&r)
+        let reply: vu::TranslateReply = parse(&r)?;
+        // Cached only if nothing was invalidated while vsmmud answered.
+        if let (Some(t), Some(head)) = (self.iotlb.as_mut(), head) {
+            if t.head() == head {
+                t.insert(sid, ssid, iova, &reply);
+            }
+        }
+        Ok(reply)
+    }
+
+    /// VSMMU_NOTIFY_SETUP: shares an invalidation ring of `2^log2` records
+    /// with vsmmud and caches translations from now on
+    /// ([`crate::iotlb`]).
+    pub fn enable_iotlb(&mut self, log2: u32) -> Result<()> {
+        let (iotlb, fds) = Iotlb::new(log2)?;
+        let n = vu::NotifySetup {
+            argsz: std::mem::size_of::<vu::NotifySetup>() as u32,
+            flags: 0,
+            log2_entries: log2,
+            reserved: 0,
+        };
+        self.request(
+            Command::VsmmuNotifySetup,
+            n.as_bytes(),
+            &[fds.ring.as_fd(), fds.kick.as_fd(), fds.ack.as_fd()],
+        )?;
+        iotlb.set_want_ack(self.notify_handler.is_some());
+        self.iotlb = Some(iotlb);
+        Ok(())
+    }
+
+    /// Calls `handler` with every invalidation record from now on (IOMMU
+    /// notifiers), or none. With a handler, vsmmud completes each CMD_SYNC
+    /// only once the records before it went through the handler: the VMM
+    /// calls [`Client::notify_drain`] when [`Client::notify_fd`] is
+    /// readable.
+    pub fn set_notify_handler(&mut self, handler: Option<NotifyHandler>) {
+        self.notify_handler = handler.map(Handler);
+        if let Some(t) = &mut self.iotlb {
+            t.set_want_ack(self.notify_handler.is_some());
+            // A new handler starts from now; nothing may wait on an old one.
+            t.skip_to_head();
+        }
+    }
+
+    /// The eventfd vsmmud signals when it waits for [`Client::notify_drain`].
+    pub fn notify_fd(&self) -> Option<RawFd> {
+        self.iotlb.as_ref().map(|t| t.kick_fd())
+    }
+
+    /// Applies the published invalidations to the cache, hands them to the
+    /// handler and acknowledges them. The handler runs only here (the
+    /// VMM's chosen context, e.g. its main loop), never inside
+    /// [`Client::translate`].
+    pub fn notify_drain(&mut self) {
+        let Some(t) = &mut self.iotlb else {
+            return;
+        };
+        t.clear_kick();
+        let handler = &mut self.notify_handler;
+        t.drain(&mut |r| {
+            if let Some(h) = handler.as_mut() {
+                (h.0)(r)
+            }
+        });
+    }
+
+    /// The IOTLB's counters, if enabled.
+    pub fn iotlb_stats(&self) -> Option<IotlbStats> {
+        self.iotlb.as_ref().map(|t| t.stats)
     }
 
     /// VSMMU_GET_STATS as JSON.

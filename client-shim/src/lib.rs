@@ -10,6 +10,7 @@ pub mod client;
 pub mod driver;
 pub mod ffi;
 pub mod guest_ram;
+pub mod iotlb;
 pub mod pgtable;
 
 pub use client::{Client, ClientError, SpawnOptions};

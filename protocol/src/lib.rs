@@ -5,7 +5,9 @@
 //!   payload, the VERSION capabilities JSON, and the vsmmu extension commands;
 //! - [`smmu`]: SMMUv3 architectural formats (registers, queues, commands,
 //!   events, stream table and context descriptors);
-//! - [`iommufd`]: iommufd uAPI records (ioctl structs, vEVENTQ records).
+//! - [`iommufd`]: iommufd uAPI records (ioctl structs, vEVENTQ records);
+//! - [`notify`]: the invalidation ring vsmmud shares with a VMM that caches
+//!   translations.
 //!
 //! Decoding never panics on any byte string: it returns typed errors.
 
@@ -13,5 +15,6 @@
 compile_error!("vsmmu's wire formats are little-endian and decoded in place");
 
 pub mod iommufd;
+pub mod notify;
 pub mod smmu;
 pub mod vfio_user;

@@ -5,7 +5,7 @@
 //! touches a socket: the event loop hands in whole messages and sends the
 //! bytes returned.
 
-use std::os::fd::OwnedFd;
+use std::os::fd::{OwnedFd, RawFd};
 
 use crate::conn::Incoming;
 use crate::host::sim_dma::VmmTranslation;
@@ -13,6 +13,7 @@ use crate::host::{DeviceChange, HostError, HostIommu, VmmDevice};
 use crate::irq::{Irqs, NUM_IRQS};
 use crate::memory::{GuestRam, MemError, PAGE_SIZE};
 use crate::migration::{self, MigState};
+use crate::notify::Notifier;
 use crate::smmu::strtab::TxnCheck;
 use crate::smmu::{Ctx, Smmu, REGION_SIZE};
 use crate::stats::Stats;
@@ -131,6 +132,10 @@ pub struct Device {
     pub limits: Limits,
     /// Migration state machine.
     pub mig: MigState,
+    /// The VMM's invalidation ring.
+    pub notify: Notifier,
+    /// Changes whenever the ring is set up or dropped.
+    notify_generation: u64,
 }
 
 macro_rules! ctx {
@@ -140,6 +145,7 @@ macro_rules! ctx {
             host: &mut *$d.host,
             irqs: &mut $d.irqs,
             stats: &mut $d.stats,
+            notify: &mut $d.notify,
         }
     };
 }
@@ -155,7 +161,22 @@ impl Device {
             stats: Stats::default(),
             limits,
             mig: MigState::Running,
+            notify: Notifier::default(),
+            notify_generation: 0,
         }
+    }
+
+    /// The ring's ack eventfd to poll, with a generation that changes
+    /// whenever the ring does.
+    pub fn notify_ack_fd(&self) -> Option<(RawFd, u64)> {
+        self.notify.ack_fd().map(|fd| (fd, self.notify_generation))
+    }
+
+    /// The VMM acknowledged invalidations: a CMD_SYNC waiting for them
+    /// completes.
+    pub fn notify_acked(&mut self) {
+        self.notify.acked();
+        self.smmu.resume_commands(&mut ctx!(self));
     }
 
     /// The client left: release its mappings and eventfds, keep the device.
@@ -166,6 +187,12 @@ impl Device {
             }
         }
         self.irqs.clear();
+        if self.notify.ack_fd().is_some() {
+            // A CMD_SYNC waiting for this client's acknowledgement completes
+            // at the next CMDQ_PROD write (guest RAM is gone until then).
+            self.notify.clear();
+            self.notify_generation += 1;
+        }
     }
 
     /// Handles one complete message.
@@ -235,6 +262,8 @@ impl Device {
         }
         let max_fds = match cmd {
             Command::DmaMap => 1,
+            // The ring's memfd, the kick and the ack eventfds.
+            Command::VsmmuNotifySetup => 3,
             // The cdev, and the VMM's iommufd with VSMMU_DEVICE_VMM_BOUND.
             Command::VsmmuAttachDevice => 2,
             Command::DeviceSetIrqs => self.limits.max_msg_fds as usize,
@@ -534,6 +563,26 @@ impl Device {
                     .finish()
             }
             Request::VsmmuGetStats(r) => self.get_stats(reply, &r),
+            Request::VsmmuNotifySetup(n) => {
+                let mut fds = fds.into_iter();
+                let (Some(ring), Some(kick), Some(ack)) = (fds.next(), fds.next(), fds.next())
+                else {
+                    return Err(Failure::new(
+                        errno::EINVAL,
+                        "NOTIFY_SETUP takes three fds: the ring memfd, the kick and the ack \
+                         eventfds",
+                    ));
+                };
+                self.notify
+                    .setup(ring, n.log2_entries, kick, ack)
+                    .map_err(|w| Failure::new(errno::EINVAL, w))?;
+                self.notify_generation += 1;
+                log::info!(
+                    "invalidation ring of {} records shared with the client",
+                    1u32 << n.log2_entries
+                );
+                reply.push(&n).finish()
+            }
             Request::VsmmuTranslate(t) => {
                 if self.host.as_sim().is_none() {
                     return Err(Failure::new(

@@ -22,6 +22,7 @@ const LISTENER: Token = Token(0);
 const CLIENT: Token = Token(1);
 const SIGNAL: Token = Token(2);
 const VEVENTQ: Token = Token(3);
+const NOTIFY_ACK: Token = Token(4);
 
 /// Bytes read from the vEVENTQ per `read(2)`: 1638 records of 40 bytes.
 const VEVENTQ_BUF: usize = 64 * 1024;
@@ -66,6 +67,7 @@ pub struct Server {
     signals: SignalFd,
     device: Device,
     veventq: Option<(RawFd, u64)>,
+    notify_ack: Option<(RawFd, u64)>,
     read_mode: ReadMode,
     vbuf: Vec<u8>,
     poll_window: Duration,
@@ -116,6 +118,7 @@ impl Server {
             signals,
             device,
             veventq: None,
+            notify_ack: None,
             read_mode,
             vbuf: vec![0; VEVENTQ_BUF],
             poll_window: Duration::ZERO,
@@ -254,6 +257,7 @@ impl Server {
                         more_events = self.drain();
                         drained = true;
                     }
+                    NOTIFY_ACK => self.device.notify_acked(),
                     _ => {}
                 }
             }
@@ -267,6 +271,29 @@ impl Server {
                 return Ok(());
             }
             self.sync_veventq();
+            self.sync_notify_ack();
+        }
+    }
+
+    /// Keeps the poll registration in step with the invalidation ring's
+    /// ack eventfd.
+    fn sync_notify_ack(&mut self) {
+        let now = self.device.notify_ack_fd();
+        if now == self.notify_ack {
+            return;
+        }
+        if let Some((old, _)) = self.notify_ack.take() {
+            let _ = self.poll.registry().deregister(&mut SourceFd(&old));
+        }
+        if let Some((fd, gen)) = now {
+            match self
+                .poll
+                .registry()
+                .register(&mut SourceFd(&fd), NOTIFY_ACK, Interest::READABLE)
+            {
+                Ok(()) => self.notify_ack = Some((fd, gen)),
+                Err(e) => log::error!("cannot poll the ring's ack eventfd {fd}: {e}"),
+            }
         }
     }
 

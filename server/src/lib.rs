@@ -14,6 +14,7 @@ pub mod irq;
 pub mod jail;
 pub mod memory;
 pub mod migration;
+pub mod notify;
 pub mod sandbox;
 pub mod smmu;
 pub mod stats;

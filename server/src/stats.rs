@@ -50,6 +50,12 @@ pub struct Stats {
     pub translations: u64,
     /// Those that faulted.
     pub translation_faults: u64,
+    /// Invalidation records published to the VMM's ring.
+    pub notify_records: u64,
+    /// Kick eventfd signals (the VMM asked for acknowledgements).
+    pub notify_kicks: u64,
+    /// CMD_SYNCs held until the VMM acknowledged (each attempt counted).
+    pub notify_sync_waits: u64,
     /// The host SMMU's IDR0..IDR5 as `IOMMU_GET_HW_INFO` reported them (the
     /// sim: its own), all zero until known (a gauge).
     pub host_idr: [u32; 6],

@@ -188,6 +188,7 @@ fn probe_lines(mode: &str) -> Vec<String> {
         "stats=".into(),
         "alive=1".into(),
         "CR1_after_reset=0x00000000".into(),
+        "invalidations=1 kind=1 iotlb=0/0".into(),
     ]
 }
 

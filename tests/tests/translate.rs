@@ -5,9 +5,11 @@
 use std::time::{Duration, Instant};
 
 use vsmmu_client::driver::LoggedEvent;
-use vsmmu_client::pgtable::{PageTable, Prot};
+use vsmmu_client::pgtable::{tlbi_va, PageTable, Prot};
+use vsmmu_protocol::notify::Record;
 use vsmmu_protocol::smmu::cd::Granule;
-use vsmmu_protocol::smmu::regs::IDR5_OAS;
+use vsmmu_protocol::smmu::command::Command;
+use vsmmu_protocol::smmu::regs::{CMDQ_CONS, IDR5_OAS};
 use vsmmu_protocol::smmu::ste::Ste;
 use vsmmu_protocol::vfio_user::{SIM_DMA_ABORTED, TRANSLATE_NO_EVENT, TRANSLATE_WRITE};
 use vsmmu_tests::guest::{boot, small, RAM_BASE};
@@ -112,4 +114,127 @@ fn drain(d: &mut vsmmu_client::driver::SmmuDriver, want: usize) -> Vec<LoggedEve
     }
     seen.extend(d.evtq_pass().unwrap().events);
     seen
+}
+
+/// The client's IOTLB: a repeated translation makes no round trip, and after
+/// the guest unmaps, invalidates (TLBI_NH_VA) and syncs, the next access
+/// faults instead of using the cached translation.
+#[test]
+fn iotlb_never_serves_what_the_guest_invalidated() {
+    let (_srv, mut d) = boot(&[], 8 << 20, small(6));
+    let sid = 0x08;
+    d.client.attach_device(sid, None).unwrap();
+    d.client.enable_iotlb(6).unwrap();
+    let tables = d.alloc(1 << 20, 4096).unwrap();
+    let buf = RAM_BASE + (5 << 20);
+    let ips = IDR5_OAS.get32(d.features.idr[5]) as u8;
+    let (root, cd) = {
+        let mut pt = PageTable::new(&d.ram, Granule::K4, 25, tables, tables + (512 << 10)).unwrap();
+        pt.map(0x20_0000, buf, 0x2000, Prot::RW).unwrap();
+        (pt.root(), pt.cd(ips, 9))
+    };
+    d.attach_s1(sid, cd).unwrap();
+    let translations =
+        |d: &mut vsmmu_client::driver::SmmuDriver| d.client.stat("translations").unwrap();
+
+    let n0 = translations(&mut d);
+    let r = d.client.translate(sid, None, 0x20_0010, 0).unwrap();
+    assert_eq!(
+        (r.status, r.addr, r.mask, r.perm),
+        (0, buf + 0x10, 0xfff, 1)
+    );
+    let r = d.client.translate(sid, None, 0x20_0ff0, 0).unwrap();
+    assert_eq!(
+        (r.status, r.addr, r.mask, r.perm),
+        (0, buf + 0xff0, 0xfff, 1)
+    );
+    // A write was never granted from the cache: one more round trip.
+    let r = d
+        .client
+        .translate(sid, None, 0x20_0020, TRANSLATE_WRITE)
+        .unwrap();
+    assert_eq!((r.status, r.addr, r.perm), (0, buf + 0x20, 2));
+    assert_eq!(translations(&mut d), n0 + 2);
+    let s = d.client.iotlb_stats().unwrap();
+    assert_eq!((s.hits, s.misses), (1, 2));
+
+    // Unmapped in the guest's tables but not invalidated: like the SMMU's
+    // own TLB, the IOTLB may still answer (the architecture allows it).
+    {
+        let mut pt = PageTable::from_root(
+            &d.ram,
+            Granule::K4,
+            25,
+            root,
+            tables + (512 << 10),
+            tables + (1 << 20),
+        )
+        .unwrap();
+        pt.unmap(0x20_0000, 0x1000).unwrap();
+    }
+    let r = d.client.translate(sid, None, 0x20_0030, 0).unwrap();
+    assert_eq!((r.status, r.addr), (0, buf + 0x30));
+    // TLBI_NH_VA + CMD_SYNC: the next access goes to vsmmud and faults.
+    d.issue_raw(&[tlbi_va(9, 0x20_0000, true)], true).unwrap();
+    let r = d.client.translate(sid, None, 0x20_0030, 0).unwrap();
+    assert_eq!((r.status, r.perm), (0x10, 0));
+    // The other page of the mapping was cached too and survives.
+    let r = d.client.translate(sid, None, 0x20_1000, 0).unwrap();
+    assert_eq!((r.status, r.addr), (0, buf + 0x1000));
+    let seen = drain(&mut d, 1);
+    assert_eq!(seen.len(), 1);
+    assert_eq!(
+        (
+            seen[0].event.event_type,
+            seen[0].event.sid,
+            seen[0].event.input_addr
+        ),
+        (0x10, sid, 0x20_0030)
+    );
+    let s = d.client.stats().unwrap();
+    assert!(s["notify_records"].as_u64().unwrap() >= 1);
+    assert_eq!(s["notify_kicks"].as_u64(), Some(0));
+}
+
+/// With a notify handler (IOMMU notifiers), a CMD_SYNC after an
+/// invalidation completes only once the VMM drained the ring: vsmmud kicks
+/// the eventfd and holds CMDQ_CONS at the sync until the acknowledgement.
+#[test]
+fn cmd_sync_waits_for_the_vmm_to_drain_invalidations() {
+    let (_srv, mut d) = boot(&[], 8 << 20, small(6));
+    d.client.enable_iotlb(4).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    d.client
+        .set_notify_handler(Some(Box::new(move |r| tx.send(*r).unwrap())));
+    let kick = d.client.notify_fd().unwrap();
+
+    // TLBI_NH_VA then CMD_SYNC (SEV), without waiting for the sync.
+    d.issue_raw(&[tlbi_va(3, 0x40_0000, true)], false).unwrap();
+    let sync_ptr = d.client.read32(CMDQ_CONS).unwrap();
+    d.issue_raw(&[Command::sync_sev().encode()], false).unwrap();
+    // CONS stays at the sync; vsmmud kicked the eventfd.
+    assert!(wait_readable(kick, Duration::from_secs(5)));
+    assert_eq!(d.client.read32(CMDQ_CONS).unwrap(), sync_ptr);
+    assert!(rx.try_recv().is_err());
+    let s = d.client.stats().unwrap();
+    assert_eq!(s["notify_kicks"].as_u64(), Some(1));
+
+    d.client.notify_drain();
+    assert_eq!(rx.try_recv().unwrap(), Record::addresses(0x40_0000, 1));
+    let t0 = Instant::now();
+    while d.client.read32(CMDQ_CONS).unwrap() == sync_ptr {
+        assert!(t0.elapsed() < Duration::from_secs(5), "CMD_SYNC still held");
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    assert_eq!(d.client.read32(CMDQ_CONS).unwrap(), sync_ptr + 1);
+    assert_eq!(d.client.stat("cmd_errors").unwrap(), 0);
+}
+
+fn wait_readable(fd: std::os::fd::RawFd, timeout: Duration) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    // SAFETY: `fd` is the client's kick eventfd, open while `d` lives.
+    let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
+    let mut p = [PollFd::new(b, PollFlags::POLLIN)];
+    let ms = PollTimeout::try_from(timeout.as_millis() as i32).unwrap_or(PollTimeout::NONE);
+    poll(&mut p, ms).unwrap_or(0) == 1
 }

@@ -193,6 +193,9 @@ commands! {
     VsmmuGetStats = 0x1004,
     /// `VSMMU_TRANSLATE`: translate one address for a VMM-emulated device.
     VsmmuTranslate = 0x1005,
+    /// `VSMMU_NOTIFY_SETUP`: share the invalidation ring
+    /// ([`crate::notify`]).
+    VsmmuNotifySetup = 0x1006,
 }
 
 impl Command {
@@ -398,6 +401,8 @@ pub enum Request<'a> {
     VsmmuGetStats(StatsRequest),
     /// `VSMMU_TRANSLATE`.
     VsmmuTranslate(Translate),
+    /// `VSMMU_NOTIFY_SETUP`.
+    VsmmuNotifySetup(NotifySetup),
 }
 
 impl<'a> Request<'a> {
@@ -599,6 +604,27 @@ impl<'a> Request<'a> {
                 }
                 Request::VsmmuGetStats(r)
             }
+            Command::VsmmuNotifySetup => {
+                let n = read_exact::<NotifySetup>("notify_setup", payload)?;
+                let log2 = crate::notify::RING_LOG2_MIN..=crate::notify::RING_LOG2_MAX;
+                if n.argsz as usize != std::mem::size_of::<NotifySetup>()
+                    || n.flags != 0
+                    || n.reserved != 0
+                    || !log2.contains(&n.log2_entries)
+                {
+                    return Err(DecodeError::Invalid(format!(
+                        "notify_setup argsz {} flags {:#x} log2_entries {} reserved {:#x}: \
+                         expected 16, 0, {}..={}, 0",
+                        n.argsz,
+                        n.flags,
+                        n.log2_entries,
+                        n.reserved,
+                        log2.start(),
+                        log2.end()
+                    )));
+                }
+                Request::VsmmuNotifySetup(n)
+            }
             Command::VsmmuTranslate => {
                 let t = read_exact::<Translate>("translate", payload)?;
                 check_argsz(
@@ -643,6 +669,7 @@ impl<'a> Request<'a> {
             Request::VsmmuSimDma { .. } => Command::VsmmuSimDma,
             Request::VsmmuGetStats(_) => Command::VsmmuGetStats,
             Request::VsmmuTranslate(_) => Command::VsmmuTranslate,
+            Request::VsmmuNotifySetup(_) => Command::VsmmuNotifySetup,
         }
     }
 }

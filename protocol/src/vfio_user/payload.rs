@@ -405,6 +405,23 @@ wire_struct!(
 );
 
 wire_struct!(
+    /// `VSMMU_NOTIFY_SETUP` request (and reply): three fds come with it, the
+    /// memfd of the ring ([`crate::notify::ring_bytes`] of `log2_entries`,
+    /// header filled in), the kick eventfd (vsmmud signals it) and the ack
+    /// eventfd (the VMM signals it).
+    NotifySetup {
+        /// 16.
+        argsz: u32,
+        /// Zero.
+        flags: u32,
+        /// log2 of the ring's record count.
+        log2_entries: u32,
+        /// Zero.
+        reserved: u32,
+    } = 16
+);
+
+wire_struct!(
     /// `VSMMU_GET_STATS` request and reply head (JSON follows in the reply).
     StatsRequest {
         /// Reply size the client accepts.

@@ -554,3 +554,34 @@ fn translate_bytes() {
     let short = Translate { argsz: 24, ..t };
     assert!(Request::decode(&hdr(Command::VsmmuTranslate, 24), short.as_bytes()).is_err());
 }
+
+#[test]
+fn notify_setup() {
+    let n = NotifySetup {
+        argsz: 16,
+        flags: 0,
+        log2_entries: 8,
+        reserved: 0,
+    };
+    assert_eq!(Command::try_from(0x1006u16), Ok(Command::VsmmuNotifySetup));
+    assert_eq!(
+        Request::decode(&hdr(Command::VsmmuNotifySetup, 16), n.as_bytes()),
+        Ok(Request::VsmmuNotifySetup(n))
+    );
+    // log2 out of 4..=16, flags, argsz: refused.
+    for bad in [
+        NotifySetup {
+            log2_entries: 3,
+            ..n
+        },
+        NotifySetup {
+            log2_entries: 17,
+            ..n
+        },
+        NotifySetup { flags: 1, ..n },
+        NotifySetup { argsz: 24, ..n },
+        NotifySetup { reserved: 1, ..n },
+    ] {
+        assert!(Request::decode(&hdr(Command::VsmmuNotifySetup, 16), bad.as_bytes()).is_err());
+    }
+}

@@ -10,6 +10,7 @@
 //! are sent again one by one, so CMDQ_CONS points at exactly the failing
 //! command.
 
+use vsmmu_protocol::notify::Record;
 use vsmmu_protocol::smmu::command::{Command, CommandCaps, CommandError, SyncCs};
 use vsmmu_protocol::smmu::queue::{Queue, QueueBase, CMD_ENTRY_SIZE, MAX_LOG2SIZE};
 use vsmmu_protocol::smmu::regs::*;
@@ -46,6 +47,21 @@ pub struct CommandQueue {
 struct Stop {
     ptr: u32,
     cerror: u32,
+}
+
+/// Why consumption stopped before PROD.
+enum Halt {
+    /// A command error.
+    Error(Stop),
+    /// A CMD_SYNC waits for the VMM to acknowledge invalidations: CONS
+    /// stays at it, without an error.
+    Wait,
+}
+
+impl From<Stop> for Halt {
+    fn from(s: Stop) -> Halt {
+        Halt::Error(s)
+    }
 }
 
 impl CommandQueue {
@@ -93,7 +109,8 @@ impl CommandQueue {
                     ctx.stats.cmds_consumed += 1;
                     cons = q.incr(cons);
                 }
-                Err(s) => {
+                Err(Halt::Wait) => break,
+                Err(Halt::Error(s)) => {
                     // Commands before the failing one still reach the host;
                     // if they fail, that failure is the earlier one.
                     stop = Some(self.flush(ctx).err().unwrap_or(s));
@@ -129,7 +146,7 @@ impl CommandQueue {
         attached: &[u32],
         ctx: &mut Ctx<'_>,
         out: &mut Outcome,
-    ) -> Result<(), Stop> {
+    ) -> Result<(), Halt> {
         let abort = Stop {
             ptr,
             cerror: CERROR_ABT,
@@ -142,7 +159,7 @@ impl CommandQueue {
             Ok(w) => w,
             Err(e) => {
                 log::warn!("CMDQ entry at {addr:#x} unreadable: {e}: CERROR_ABT");
-                return Err(abort);
+                return Err(abort.into());
             }
         };
         let illegal = |e: CommandError| {
@@ -155,6 +172,9 @@ impl CommandQueue {
         let cmd = Command::decode(words).map_err(illegal)?;
         cmd.check(&CommandCaps::from_idr(env.idr[0], env.idr[3]))
             .map_err(illegal)?;
+        if let Some(rec) = Record::of_command(&cmd) {
+            ctx.notify.invalidate(rec, ctx.stats);
+        }
         match cmd {
             Command::TlbiNhAll { .. }
             | Command::TlbiNhAsid { .. }
@@ -192,6 +212,9 @@ impl CommandQueue {
                 ..
             } => {
                 self.flush(ctx)?;
+                if !ctx.notify.sync_may_complete(ctx.stats) {
+                    return Err(Halt::Wait);
+                }
                 ctx.stats.cmd_syncs += 1;
                 if cs == SyncCs::Irq {
                     self.sync_irq(env, msiaddr, msidata, ctx);
@@ -322,6 +345,7 @@ mod tests {
     use crate::host::{HostError, HostIommu, HwInfo, SteAction};
     use crate::irq::Irqs;
     use crate::memory::GuestRam;
+    use crate::notify::Notifier;
     use crate::smmu::ids;
     use crate::smmu::tests::tlbi_va;
     use crate::stats::Stats;
@@ -422,6 +446,7 @@ mod tests {
         mem: GuestRam,
         irqs: Irqs,
         stats: Stats,
+        notify: Notifier,
         env: InstallEnv,
     }
 
@@ -445,6 +470,7 @@ mod tests {
                 mem,
                 irqs: Irqs::default(),
                 stats: Stats::default(),
+                notify: Notifier::default(),
                 env,
             }
         }
@@ -464,6 +490,7 @@ mod tests {
                 host: self.host.as_mut(),
                 irqs: &mut self.irqs,
                 stats: &mut self.stats,
+                notify: &mut self.notify,
             };
             self.q
                 .consume(&self.env, &StreamTable::default(), &[SID], &mut ctx)

@@ -20,6 +20,7 @@ use vsmmu_protocol::smmu::regs::*;
 use crate::host::{HostIommu, HwInfo};
 use crate::irq::{Irqs, IRQ_GERROR};
 use crate::memory::GuestRam;
+use crate::notify::Notifier;
 use crate::stats::Stats;
 
 pub use cmdq::CommandQueue;
@@ -41,6 +42,8 @@ pub struct Ctx<'a> {
     pub irqs: &'a mut Irqs,
     /// Counters.
     pub stats: &'a mut Stats,
+    /// The VMM's invalidation ring.
+    pub notify: &'a mut Notifier,
 }
 
 impl std::fmt::Debug for dyn HostIommu + '_ {
@@ -428,9 +431,18 @@ impl Smmu {
         }
     }
 
+    /// The VMM acknowledged invalidations: a CMD_SYNC that waited for them
+    /// completes now (or a client left: nothing to wait for any more).
+    pub fn resume_commands(&mut self, ctx: &mut Ctx<'_>) {
+        self.consume_commands(ctx);
+    }
+
     /// Re-derives the host configuration of every attached device (the
     /// SMMU was enabled or disabled, GBPA changed, or the device reset).
     fn reinstall_all(&mut self, ctx: &mut Ctx<'_>) {
+        // Every translation the VMM may have cached can change.
+        ctx.notify
+            .invalidate(vsmmu_protocol::notify::Record::all(), ctx.stats);
         let env = self.install_env();
         let events = self.strtab.install_all(&self.attached, &env, ctx);
         for rec in events {

@@ -8,6 +8,7 @@ use vsmmu_protocol::smmu::regs::*;
 
 use super::*;
 use crate::host::sim::{SimConfig, SimHost};
+use crate::notify::Notifier;
 
 const RAM: u64 = 0x4000_0000;
 const CMDQ: u64 = RAM + 0x1000;
@@ -18,6 +19,7 @@ struct Rig {
     mem: GuestRam,
     irqs: Irqs,
     stats: Stats,
+    notify: Notifier,
 }
 
 fn memfd(size: u64) -> OwnedFd {
@@ -44,6 +46,7 @@ impl Rig {
             mem,
             irqs: Irqs::default(),
             stats: Stats::default(),
+            notify: Notifier::default(),
         }
     }
 
@@ -53,6 +56,7 @@ impl Rig {
             host: &mut self.host,
             irqs: &mut self.irqs,
             stats: &mut self.stats,
+            notify: &mut self.notify,
         };
         self.smmu.write(off, size, v, &mut ctx);
     }
@@ -63,6 +67,7 @@ impl Rig {
             host: &mut self.host,
             irqs: &mut self.irqs,
             stats: &mut self.stats,
+            notify: &mut self.notify,
         };
         self.smmu.read(off, 4, &mut ctx) as u32
     }
@@ -95,6 +100,7 @@ impl Rig {
             host: &mut self.host,
             irqs: &mut self.irqs,
             stats: &mut self.stats,
+            notify: &mut self.notify,
         };
         self.smmu.host_records(&buf[..n], &mut ctx);
         n
@@ -226,6 +232,7 @@ fn eventqen_before_first_attach_gets_a_veventq_at_attach() {
         host: &mut rig.host,
         irqs: &mut rig.irqs,
         stats: &mut rig.stats,
+        notify: &mut rig.notify,
     };
     rig.smmu.device_attached(8, &mut ctx);
     assert!(rig.host.veventq_fd().is_some());
@@ -290,6 +297,7 @@ fn transaction_checks_of_the_stream_table() {
         host: &mut rig.host,
         irqs: &mut rig.irqs,
         stats: &mut rig.stats,
+        notify: &mut rig.notify,
     };
     assert_eq!(
         rig.smmu.check_transaction(3, None, &mut ctx),
