@@ -20,6 +20,11 @@
 #        builtin  -device arm-smmuv3 (QEMU's own model), for reference;
 #        spawn    -device arm-smmuv3-remote,vsmmud=..., QEMU starts vsmmud
 #                 on a socketpair;
+#                 these two also have QEMU's edu device at 01:00.1, behind
+#                 the root port with no function 0 there, so Linux never
+#                 enumerates it nor configures its StreamID (0x101, in a
+#                 level-1 descriptor with Span 0); /init programs it
+#                 through /dev/mem (ECAM; iomem=relaxed) to DMA 4 bytes;
 #        socket   -device arm-smmuv3-remote,socket=..., vsmmud started here
 #                 on a Unix socket;
 #        acpi     as spawn, but UEFI (qemu-efi-aarch64) and acpi=force: the
@@ -46,7 +51,12 @@
 #      device attach (CFGI_STE + CMD_SYNC) were consumed, without errors;
 #      for dma also: the disk's content as the guest read it and as the host
 #      finds it afterwards, the root port's MSI delivered (no pciehp
-#      timeout), translations counted and no translation fault.
+#      timeout), translations counted and no translation fault;
+#      for builtin and spawn: edu's DMA ran and the guest's driver printed
+#      exactly one event, C_BAD_STREAMID (0x02) of StreamID 0x101 (first
+#      word 0x0000010100000002); for spawn also QEMU's abort on vsmmud's
+#      verdict (TRANSLATE status 0x2) and vsmmud's counters (one model
+#      event, one translation fault).
 #
 # Exits 0 only if every check passed; prints the time of each step and
 # "N passed, N failed" last.
@@ -406,6 +416,45 @@ if $bb grep -q 'e2e\.disk' /proc/cmdline; then
         fi
     fi
 fi
+# builtin and spawn boots: QEMU's edu at function 1 behind the root port.
+# Linux never enumerates it (no function 0), so its StreamID has no STE:
+# program it by hand through ECAM and make it DMA 4 bytes, one transaction.
+# (/dev/mem: Debian's kernel maps no busy resource, such as the ECAM,
+# without iomem=relaxed on these boots' kernel line.)
+if $bb grep -q 'e2e\.edu' /proc/cmdline; then
+    $bb mount -t devtmpfs devtmpfs /dev
+    echo "E2E: edu: Linux's PCI devices: $(echo $($bb ls /sys/bus/pci/devices))"
+    ecam=0x$($bb sed -n 's/^ *\([0-9a-f]*\)-[0-9a-f]* : PCI ECAM$/\1/p' /proc/iomem)
+    cfg() { printf '0x%x' $((ecam + ($1 << 20) + ($2 << 15) + ($3 << 12) + $4)); }
+    rd() { printf '0x%x' $($bb devmem "$@"); }
+    # The bus Linux gave the root port (00:01.0). The port is not
+    # hotplug-capable in these boots, so Linux reserved no memory window
+    # behind it: open one, 1 MiB near the top of the 32-bit MMIO window
+    # (free: Linux allocates from the bottom), for BAR0.
+    bus=$((($(rd $(cfg 0 1 0 0x18) 32) >> 8) & 0xff))
+    bar=0x3ee00000
+    $bb devmem $(cfg 0 1 0 0x20) 32 $(((bar >> 16) * 0x10001))
+    echo "E2E: edu: ECAM $ecam, 0000:$(printf %02x $bus):00.1 ID $(rd $(cfg $bus 0 1 0) 32)"
+    $bb devmem $(cfg $bus 0 1 0x10) 32 $bar
+    # Memory space and bus master: without the latter QEMU drops the DMA.
+    $bb devmem $(cfg $bus 0 1 4) 16 6
+    bar0=$(rd $(cfg $bus 0 1 0x10) 32)
+    echo "E2E: edu: BAR0 $bar0, identification $(rd $bar0 32)"
+    # From edu's buffer (device address 0x40000) to IOVA 0xf000000 (edu
+    # masks addresses to 28 bits; a hole in virt's memory map, should the
+    # write get through); start, direction edu -> RAM.
+    $bb devmem $((bar0 + 0x80)) 64 0x40000
+    $bb devmem $((bar0 + 0x88)) 64 0xf000000
+    $bb devmem $((bar0 + 0x90)) 64 4
+    $bb devmem $((bar0 + 0x98)) 64 3
+    # edu runs the DMA from a timer 100 ms later (then clears bit 0), and
+    # the event follows at once: wait for it, 2 s at most.
+    for i in $($bb seq 40); do
+        $bb dmesg | $bb grep -q 'arm-smmu-v3 .*: event 0x' && break
+        $bb sleep 0.05
+    done
+    echo "E2E: edu: DMA command register: $(rd $((bar0 + 0x98)) 64)"
+fi
 $bb dmesg | $bb grep -i -e smmu -e 'iommu group' -e 'domain type' -e pciehp -e virtio
 echo "E2E: interrupts"
 $bb grep -i -e smmu -e pciehp -e virtio /proc/interrupts
@@ -612,6 +661,38 @@ check_dma() {
         test "$(stat_of "$name" translation_faults)" = 0
 }
 
+# events_of NAME: each SMMU event the guest's driver printed, as its type
+# and the record's first word ("0x02 0x0000010100000002"), one per line.
+# The console shows each kernel line twice (as printed, and in the dmesg
+# /init prints): events are told apart by their timestamp.
+events_of() {
+    tr -d '\r' <"$WORK/$1.out" | awk '
+        word { if (match($0, /0x[0-9a-f]+$/)) print key, type, substr($0, RSTART, RLENGTH); word = 0 }
+        /arm-smmu-v3 [^ ]+: event 0x[0-9a-f]+ received:$/ {
+            key = substr($0, 1, index($0, "]")); gsub(/ /, "", key)
+            match($0, /event 0x[0-9a-f]+/); type = substr($0, RSTART + 6, RLENGTH - 6); word = 1
+        }' | sort -u | cut -d' ' -f2-
+}
+
+# builtin and spawn: edu at 01:00.1, which Linux never enumerated, DMAs.
+# StreamID 0x101 lies in the stream table's second level-1 descriptor,
+# which Linux leaves with Span 0 (it only fills the first, for the root
+# port's 0x8): C_BAD_STREAMID, whose record's first word holds the
+# StreamID (bits 63:32) and the type.
+check_edu() {
+    local name=$1 events
+    events=$(events_of "$name" | paste -sd,)
+    check "$name: edu: not among Linux's PCI devices: $(console_line '^E2E: edu: Linux' "$name")" \
+        test "$(console_line '^E2E: edu: Linux' "$name")" = "E2E: edu: Linux's PCI devices: 0000:00:00.0 0000:00:01.0"
+    check "$name: edu: found through ECAM, BAR0 decoded: $(console_line '^E2E: edu: ECAM' "$name"); $(console_line '^E2E: edu: BAR0' "$name")" \
+        test "$(console_line '^E2E: edu: ECAM' "$name")/$(console_line '^E2E: edu: BAR0' "$name")" = \
+        "E2E: edu: ECAM 0x4010000000, 0000:01:00.1 ID 0x11e81234/E2E: edu: BAR0 0x3ee00000, identification 0x10000ed"
+    check "$name: edu: its DMA ran: $(console_line '^E2E: edu: DMA' "$name")" \
+        test "$(console_line '^E2E: edu: DMA' "$name")" = "E2E: edu: DMA command register: 0x2"
+    check "$name: edu: exactly one SMMU event in the guest, C_BAD_STREAMID of StreamID 0x101 (type, first word: ${events:-none})" \
+        test "$events" = "0x02 0x0000010100000002"
+}
+
 # --------------------------------------------------------------------- main
 
 cd "$WORK"
@@ -631,13 +712,20 @@ log "guest kernel: $KERNEL_NAME"
 # VFIO devices translated by the host; the fifth translates.
 PT=iommu.passthrough=1
 
+# The first two boots also have QEMU's edu at function 1 behind the root
+# port (/init makes it DMA). The port without hotplug: pciehp would look
+# for a function 0 there for 1.5 s, and poweroff waits for it. Nor a power
+# controller: QEMU powers off a slot without function 0 at reset.
+EDU=(-global pcie-root-port.hotplug=off -global pcie-root-port.power_controller_present=off
+    -device edu,bus=rp0,addr=0.1)
+
 REMOTE=arm-smmuv3-remote,primary-bus=pcie.0
 log "boot 1/7: builtin (-device arm-smmuv3, QEMU's own SMMUv3), for reference"
-timed "boot builtin" boot builtin arm-smmuv3,primary-bus=pcie.0 "$PT"
+timed "boot builtin" boot builtin arm-smmuv3,primary-bus=pcie.0 "$PT iomem=relaxed e2e.edu" "${EDU[@]}"
 
 log "boot 2/7: spawn (-device arm-smmuv3-remote,vsmmud=..., QEMU starts vsmmud --seccomp kill)"
-timed "boot remote (spawn)" boot spawn "$REMOTE,vsmmud=$VSMMUD" "$PT" \
-    -trace smmuv3_remote_connected -trace smmuv3_remote_stats
+timed "boot remote (spawn)" boot spawn "$REMOTE,vsmmud=$VSMMUD" "$PT iomem=relaxed e2e.edu" "${EDU[@]}" \
+    -trace smmuv3_remote_connected -trace smmuv3_remote_stats -trace smmuv3_remote_translate_fault
 
 log "boot 3/7: socket (-device arm-smmuv3-remote,socket=..., vsmmud --socket-path, already running)"
 SOCK=$WORK/vsmmu.sock
@@ -682,7 +770,15 @@ timed "boot remote (migration)" boot_migrate migrate
 echo "== checks: builtin (reference)"
 BUILTIN=$(console_line 'arm-smmu-v3 [^ ]+: ias' builtin) || true
 check "builtin: patched QEMU still probes its own SMMUv3: ${BUILTIN:-<missing>}" test -n "$BUILTIN"
+check_edu builtin
 check_remote spawn
+check_edu spawn
+# vsmmud's verdict (TRANSLATE status: the event type) and its event.
+check "spawn: edu: QEMU aborted its DMA on vsmmud's C_BAD_STREAMID, the only fault: $(grep -a 'smmuv3_remote_translate_fault' "$WORK/spawn.err" | sed 's/.*smmuv3_remote_translate_fault //' | paste -sd,)" \
+    test "$(grep -a 'smmuv3_remote_translate_fault' "$WORK/spawn.err" | sed 's/.*smmuv3_remote_translate_fault //')" = \
+    "sid=0x101 iova=0xf000000 flag=2: status 0x2 (aborted)"
+check "spawn: stats: one event raised by the model ($(stat_of spawn model_events)), one translation fault ($(stat_of spawn translation_faults))" \
+    test "$(stat_of spawn model_events)/$(stat_of spawn translation_faults)" = 1/1
 check_remote socket
 check "socket: vsmmud exited 0 on SIGTERM after the client left (rc $VSMMUD_RC)" test "$VSMMUD_RC" = 0
 check_remote acpi
