@@ -10,7 +10,8 @@ pub struct Stats {
     pub host_events_read: u64,
     /// Events the host dropped (LOST records and sequence gaps).
     pub host_events_lost: u64,
-    /// Records written into the guest EVENTQ.
+    /// Host records (from the vEVENTQ) written into the guest EVENTQ; the
+    /// model's own events are counted in `model_events`.
     pub guest_events_written: u64,
     /// Host records dropped because the guest queue and the buffer were full.
     pub guest_events_dropped: u64,
@@ -20,7 +21,8 @@ pub struct Stats {
     pub events_buffered: u64,
     /// Times EVENTQ_PROD.OVFLG was toggled.
     pub evtq_overflows: u64,
-    /// Events the model itself raised (configuration errors seen by CFGI).
+    /// Events the model itself raised: configuration errors found at CFGI
+    /// or device attach, and by `VSMMU_TRANSLATE`'s stream table checks.
     pub model_events: u64,
     /// Commands consumed from the guest CMDQ.
     pub cmds_consumed: u64,

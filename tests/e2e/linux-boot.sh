@@ -160,7 +160,7 @@ prerequisites() {
         [ninja]=ninja-build [meson]=meson [flex]=flex [bison]=bison
         [pkg-config]=pkg-config [cpio]=cpio [curl]=curl
         [gzip]=gzip [xz]=xz-utils [patch]=patch [python3]=python3
-        [cc]=gcc [make]=make
+        [cc]=gcc [make]=make [aarch64-linux-gnu-gcc]=gcc-aarch64-linux-gnu
     )
     local cmd
     for cmd in "${!need[@]}"; do
@@ -169,6 +169,8 @@ prerequisites() {
     pkg-config --exists glib-2.0 2>/dev/null || pkgs+=(libglib2.0-dev)
     pkg-config --exists pixman-1 2>/dev/null || pkgs+=(libpixman-1-dev)
     [[ -e /usr/include/libfdt.h ]] || pkgs+=(libfdt-dev)
+    # The guest benchmark (tests/e2e/guest/blkbench.c), static for aarch64.
+    [[ -e /usr/aarch64-linux-gnu/lib/libc.a ]] || pkgs+=(libc6-dev-arm64-cross)
     [[ -e $UEFI ]] || pkgs+=(qemu-efi-aarch64)
     python3 -c 'import ensurepip, venv' 2>/dev/null || pkgs+=(python3-venv)
     if ((${#pkgs[@]})); then
@@ -373,12 +375,28 @@ fetch_guest() {
     done
     cp "$DISK_INITIAL" "$root/expected"
     cp "$DISK_NEW" "$root/new"
+    aarch64-linux-gnu-gcc -static -O2 -Wall -Wextra -Werror -o "$root/bin/blkbench" \
+        "$REPO/tests/e2e/guest/blkbench.c" || die "cannot build blkbench"
     cat >"$root/init" <<'EOF'
 #!/bin/busybox sh
 bb=/bin/busybox
 $bb mount -t proc proc /proc
 $bb mount -t sysfs sysfs /sys
 echo "E2E: init"
+# bench boots: the guest benchmark on a scratch virtio-blk disk.
+if $bb grep -q 'e2e\.bench' /proc/cmdline; then
+    $bb mount -t devtmpfs devtmpfs /dev
+    for m in virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk; do
+        $bb insmod /lib/$m.ko || echo "E2E: bench: insmod $m failed"
+    done
+    for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+        [ -b /dev/vda ] && break
+        $bb sleep 0.25
+    done
+    secs=$($bb sed -n 's/.*e2e\.bench=\([0-9.]*\).*/\1/p' /proc/cmdline)
+    /bin/blkbench /dev/vda "${secs:-2}" || echo "E2E: bench: blkbench failed"
+    $bb poweroff -f
+fi
 # dma boot: a virtio-blk disk holding /expected; write /new over it.
 if $bb grep -q 'e2e\.disk' /proc/cmdline; then
     $bb mount -t devtmpfs devtmpfs /dev
@@ -767,6 +785,33 @@ log "boot 7/7: migrate (the dma boot's guest live-migrated to a second QEMU and 
 cp "$DISK_INITIAL" "$DISK_IMAGE"
 timed "boot remote (migration)" boot_migrate migrate
 
+# The guest benchmark (reported, not asserted): blkbench on a scratch
+# virtio-blk disk with iommu_platform=on behind the root port, translated
+# DMA domains, strict (iommu.strict=1: TLBI + CMD_SYNC at every unmap) and
+# lazy (=0: batched flushes), behind QEMU's arm-smmuv3 and behind vsmmud
+# (CMD_SYNC completion polled, and by MSI with vsmmud --msi).
+BENCH_SECS=${VSMMU_E2E_BENCH_SECS:-2}
+BENCH_IMG=$WORK/bench.img
+truncate -s 64M "$BENCH_IMG"
+BENCH_DISK=(-drive "file=$BENCH_IMG,format=raw,if=none,id=bench0"
+    -device virtio-blk-pci,drive=bench0,bus=rp0,iommu_platform=on,disable-legacy=on)
+BENCH_CONFIGS=(builtin remote remote-msi)
+for mode in strict lazy; do
+    strict=$([[ $mode == strict ]] && echo 1 || echo 0)
+    log "bench: builtin, iommu.strict=$strict"
+    timed "bench builtin $mode" boot "bench-builtin-$mode" arm-smmuv3,primary-bus=pcie.0 \
+        "e2e.bench=$BENCH_SECS iommu.strict=$strict" "${BENCH_DISK[@]}"
+    log "bench: vsmmud, iommu.strict=$strict"
+    timed "bench vsmmud $mode" boot "bench-remote-$mode" "$REMOTE,vsmmud=$VSMMUD" \
+        "e2e.bench=$BENCH_SECS iommu.strict=$strict" "${BENCH_DISK[@]}" \
+        -trace smmuv3_remote_iotlb -trace smmuv3_remote_stats
+    log "bench: vsmmud --msi, iommu.strict=$strict"
+    timed "bench vsmmud --msi $mode" boot "bench-remote-msi-$mode" \
+        "$REMOTE,vsmmud=$VSMMUD,vsmmud-args=--msi" \
+        "e2e.bench=$BENCH_SECS iommu.strict=$strict" "${BENCH_DISK[@]}" \
+        -trace smmuv3_remote_iotlb -trace smmuv3_remote_stats
+done
+
 echo "== checks: builtin (reference)"
 BUILTIN=$(console_line 'arm-smmu-v3 [^ ]+: ias' builtin) || true
 check "builtin: patched QEMU still probes its own SMMUv3: ${BUILTIN:-<missing>}" test -n "$BUILTIN"
@@ -821,6 +866,18 @@ check "multi: the root port on the expander's bus 0x80 in an IOMMU group" \
     grep -aqE 'pcieport 0000:80:00\.0: Adding to iommu group' "$WORK/multi.out"
 check "multi: both vsmmuds counted the guest's commands" \
     test "$(sed -n 's/.*smmuv3_remote_stats \({.*}\).*/\1/p' "$WORK/multi.err" | grep -c '"cmds_consumed":[1-9]')" = 2
+
+echo "== checks: guest benchmark (figures reported, not asserted)"
+for mode in strict lazy; do
+    for cfg in "${BENCH_CONFIGS[@]}"; do
+        name=bench-$cfg-$mode
+        check "$name: blkbench ran ($(grep -a '^BLK:' "$WORK/$name.out" | tr -d '\r' | cut -c6-)), no SMMU event" \
+            bash -c "grep -aq '^BLK: randread_iops=[0-9]' '$WORK/$name.out' && ! grep -aqE 'arm-smmu-v3 [^ ]+: event 0x' '$WORK/$name.out'"
+    done
+done
+GUEST_BENCH_JSON=$CARGO_TARGET_DIR/vsmmu-guest-bench.json
+python3 "$REPO/tests/e2e/guest/bench-report.py" "$WORK" "$GUEST_BENCH_JSON" "$BENCH_SECS" "${BENCH_CONFIGS[@]}" ||
+    log "the guest benchmark report failed"
 
 echo "== what the guest's /init printed, remote (spawn):"
 sed -n '/^E2E: init/,/^E2E: done/p' "$WORK/spawn.out" | sed 's/^/    /' | tr -d '\r'
