@@ -112,6 +112,10 @@ impl std::fmt::Debug for Handler {
     }
 }
 
+/// Granules a cache miss asks vsmmud to translate ahead (128 KiB of 4 KiB
+/// pages with the one asked for).
+const TRANSLATE_AHEAD_PAGES: usize = 31;
+
 /// How long a reply is awaited by polling before sleeping.
 const REPLY_POLL: std::time::Duration = std::time::Duration::from_micros(50);
 
@@ -764,9 +768,17 @@ impl Client {
             }
             None => None,
         };
+        // With a cache, the granules that follow come along: a sequential
+        // transfer then costs one round trip per TRANSLATE_AHEAD_PAGES.
+        let (flags_sent, ahead) = match head {
+            Some(_) => (flags | vu::TRANSLATE_AHEAD, TRANSLATE_AHEAD_PAGES),
+            None => (flags, 0),
+        };
+        let head_size = std::mem::size_of::<vu::TranslateReply>();
+        let rec_size = std::mem::size_of::<vu::TranslateAhead>();
         let t = vu::Translate {
-            argsz: 32,
-            flags,
+            argsz: (head_size + ahead * rec_size) as u32,
+            flags: flags_sent,
             sid,
             ssid,
             iova,
@@ -777,9 +789,25 @@ impl Client {
         if let (Some(t), Some(head)) = (self.iotlb.as_mut(), head) {
             if t.head() == head {
                 t.insert(sid, ssid, iova, &reply);
+                let extra = r.get(head_size..).unwrap_or(&[]);
+                for rec in extra.chunks_exact(rec_size) {
+                    if let Ok(a) = vu::TranslateAhead::read_from_bytes(rec) {
+                        let as_reply = vu::TranslateReply {
+                            perm: a.perm,
+                            addr: a.addr,
+                            mask: a.mask,
+                            ..reply
+                        };
+                        t.insert(sid, ssid, a.iova, &as_reply);
+                    }
+                }
             }
         }
-        Ok(reply)
+        Ok(vu::TranslateReply {
+            argsz: head_size as u32,
+            flags,
+            ..reply
+        })
     }
 
     /// VSMMU_NOTIFY_SETUP: shares an invalidation ring of `2^log2` records

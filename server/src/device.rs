@@ -622,19 +622,64 @@ impl Device {
                     (0, false) => vu::TRANSLATE_PERM_READ,
                     _ => 0,
                 };
-                reply
-                    .push(&vu::TranslateReply {
-                        argsz: 32,
-                        flags: t.flags,
-                        status: r.status,
-                        perm,
-                        addr: r.addr,
-                        mask: r.mask,
-                    })
-                    .finish()
+                let ahead = self.translate_ahead(&t, ssid, write, perm, &r);
+                let head = std::mem::size_of::<vu::TranslateReply>();
+                let reply = reply.push(&vu::TranslateReply {
+                    argsz: (head + ahead.len() * std::mem::size_of::<vu::TranslateAhead>()) as u32,
+                    flags: t.flags,
+                    status: r.status,
+                    perm,
+                    addr: r.addr,
+                    mask: r.mask,
+                });
+                ahead.iter().fold(reply, |m, a| m.push(a)).finish()
             }
         };
         Ok(Some(out))
+    }
+
+    /// [`vu::TRANSLATE_AHEAD`]: the granules after a translated access,
+    /// for the same access, without events, up to the first that faults.
+    fn translate_ahead(
+        &mut self,
+        t: &vu::Translate,
+        ssid: Option<u32>,
+        write: bool,
+        perm: u32,
+        first: &VmmTranslation,
+    ) -> Vec<vu::TranslateAhead> {
+        let room = (t.argsz as usize).saturating_sub(std::mem::size_of::<vu::TranslateReply>())
+            / std::mem::size_of::<vu::TranslateAhead>();
+        let n = room.min(vu::TRANSLATE_AHEAD_MAX);
+        let mut out = Vec::new();
+        if t.flags & vu::TRANSLATE_AHEAD == 0 || first.status != 0 || n == 0 {
+            return out;
+        }
+        let Some(sim) = self.host.as_sim() else {
+            return out;
+        };
+        let mut next = t.iova & !first.mask;
+        let mut granule = first.mask.wrapping_add(1);
+        while out.len() < n {
+            let Some(iova) = next.checked_add(granule) else {
+                break;
+            };
+            let r = sim.translate_for_vmm(&self.mem, t.sid, ssid, iova, write, false);
+            if r.status != 0 {
+                break;
+            }
+            out.push(vu::TranslateAhead {
+                iova,
+                addr: r.addr,
+                mask: r.mask,
+                perm,
+                reserved: 0,
+            });
+            next = iova;
+            granule = r.mask.wrapping_add(1);
+        }
+        self.stats.translations_ahead += out.len() as u64;
+        out
     }
 
     fn version(

@@ -632,7 +632,7 @@ impl<'a> Request<'a> {
                     t.argsz,
                     std::mem::size_of::<TranslateReply>(),
                 )?;
-                if t.flags & !(TRANSLATE_WRITE | TRANSLATE_NO_EVENT) != 0 {
+                if t.flags & !(TRANSLATE_WRITE | TRANSLATE_NO_EVENT | TRANSLATE_AHEAD) != 0 {
                     return Err(DecodeError::Invalid(format!(
                         "translate flags {:#x}",
                         t.flags

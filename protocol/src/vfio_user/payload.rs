@@ -365,6 +365,15 @@ wire_struct!(
 pub const TRANSLATE_WRITE: u32 = 1 << 0;
 /// `VSMMU_TRANSLATE` flag: a fault is reported in the status only, no event.
 pub const TRANSLATE_NO_EVENT: u32 = 1 << 1;
+/// `VSMMU_TRANSLATE` flag: after a translated access, also translate the
+/// granules that follow it, for the same access and without events, as
+/// many as `argsz` leaves room for ([`TranslateAhead`] records after the
+/// reply, up to [`TRANSLATE_AHEAD_MAX`]; they stop at the first that would
+/// fault). A VMM caching translations saves a round trip per page of a
+/// sequential transfer; an SMMU may fill its TLB ahead alike.
+pub const TRANSLATE_AHEAD: u32 = 1 << 2;
+/// Most [`TranslateAhead`] records in one reply.
+pub const TRANSLATE_AHEAD_MAX: usize = 63;
 /// `TranslateReply::perm`: reads allowed.
 pub const TRANSLATE_PERM_READ: u32 = 1 << 0;
 /// `TranslateReply::perm`: writes allowed.
@@ -419,6 +428,22 @@ wire_struct!(
         /// Zero.
         reserved: u32,
     } = 16
+);
+
+wire_struct!(
+    /// One granule translated ahead ([`TRANSLATE_AHEAD`]).
+    TranslateAhead {
+        /// Input address of the granule (aligned).
+        iova: u64,
+        /// Its translated address.
+        addr: u64,
+        /// Size of the granule minus one.
+        mask: u64,
+        /// `TRANSLATE_PERM_*` granted (the access checked).
+        perm: u32,
+        /// Zero.
+        reserved: u32,
+    } = 32
 );
 
 wire_struct!(
