@@ -66,7 +66,7 @@ fn command_numbers() {
         nums,
         [
             1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 15, 16, 17, 18, 0x1000, 0x1001, 0x1002,
-            0x1003, 0x1004, 0x1005
+            0x1003, 0x1004, 0x1005, 0x1006
         ]
     );
     assert_eq!(Command::try_from(14), Err(DecodeError::UnknownCommand(14)));
@@ -544,7 +544,17 @@ fn translate_bytes() {
         Request::decode(&hdr(Command::VsmmuTranslate, 24), t.as_bytes()),
         Ok(Request::VsmmuTranslate(t))
     );
-    let bad = Translate { flags: 4, ..t };
+    // TRANSLATE_AHEAD (bit 2) is known; bit 3 is not.
+    let ahead = Translate {
+        flags: TRANSLATE_AHEAD,
+        argsz: 32 + 2 * 32,
+        ..t
+    };
+    assert_eq!(
+        Request::decode(&hdr(Command::VsmmuTranslate, 24), ahead.as_bytes()),
+        Ok(Request::VsmmuTranslate(ahead))
+    );
+    let bad = Translate { flags: 8, ..t };
     assert_eq!(
         Request::decode(&hdr(Command::VsmmuTranslate, 24), bad.as_bytes())
             .unwrap_err()
