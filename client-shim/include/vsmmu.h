@@ -322,8 +322,9 @@ int vsmmu_iotlb_enable(struct vsmmu_client *c, unsigned int log2_entries);
  * Calls `handler(opaque, rec)` with every invalidation applied from now on
  * (NULL: none). With a handler, vsmmud completes each CMD_SYNC only after
  * the records before it went through it: watch [`vsmmu_notify_fd`] and call
- * [`vsmmu_notify_drain`] when it is readable. The handler runs inside
- * `vsmmu_notify_drain` and `vsmmu_translate` and must not call the library.
+ * [`vsmmu_notify_drain`] when it is readable. The handler runs only inside
+ * `vsmmu_notify_drain` (so in the thread the VMM drains from) and must not
+ * call the library.
  *
  * Returns 0, or -EINVAL before [`vsmmu_iotlb_enable`].
  *
