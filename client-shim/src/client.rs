@@ -98,6 +98,9 @@ pub struct Client {
     iotlb: Option<Iotlb>,
     /// Called with every invalidation record applied (IOMMU notifiers).
     notify_handler: Option<Handler>,
+    /// (StreamID, SubstreamID, page) just past the last translation
+    /// read ahead: a miss there is sequential.
+    ahead_end: Option<(u32, u32, u64)>,
 }
 
 /// What [`Client::set_notify_handler`] takes.
@@ -112,9 +115,11 @@ impl std::fmt::Debug for Handler {
     }
 }
 
-/// Granules a cache miss asks vsmmud to translate ahead (128 KiB of 4 KiB
-/// pages with the one asked for).
+/// Granules a cache miss right past the last read-ahead asks vsmmud to
+/// translate ahead (128 KiB of 4 KiB pages with the one asked for).
 const TRANSLATE_AHEAD_PAGES: usize = 31;
+/// Granules any other cache miss asks for ahead.
+const TRANSLATE_AHEAD_START: usize = 3;
 
 /// How long a reply is awaited by polling before sleeping.
 const REPLY_POLL: std::time::Duration = std::time::Duration::from_micros(50);
@@ -139,6 +144,7 @@ impl Client {
             chunk: vec![0u8; 8192].into_boxed_slice(),
             iotlb: None,
             notify_handler: None,
+            ahead_end: None,
         }
     }
 
@@ -768,10 +774,14 @@ impl Client {
             }
             None => None,
         };
-        // With a cache, the granules that follow come along: a sequential
-        // transfer then costs one round trip per TRANSLATE_AHEAD_PAGES.
+        // With a cache, the granules that follow come along: a few after
+        // any miss, TRANSLATE_AHEAD_PAGES after a miss right past what the
+        // last one brought (a sequential transfer), as a readahead window.
+        // Walking ahead costs vsmmud time that a random access never uses.
+        let sequential = self.ahead_end == Some((sid, ssid, iova >> 12));
         let (flags_sent, ahead) = match head {
-            Some(_) => (flags | vu::TRANSLATE_AHEAD, TRANSLATE_AHEAD_PAGES),
+            Some(_) if sequential => (flags | vu::TRANSLATE_AHEAD, TRANSLATE_AHEAD_PAGES),
+            Some(_) => (flags | vu::TRANSLATE_AHEAD, TRANSLATE_AHEAD_START),
             None => (flags, 0),
         };
         let head_size = std::mem::size_of::<vu::TranslateReply>();
@@ -789,6 +799,7 @@ impl Client {
         if let (Some(t), Some(head)) = (self.iotlb.as_mut(), head) {
             if t.head() == head {
                 t.insert(sid, ssid, iova, &reply);
+                let mut end = (iova & !reply.mask).wrapping_add(reply.mask.wrapping_add(1));
                 let extra = r.get(head_size..).unwrap_or(&[]);
                 for rec in extra.chunks_exact(rec_size) {
                     if let Ok(a) = vu::TranslateAhead::read_from_bytes(rec) {
@@ -799,8 +810,10 @@ impl Client {
                             ..reply
                         };
                         t.insert(sid, ssid, a.iova, &as_reply);
+                        end = a.iova.wrapping_add(a.mask.wrapping_add(1));
                     }
                 }
+                self.ahead_end = (reply.status == 0).then_some((sid, ssid, end >> 12));
             }
         }
         Ok(vu::TranslateReply {
