@@ -53,6 +53,8 @@ fn sock_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> LoopError {
 struct Client {
     conn: Connection<UnixStream>,
     session: Session,
+    /// Registered for writable edges too (replies wait for the socket).
+    want_write: bool,
 }
 
 /// Listening socket, client, device.
@@ -193,13 +195,18 @@ impl Server {
     }
 
     fn add_client(&mut self, mut stream: UnixStream) -> Result<(), LoopError> {
+        // Readable only: a Unix socket signals a writable edge each time the
+        // peer reads, that is after every reply, and each would wake a
+        // sleeping loop for nothing. Writable edges are asked for only while
+        // replies wait for room.
         self.poll
             .registry()
-            .register(&mut stream, CLIENT, Interest::READABLE | Interest::WRITABLE)
+            .register(&mut stream, CLIENT, Interest::READABLE)
             .map_err(LoopError::Poll)?;
         self.client = Some(Client {
             conn: Connection::new(stream, self.device.limits.max_msg_size()),
             session: Session::default(),
+            want_write: false,
         });
         Ok(())
     }
@@ -338,6 +345,26 @@ impl Server {
                 log::warn!("closing the client connection: {why}");
             }
             self.drop_client();
+            return;
+        }
+        let want_write = client.conn.has_pending_output();
+        if want_write != client.want_write {
+            let interest = if want_write {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            match self
+                .poll
+                .registry()
+                .reregister(client.conn.stream_mut(), CLIENT, interest)
+            {
+                Ok(()) => client.want_write = want_write,
+                Err(e) => {
+                    log::warn!("closing the client connection: poll: {e}");
+                    self.drop_client();
+                }
+            }
         }
     }
 
