@@ -5,7 +5,11 @@
 //!   payload, the VERSION capabilities JSON, and the vsmmu extension commands;
 //! - [`smmu`]: SMMUv3 architectural formats (registers, queues, commands,
 //!   events, stream table and context descriptors);
-//! - [`iommufd`]: iommufd uAPI records (ioctl structs, vEVENTQ records).
+//! - [`iommufd`]: iommufd uAPI records (ioctl structs, vEVENTQ records);
+//!
+//! and one piece of logic both ends of the socket share, with no I/O:
+//! - [`poll_window`]: how long to poll for the peer's next message before
+//!   sleeping (adaptive, as KVM's halt polling).
 //!
 //! Decoding never panics on any byte string: it returns typed errors.
 
@@ -13,5 +17,6 @@
 compile_error!("vsmmu's wire formats are little-endian and decoded in place");
 
 pub mod iommufd;
+pub mod poll_window;
 pub mod smmu;
 pub mod vfio_user;
