@@ -6,8 +6,10 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as Process, Stdio};
+use std::time::{Duration, Instant};
 
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
+use vsmmu_protocol::poll_window::PollWindow;
 use vsmmu_protocol::vfio_user::{
     self as vu, Capabilities, Command, DeviceInfo, DmaMap, DmaUnmap, Header, IrqInfo, IrqSet,
     Message, RegionAccess, RegionInfo, SimDma, SimDmaReply, SimInjectHeader, SimInjectReply,
@@ -91,10 +93,12 @@ pub struct Client {
     rbuf: Vec<u8>,
     /// Reused read buffer (zeroed once, not per reply).
     chunk: Box<[u8]>,
+    /// How long the next reply is awaited by polling before sleeping.
+    reply_poll: PollWindow,
 }
 
-/// How long a reply is awaited by polling before sleeping.
-const REPLY_POLL: std::time::Duration = std::time::Duration::from_micros(50);
+/// The longest a reply is awaited by polling before sleeping.
+const REPLY_POLL_MAX: Duration = Duration::from_micros(50);
 
 /// The fd number the spawned server finds its socket at.
 const CHILD_FD: RawFd = 3;
@@ -114,6 +118,7 @@ impl Client {
             caps: Capabilities::default(),
             rbuf: Vec::new(),
             chunk: vec![0u8; 8192].into_boxed_slice(),
+            reply_poll: PollWindow::new(REPLY_POLL_MAX),
         }
     }
 
@@ -313,13 +318,19 @@ impl Client {
     }
 
     /// Reads until at least `n` bytes are buffered. The reply to an MMIO
-    /// access usually arrives within microseconds: the first ones are
-    /// awaited by polling the socket (as KVM's halt polling does), only
-    /// then by sleeping, since waking a sleeping (virtual) CPU costs tens
-    /// of microseconds.
+    /// access usually arrives within microseconds, and waking a sleeping
+    /// (virtual) CPU costs tens of them: the reply is awaited by polling
+    /// the socket for a window, then by sleeping. The window adapts to how
+    /// long replies take (docs/design.md, "Adaptive polling"), down to 0
+    /// when polling does not pay: slow replies, or a server that needs the
+    /// CPU this side would spin on.
     fn fill_to(&mut self, n: usize) -> Result<()> {
-        let t0 = std::time::Instant::now();
-        while self.rbuf.len() < n && t0.elapsed() < REPLY_POLL {
+        if self.rbuf.len() >= n {
+            return Ok(());
+        }
+        let t0 = Instant::now();
+        let window = self.reply_poll.window();
+        while self.rbuf.len() < n && !window.is_zero() && t0.elapsed() < window {
             match nix::sys::socket::recv(
                 self.sock.as_raw_fd(),
                 &mut self.chunk,
@@ -345,7 +356,13 @@ impl Client {
                 Err(e) => return Err(e.into()),
             }
         }
+        self.reply_poll.record(t0.elapsed());
         Ok(())
+    }
+
+    /// The reply polling window now (it adapts; 0 = sleeping at once).
+    pub fn reply_poll_window(&self) -> Duration {
+        self.reply_poll.window()
     }
 
     /// Sends a command and returns the reply payload, or the error reply's errno.
