@@ -237,7 +237,10 @@ impl Server {
         // window follows how long the waits are, down to 0 when polling
         // does not pay (the client is slow, or needs the CPU we spin on).
         let mut window = PollWindow::new(self.poll_max);
-        // When the loop began waiting for the client's next message.
+        // When the loop began waiting for the client's next message, moved
+        // on by the time spent on other work since: the window is about
+        // idle time, and a message that came while the vEVENTQ was being
+        // drained was not waited for.
         let mut waiting_since: Option<Instant> = None;
         loop {
             let polling = waiting_since.is_some_and(|t| t.elapsed() < window.window());
@@ -253,18 +256,17 @@ impl Server {
             }
             let woke = Instant::now();
             let mut drained = false;
+            let mut served = false;
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(),
                     CLIENT => {
                         let messages = self.client_ready(ev.is_read_closed() || ev.is_error());
-                        if self.client.is_none() {
-                            waiting_since = None;
-                        } else if messages > 0 {
+                        if messages > 0 {
                             if let Some(t) = waiting_since {
                                 self.learn(&mut window, woke.saturating_duration_since(t));
                             }
-                            waiting_since = Some(Instant::now());
+                            served = true;
                         }
                     }
                     SIGNAL => {
@@ -284,6 +286,16 @@ impl Server {
             // a level-triggered handler reading one record per wakeup would.
             if more_events && !drained {
                 more_events = self.drain();
+                drained = true;
+            }
+            if self.client.is_none() {
+                waiting_since = None;
+            } else if served {
+                waiting_since = Some(Instant::now());
+            } else if drained {
+                if let Some(t) = waiting_since.as_mut() {
+                    *t += woke.elapsed();
+                }
             }
             if self.single_client && self.client.is_none() {
                 log::info!("the inherited connection closed: exiting");
