@@ -1,8 +1,11 @@
 //! The contended pass: busy threads that oversubscribe the CPUs while every
 //! figure is measured a second time, as other users' builds do on a shared
 //! host. They run in a child process (this binary in its hidden `spin`
-//! mode), so that the bench process's own CPU figures leave them out, and
-//! at the same priority as everything else.
+//! mode), so that the bench process's own CPU figures leave them out, at
+//! the same priority as everything else, and in a session of their own:
+//! with autogroup scheduling (the default of many distributions) the
+//! scheduler groups tasks by session, and another user's build is another
+//! session, not threads beside ours in the same group.
 
 use std::io::Read;
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -15,6 +18,8 @@ use crate::proc;
 /// Spins `threads` threads until standard input closes (the bench dropped
 /// the [`Contention`], or died).
 pub fn serve_spin(threads: usize) -> anyhow::Result<()> {
+    // Fails only when already a session leader, which is as good.
+    let _ = nix::unistd::setsid();
     for i in 0..threads {
         std::thread::Builder::new()
             .name(format!("spin{i}"))
