@@ -12,9 +12,14 @@
 //!    host invalidations against `vsmmud --no-batch`.
 //! 4. Idle RSS of a serving `vsmmud` and its startup time.
 //!
-//! Targets are reported, never asserted. `--quick` runs in seconds (CI).
+//! Every figure is measured twice: idle (nothing added), then contended,
+//! with busy threads oversubscribing the CPUs (one per online CPU unless
+//! `--contend N`; `--contend 0` skips the pass); the second set of keys
+//! ends in `_contended`. Targets are reported, never asserted. `--quick`
+//! runs in seconds (CI).
 
 mod cmdq;
+mod contend;
 mod echo;
 mod footprint;
 mod locate;
@@ -25,7 +30,7 @@ mod report;
 mod sample;
 mod server;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context;
@@ -53,6 +58,11 @@ struct Args {
     #[arg(long)]
     out: Option<PathBuf>,
 
+    /// Busy threads of the contended pass (default: one per online CPU;
+    /// 0 skips the pass).
+    #[arg(long)]
+    contend: Option<usize>,
+
     /// Hidden modes (this binary as its own baseline peer).
     #[command(subcommand)]
     mode: Option<Mode>,
@@ -68,6 +78,13 @@ enum Mode {
         /// Serve from an edge-triggered epoll loop instead.
         #[arg(long)]
         epoll: bool,
+    },
+    /// Busy threads until standard input closes (the contended pass).
+    #[command(hide = true)]
+    Spin {
+        /// How many.
+        #[arg(long)]
+        threads: usize,
     },
 }
 
@@ -123,11 +140,15 @@ impl Plan {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    if let Some(Mode::EchoServer { epoll }) = args.mode {
-        return echo::serve_stdin(epoll);
+    match args.mode {
+        Some(Mode::EchoServer { epoll }) => return echo::serve_stdin(epoll),
+        Some(Mode::Spin { threads }) => return contend::serve_spin(threads),
+        None => {}
     }
     let plan = Plan::new(args.quick);
     let bin = locate::vsmmud(args.vsmmud.clone(), !args.no_build)?;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads = args.contend.unwrap_or(cpus);
     let t0 = Instant::now();
     eprintln!(
         "vsmmu-bench ({} run) against {}",
@@ -135,15 +156,18 @@ fn main() -> anyhow::Result<()> {
         bin.display()
     );
 
-    let mut r = report::Report::new(&plan, &bin);
-    eprintln!("[1/4] host-event propagation");
-    propagation::run(&bin, &plan, &mut r).context("propagation benchmark")?;
-    eprintln!("[2/4] MMIO round trip");
-    mmio::run(&bin, &plan, &mut r).context("MMIO round-trip benchmark")?;
-    eprintln!("[3/4] command queue floods");
-    cmdq::run(&bin, &plan, &mut r).context("command queue benchmark")?;
-    eprintln!("[4/4] idle footprint and startup");
-    footprint::run(&bin, &plan, &mut r).context("footprint benchmark")?;
+    let mut r = report::Report::new(&plan, &bin, threads);
+    r.set_load("start");
+    passes(&bin, &plan, &mut r, "idle")?;
+    if threads > 0 {
+        r.set_load("before_contended");
+        let c = contend::Contention::start(threads)?;
+        r.set_pass(true);
+        passes(&bin, &plan, &mut r, "contended")?;
+        r.set_pass(false);
+        r.set("contend_cpus_used", c.cpus_used());
+        r.set("contend_threads", c.threads() as f64);
+    }
     r.set("bench_wall_s", t0.elapsed().as_secs_f64());
 
     print!("{}", r.table());
@@ -151,5 +175,18 @@ fn main() -> anyhow::Result<()> {
     r.write_json(&out)
         .with_context(|| format!("writing {}", out.display()))?;
     println!("wrote {}", out.display());
+    Ok(())
+}
+
+/// One pass of every benchmark.
+fn passes(bin: &Path, plan: &Plan, r: &mut report::Report, pass: &str) -> anyhow::Result<()> {
+    eprintln!("[{pass} 1/4] host-event propagation");
+    propagation::run(bin, plan, r).with_context(|| format!("propagation benchmark ({pass})"))?;
+    eprintln!("[{pass} 2/4] MMIO round trip");
+    mmio::run(bin, plan, r).with_context(|| format!("MMIO round-trip benchmark ({pass})"))?;
+    eprintln!("[{pass} 3/4] command queue floods");
+    cmdq::run(bin, plan, r).with_context(|| format!("command queue benchmark ({pass})"))?;
+    eprintln!("[{pass} 4/4] idle footprint and startup");
+    footprint::run(bin, plan, r).with_context(|| format!("footprint benchmark ({pass})"))?;
     Ok(())
 }

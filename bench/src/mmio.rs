@@ -18,7 +18,7 @@ use vsmmu_protocol::vfio_user::{Command, Message, RegionAccess};
 use crate::echo::{EchoPeer, ECHO_DATA, REPLY, REQUEST};
 use crate::report::Report;
 use crate::sample::Samples;
-use crate::server::client;
+use crate::server::{client, counter};
 use crate::Plan;
 
 /// Round trips per alternating round.
@@ -64,6 +64,7 @@ pub fn run(bin: &Path, plan: &Plan, r: &mut Report) -> anyhow::Result<()> {
             bail!("the echo server's reply did not parse");
         }
     }
+    let sleeps0 = counter(&c.stats()?, "loop_sleeps");
     let mut mmio = Samples::with_capacity(plan.rtt_samples);
     let mut raw = Samples::with_capacity(plan.rtt_samples);
     let mut raw_ep = Samples::with_capacity(plan.rtt_samples);
@@ -91,6 +92,13 @@ pub fn run(bin: &Path, plan: &Plan, r: &mut Report) -> anyhow::Result<()> {
             shim_raw.push(t0.elapsed());
         }
     }
+    // Times the server went to sleep, per round trip (the rounds of the
+    // other kinds in between add one each, a few dozen in all).
+    let sleeps = counter(&c.stats()?, "loop_sleeps").saturating_sub(sleeps0);
+    r.set(
+        "mmio_server_sleeps_per_rtt",
+        sleeps as f64 / mmio.len() as f64,
+    );
     let (m, s) = (mmio.median_us(), raw.median_us());
     r.set("mmio_rtt_us", m);
     r.set("mmio_rtt_p99_us", mmio.percentile_us(99.0));

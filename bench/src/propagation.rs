@@ -109,8 +109,8 @@ pub fn run(bin: &Path, plan: &Plan, r: &mut Report) -> anyhow::Result<()> {
     r.set("propagation_events_per_s_batched", rate[0]);
     r.set("propagation_events_per_s_seed_style", rate[1]);
     r.set("propagation_ratio", rate[0] / rate[1]);
-    r.set("read_syscalls_per_1000_events", per_1000(0));
-    r.set("read_syscalls_per_1000_events_seed_style", per_1000(1));
+    r.set("veventq_reads_per_1000_events", per_1000(0));
+    r.set("veventq_reads_per_1000_events_seed_style", per_1000(1));
     r.set("server_cpu_ns_per_event_batched", median(&cpu[0]));
     r.set("server_cpu_ns_per_event_seed_style", median(&cpu[1]));
     r.set("server_cpu_ratio", median(&cpu[1]) / median(&cpu[0]));

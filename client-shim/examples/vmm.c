@@ -263,22 +263,29 @@ static void probe(const char *vsmmud, const char *sock_path)
     rc = vsmmu_attach_device(c, 0x10, -1, NULL);
     CHECK(rc == -EEXIST, "second attach = %d", rc);
 
-    /* Stats, snprintf style: the size first, then the text. */
+    /* Stats, snprintf style: the size first, then the text. Every call is
+     * a message and the counters move between calls (the polling window
+     * too), so the next text may be a few digits longer or shorter: room
+     * to spare. */
     int need = vsmmu_get_stats(c, NULL, 0);
     CHECK(need > 2, "vsmmu_get_stats(NULL, 0) = %d (%s)", need, vsmmu_last_error());
     if (need > 2) {
-        char *buf = malloc((size_t)need + 1);
+        size_t cap = (size_t)need + 64;
+        char *buf = malloc(cap);
         char small[8];
         CHECK(buf != NULL, "malloc");
         if (buf) {
-            rc = vsmmu_get_stats(c, buf, (size_t)need + 1);
-            CHECK(rc == need && strlen(buf) == (size_t)need, "stats length %d, wanted %d", rc, need);
-            CHECK(buf[0] == '{' && buf[need - 1] == '}', "stats are not an object");
+            rc = vsmmu_get_stats(c, buf, cap);
+            CHECK(rc > 2 && (size_t)rc < cap && strlen(buf) == (size_t)rc,
+                  "stats length %d, first %d", rc, need);
+            CHECK(rc > 2 && buf[0] == '{' && buf[rc - 1] == '}', "stats are not an object");
             printf("stats=%s\n", buf);
             free(buf);
         }
+        /* Truncated: the whole length, and as much text as fits. */
         rc = vsmmu_get_stats(c, small, sizeof small);
-        CHECK(rc == need && strlen(small) == sizeof small - 1, "truncated stats = %d", rc);
+        CHECK(rc >= (int)sizeof small && strlen(small) == sizeof small - 1,
+              "truncated stats = %d", rc);
     }
 
     int alive = vsmmu_server_alive(c);

@@ -6,9 +6,11 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command as Process, Stdio};
+use std::time::{Duration, Instant};
 
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use vsmmu_protocol::notify::Record;
+use vsmmu_protocol::poll_window::PollWindow;
 use vsmmu_protocol::vfio_user::{
     self as vu, Capabilities, Command, DeviceInfo, DmaMap, DmaUnmap, Header, IrqInfo, IrqSet,
     Message, RegionAccess, RegionInfo, SimDma, SimDmaReply, SimInjectHeader, SimInjectReply,
@@ -101,6 +103,8 @@ pub struct Client {
     /// (StreamID, SubstreamID, page) just past the last translation
     /// read ahead: a miss there is sequential.
     ahead_end: Option<(u32, u32, u64)>,
+    /// How long the next reply is awaited by polling before sleeping.
+    reply_poll: PollWindow,
 }
 
 /// What [`Client::set_notify_handler`] takes.
@@ -121,8 +125,8 @@ const TRANSLATE_AHEAD_PAGES: usize = 31;
 /// Granules any other cache miss asks for ahead.
 const TRANSLATE_AHEAD_START: usize = 3;
 
-/// How long a reply is awaited by polling before sleeping.
-const REPLY_POLL: std::time::Duration = std::time::Duration::from_micros(50);
+/// The longest a reply is awaited by polling before sleeping.
+const REPLY_POLL_MAX: Duration = Duration::from_micros(50);
 
 /// The fd number the spawned server finds its socket at.
 const CHILD_FD: RawFd = 3;
@@ -145,6 +149,7 @@ impl Client {
             iotlb: None,
             notify_handler: None,
             ahead_end: None,
+            reply_poll: PollWindow::new(REPLY_POLL_MAX),
         }
     }
 
@@ -344,13 +349,19 @@ impl Client {
     }
 
     /// Reads until at least `n` bytes are buffered. The reply to an MMIO
-    /// access usually arrives within microseconds: the first ones are
-    /// awaited by polling the socket (as KVM's halt polling does), only
-    /// then by sleeping, since waking a sleeping (virtual) CPU costs tens
-    /// of microseconds.
+    /// access usually arrives within microseconds, and waking a sleeping
+    /// (virtual) CPU costs tens of them: the reply is awaited by polling
+    /// the socket for a window, then by sleeping. The window adapts to how
+    /// long replies take (docs/design.md, "Adaptive polling"), down to 0
+    /// when polling does not pay: slow replies, or a server that needs the
+    /// CPU this side would spin on.
     fn fill_to(&mut self, n: usize) -> Result<()> {
-        let t0 = std::time::Instant::now();
-        while self.rbuf.len() < n && t0.elapsed() < REPLY_POLL {
+        if self.rbuf.len() >= n {
+            return Ok(());
+        }
+        let t0 = Instant::now();
+        let window = self.reply_poll.window();
+        while self.rbuf.len() < n && !window.is_zero() && t0.elapsed() < window {
             match nix::sys::socket::recv(
                 self.sock.as_raw_fd(),
                 &mut self.chunk,
@@ -376,7 +387,13 @@ impl Client {
                 Err(e) => return Err(e.into()),
             }
         }
+        self.reply_poll.record(t0.elapsed());
         Ok(())
+    }
+
+    /// The reply polling window now (it adapts; 0 = sleeping at once).
+    pub fn reply_poll_window(&self) -> Duration {
+        self.reply_poll.window()
     }
 
     /// Sends a command and returns the reply payload, or the error reply's errno.

@@ -9,6 +9,10 @@
 //! - [`notify`]: the invalidation ring vsmmud shares with a VMM that caches
 //!   translations.
 //!
+//! and one piece of logic both ends of the socket share, with no I/O:
+//! - [`poll_window`]: how long to poll for the peer's next message before
+//!   sleeping (adaptive, as KVM's halt polling).
+//!
 //! Decoding never panics on any byte string: it returns typed errors.
 
 #[cfg(not(target_endian = "little"))]
@@ -16,5 +20,6 @@ compile_error!("vsmmu's wire formats are little-endian and decoded in place");
 
 pub mod iommufd;
 pub mod notify;
+pub mod poll_window;
 pub mod smmu;
 pub mod vfio_user;

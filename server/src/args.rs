@@ -84,8 +84,8 @@ pub struct Args {
     #[arg(long)]
     pub event_buffer: Option<usize>,
 
-    /// Microseconds to keep polling after a client message before sleeping
-    /// (adaptive polling: the next MMIO access is usually close; 0 = off).
+    /// Most microseconds to poll for the next client message before
+    /// sleeping (the window adapts between 0 and this; 0 = never poll).
     #[arg(long, default_value_t = 50)]
     pub poll_us: u32,
 

@@ -42,8 +42,8 @@ pub struct Config {
     pub limits: Limits,
     /// seccomp mode.
     pub seccomp: SeccompMode,
-    /// Adaptive polling window after a client message.
-    pub poll_window: std::time::Duration,
+    /// Cap of the adaptive polling window after a client message.
+    pub poll_max: std::time::Duration,
     /// `--jail`.
     pub jail: crate::jail::JailMode,
     /// `--user`.
@@ -168,7 +168,7 @@ impl TryFrom<Args> for Config {
                 max_msg_fds: a.max_msg_fds,
             },
             seccomp: a.seccomp,
-            poll_window: std::time::Duration::from_micros(a.poll_us.min(10_000).into()),
+            poll_max: std::time::Duration::from_micros(a.poll_us.min(10_000).into()),
             jail: a.jail,
             user: a.user,
             jail_selftest: a.jail_selftest,

@@ -12,6 +12,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
+use vsmmu_protocol::poll_window::{PollWindow, Verdict};
 
 use crate::args::ReadMode;
 use crate::config::Listen;
@@ -54,6 +55,8 @@ fn sock_err(what: impl Into<String>) -> impl FnOnce(io::Error) -> LoopError {
 struct Client {
     conn: Connection<UnixStream>,
     session: Session,
+    /// Registered for writable edges too (replies wait for the socket).
+    want_write: bool,
 }
 
 /// Listening socket, client, device.
@@ -70,7 +73,8 @@ pub struct Server {
     notify_ack: Option<(RawFd, u64)>,
     read_mode: ReadMode,
     vbuf: Vec<u8>,
-    poll_window: Duration,
+    /// Cap of the adaptive polling window (`--poll-us`; 0 never polls).
+    poll_max: Duration,
 }
 
 impl std::fmt::Debug for Server {
@@ -121,7 +125,7 @@ impl Server {
             notify_ack: None,
             read_mode,
             vbuf: vec![0; VEVENTQ_BUF],
-            poll_window: Duration::ZERO,
+            poll_max: Duration::ZERO,
         };
         match listen {
             Listen::Path(p) => {
@@ -196,20 +200,26 @@ impl Server {
     }
 
     fn add_client(&mut self, mut stream: UnixStream) -> Result<(), LoopError> {
+        // Readable only: a Unix socket signals a writable edge each time the
+        // peer reads, that is after every reply, and each would wake a
+        // sleeping loop for nothing. Writable edges are asked for only while
+        // replies wait for room.
         self.poll
             .registry()
-            .register(&mut stream, CLIENT, Interest::READABLE | Interest::WRITABLE)
+            .register(&mut stream, CLIENT, Interest::READABLE)
             .map_err(LoopError::Poll)?;
         self.client = Some(Client {
             conn: Connection::new(stream, self.device.limits.max_msg_size()),
             session: Session::default(),
+            want_write: false,
         });
         Ok(())
     }
 
-    /// Polls without sleeping for `window` after each client message.
-    pub fn set_poll_window(&mut self, window: Duration) {
-        self.poll_window = window;
+    /// Polls without sleeping for at most `max` after each client message
+    /// (the window adapts below it; 0 never polls).
+    pub fn set_poll_max(&mut self, max: Duration) {
+        self.poll_max = max;
     }
 
     /// Serves until SIGTERM/SIGINT (or the inherited connection closes).
@@ -223,28 +233,43 @@ impl Server {
                 .unwrap_or_default()
         );
         let mut more_events = false;
-        // Adaptive polling, as KVM's halt polling: for a short window after
-        // a client message the loop polls without sleeping, because the
-        // next MMIO access usually follows within microseconds and waking a
-        // sleeping (virtual) CPU costs tens of them.
-        let mut last_message: Option<Instant> = None;
+        // Adaptive polling (docs/design.md, "Adaptive polling"): after a
+        // client message the loop polls without sleeping for a window,
+        // because the next MMIO access usually follows within microseconds
+        // and waking a sleeping (virtual) CPU costs tens of them; the
+        // window follows how long the waits are, down to 0 when polling
+        // does not pay (the client is slow, or needs the CPU we spin on).
+        let mut window = PollWindow::new(self.poll_max);
+        // When the loop began waiting for the client's next message, moved
+        // on by the time spent on other work since: the window is about
+        // idle time, and a message that came while the vEVENTQ was being
+        // drained was not waited for.
+        let mut waiting_since: Option<Instant> = None;
         loop {
-            let polling = last_message.is_some_and(|t| t.elapsed() < self.poll_window);
+            let polling = waiting_since.is_some_and(|t| t.elapsed() < window.window());
             let timeout = (more_events || polling).then_some(Duration::ZERO);
+            if timeout.is_none() {
+                self.device.stats.loop_sleeps += 1;
+            }
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
                 return Err(LoopError::Poll(e));
             }
+            let woke = Instant::now();
             let mut drained = false;
+            let mut served = false;
             for ev in events.iter() {
                 match ev.token() {
                     LISTENER => self.accept(),
                     CLIENT => {
-                        self.client_ready(ev.is_read_closed() || ev.is_error());
-                        if !self.poll_window.is_zero() {
-                            last_message = Some(Instant::now());
+                        let messages = self.client_ready(ev.is_read_closed() || ev.is_error());
+                        if messages > 0 {
+                            if let Some(t) = waiting_since {
+                                self.learn(&mut window, woke.saturating_duration_since(t));
+                            }
+                            served = true;
                         }
                     }
                     SIGNAL => {
@@ -265,6 +290,16 @@ impl Server {
             // a level-triggered handler reading one record per wakeup would.
             if more_events && !drained {
                 more_events = self.drain();
+                drained = true;
+            }
+            if self.client.is_none() {
+                waiting_since = None;
+            } else if served {
+                waiting_since = Some(Instant::now());
+            } else if drained {
+                if let Some(t) = waiting_since.as_mut() {
+                    *t += woke.elapsed();
+                }
             }
             if self.single_client && self.client.is_none() {
                 log::info!("the inherited connection closed: exiting");
@@ -295,6 +330,18 @@ impl Server {
                 Err(e) => log::error!("cannot poll the ring's ack eventfd {fd}: {e}"),
             }
         }
+    }
+
+    /// Adapts the window to a wait for the client that took `waited`.
+    fn learn(&mut self, window: &mut PollWindow, waited: Duration) {
+        let before = window.window();
+        let st = &mut self.device.stats;
+        match window.record(waited) {
+            Verdict::Hit => st.poll_hits += 1,
+            _ if !before.is_zero() => st.poll_misses += 1,
+            _ => {}
+        }
+        st.poll_window_ns = window.window().as_nanos() as u64;
     }
 
     fn drain(&mut self) -> bool {
@@ -355,20 +402,48 @@ impl Server {
         }
     }
 
-    fn client_ready(&mut self, hup: bool) {
+    /// Serves the client; returns how many of its messages were handled.
+    fn client_ready(&mut self, hup: bool) -> usize {
         let Some(client) = self.client.as_mut() else {
-            return;
+            return 0;
         };
-        let result = Self::serve(client, &mut self.device, hup);
+        let mut messages = 0;
+        let result = Self::serve(client, &mut self.device, hup, &mut messages);
         if let Err(why) = result {
             if !matches!(why, ConnError::Closed) {
                 log::warn!("closing the client connection: {why}");
             }
             self.drop_client();
+            return messages;
         }
+        let want_write = client.conn.has_pending_output();
+        if want_write != client.want_write {
+            let interest = if want_write {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            match self
+                .poll
+                .registry()
+                .reregister(client.conn.stream_mut(), CLIENT, interest)
+            {
+                Ok(()) => client.want_write = want_write,
+                Err(e) => {
+                    log::warn!("closing the client connection: poll: {e}");
+                    self.drop_client();
+                }
+            }
+        }
+        messages
     }
 
-    fn serve(client: &mut Client, device: &mut Device, hup: bool) -> Result<(), ConnError> {
+    fn serve(
+        client: &mut Client,
+        device: &mut Device,
+        hup: bool,
+        messages: &mut usize,
+    ) -> Result<(), ConnError> {
         client.conn.flush()?;
         let read = client.conn.fill(hup);
         loop {
@@ -380,6 +455,7 @@ impl Server {
                     return Err(e);
                 }
             };
+            *messages += 1;
             match device.handle(&mut client.session, msg) {
                 Outcome::Reply(bytes) => client.conn.send(&bytes)?,
                 Outcome::Silent => {}

@@ -79,7 +79,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     );
     let device = Device::new(smmu, host, config.limits.clone());
     let mut server = event_loop::Server::new(&config.listen, signals, device, config.read_mode)?;
-    server.set_poll_window(config.poll_window);
+    server.set_poll_max(config.poll_max);
     jail::enter(&jail_config(&config))?;
     if let Some(path) = &config.jail_selftest {
         match std::fs::File::open(path) {

@@ -28,7 +28,7 @@
 //! | syscall | arguments allowed | why |
 //! |---|---|---|
 //! | `epoll_wait`, `epoll_pwait` | any | mio `Poll::poll`, the event loop's only wait (aarch64 has only `epoll_pwait`) |
-//! | `epoll_ctl` | any | register and deregister the client connection and the vEVENTQ fd as they come and go |
+//! | `epoll_ctl` | any | register and deregister the client connection and the vEVENTQ fd as they come and go; ask for the connection's writable edges while replies wait |
 //! | `accept4` | flags = `SOCK_CLOEXEC \| SOCK_NONBLOCK` | accept a client on the listening socket (mio) |
 //! | `recvmsg` | any (an argument-free rule is cached by the kernel: the hot path skips the filter) | read vfio-user messages and the fds they carry (SCM_RIGHTS: memfds, eventfds, VFIO cdevs) |
 //! | `sendmsg` | any (likewise) | send replies (the server passes MSG_DONTWAIT \| MSG_NOSIGNAL) |

@@ -60,6 +60,14 @@ pub struct Stats {
     pub notify_kicks: u64,
     /// CMD_SYNCs held until the VMM acknowledged (each attempt counted).
     pub notify_sync_waits: u64,
+    /// Client messages that arrived while the event loop polled for them.
+    pub poll_hits: u64,
+    /// Client messages that arrived after a polling window ran out.
+    pub poll_misses: u64,
+    /// Times the event loop went to sleep in the poller (each is a wakeup).
+    pub loop_sleeps: u64,
+    /// The adaptive polling window now, ns (a gauge).
+    pub poll_window_ns: u64,
     /// The host SMMU's IDR0..IDR5 as `IOMMU_GET_HW_INFO` reported them (the
     /// sim: its own), all zero until known (a gauge).
     pub host_idr: [u32; 6],

@@ -276,6 +276,32 @@ fn posted_writes_get_no_reply_and_errors_are_counted() {
 }
 
 #[test]
+fn replies_that_back_up_go_out_as_the_client_reads() {
+    let srv = TestServer::start(&[]);
+    let mut c = srv.client();
+    let idr0 = c.read32(0x0).unwrap();
+    // Far more replies than the socket holds: the server keeps the rest
+    // until the client reads, and must then be told the socket has room.
+    let a = RegionAccess {
+        offset: 0x0,
+        region: 0,
+        count: 4,
+    };
+    let payloads = vec![a.as_bytes().to_vec(); 20_000];
+    // A server that is never told would leave the client waiting forever:
+    // fail instead of hanging.
+    c.socket()
+        .set_read_timeout(Some(std::time::Duration::from_secs(60)))
+        .unwrap();
+    let replies = c.pipeline(Command::RegionRead, &payloads).unwrap();
+    assert_eq!(replies.len(), payloads.len());
+    for r in &replies {
+        assert_eq!(r[16..], idr0.to_le_bytes());
+    }
+    assert_eq!(c.read32(0x0).unwrap(), idr0);
+}
+
+#[test]
 fn write_multi() {
     let srv = TestServer::start(&[]);
     let mut c = srv.client();
