@@ -317,7 +317,7 @@ impl Report {
             String::new(),
         );
         t.row(
-            "CMD_SYNC, us: --msi vs polling CMDQ_CONS",
+            "CMD_SYNC, us: MSI (default) vs polling CMDQ_CONS (--no-msi)",
             fix(g("cmd_sync_us_msi"), 2),
             fix(g("cmd_sync_us_polled"), 2),
             ratio(g("cmd_sync_us_msi") / g("cmd_sync_us_polled")),

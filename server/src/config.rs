@@ -158,7 +158,7 @@ impl TryFrom<Args> for Config {
             sim_veventq_depth: a.sim_veventq_depth,
             sim_first_seq: a.sim_first_seq,
             sim_reject_opcode: a.sim_reject_opcode,
-            msi: a.msi,
+            msi: !a.no_msi,
             batch: !a.no_batch,
             read_mode: a.veventq_read,
             event_buffer: a.event_buffer,
@@ -209,5 +209,9 @@ mod tests {
         let c = parse(&["--fd", "5", "--no-batch", "--msi"]).unwrap();
         assert!(!c.batch && c.msi);
         assert_eq!(c.seccomp, SeccompMode::Kill);
+        // MSI is the default; --no-msi turns it off; both at once is an error.
+        assert!(parse(&["--fd", "5"]).unwrap().msi);
+        assert!(!parse(&["--fd", "5", "--no-msi"]).unwrap().msi);
+        assert!(parse(&["--fd", "5", "--no-msi", "--msi"]).is_err());
     }
 }

@@ -62,7 +62,8 @@ fn all_regs(c: &mut Client) -> Vec<(u64, u32)> {
 
 fn reset_values() -> Vec<(u64, u32)> {
     let mut v = vec![
-        (IDR0, SIM_IDR[0]),
+        // IDR0.MSI is advertised by default.
+        (IDR0, SIM_IDR[0] | 1 << 13),
         (IDR1, SIM_IDR[1]),
         (IDR2, 0),
         (IDR3, SIM_IDR[3]),
@@ -145,10 +146,16 @@ fn reset_values_and_device_reset() {
 }
 
 #[test]
-fn msi_option_advertises_idr0_msi() {
-    let srv = TestServer::start(&["--msi"]);
-    let mut c = srv.client();
-    assert_eq!(c.read32(IDR0).unwrap(), SIM_IDR[0] | 1 << 13);
+fn idr0_msi_by_default_and_not_with_no_msi() {
+    for (args, idr0) in [
+        (&[][..], SIM_IDR[0] | 1 << 13),
+        (&["--msi"][..], SIM_IDR[0] | 1 << 13),
+        (&["--no-msi"][..], SIM_IDR[0]),
+    ] {
+        let srv = TestServer::start(args);
+        let mut c = srv.client();
+        assert_eq!(c.read32(IDR0).unwrap(), idr0, "{args:?}");
+    }
 }
 
 #[test]

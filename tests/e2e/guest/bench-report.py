@@ -10,7 +10,7 @@ reference, QEMU's built-in SMMUv3) and the IOTLB counters QEMU traced
 (smmuv3_remote_iotlb in WORK/bench-CONFIG-MODE.err); prints a table and
 the ratios to the reference, and writes them as JSON to OUT (vsmmu-bench
 reads it: guest_blk_iops_ratio_strict, ..._lazy, guest_blk_mbps_ratio_*;
-a "_msi" suffix for vsmmud --msi). Reported, never asserted.
+a "_nomsi" suffix for vsmmud --no-msi). Reported, never asserted.
 """
 
 import json
