@@ -383,30 +383,27 @@ bb=/bin/busybox
 $bb mount -t proc proc /proc
 $bb mount -t sysfs sysfs /sys
 echo "E2E: init"
-# bench boots: the guest benchmark on a scratch virtio-blk disk.
-if $bb grep -q 'e2e\.bench' /proc/cmdline; then
+# disk WHAT: virtio-blk's modules loaded, /dev/vda awaited (5 s at most).
+disk() {
     $bb mount -t devtmpfs devtmpfs /dev
     for m in virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk; do
-        $bb insmod /lib/$m.ko || echo "E2E: bench: insmod $m failed"
+        $bb insmod /lib/$m.ko || echo "E2E: $1: insmod $m failed"
     done
     for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
         [ -b /dev/vda ] && break
         $bb sleep 0.25
     done
+}
+# bench boots: the guest benchmark on a scratch virtio-blk disk.
+if $bb grep -q 'e2e\.bench' /proc/cmdline; then
+    disk bench
     secs=$($bb sed -n 's/.*e2e\.bench=\([0-9.]*\).*/\1/p' /proc/cmdline)
     /bin/blkbench /dev/vda "${secs:-2}" || echo "E2E: bench: blkbench failed"
     $bb poweroff -f
 fi
 # dma boot: a virtio-blk disk holding /expected; write /new over it.
 if $bb grep -q 'e2e\.disk' /proc/cmdline; then
-    $bb mount -t devtmpfs devtmpfs /dev
-    for m in virtio_pci_legacy_dev virtio_pci_modern_dev virtio_pci virtio_blk; do
-        $bb insmod /lib/$m.ko || echo "E2E: disk: insmod $m failed"
-    done
-    for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
-        [ -b /dev/vda ] && break
-        $bb sleep 0.25
-    done
+    disk disk
     echo "E2E: disk: vda $($bb cat /sys/block/vda/size 2>&1) sectors"
     echo "E2E: disk: read md5 $($bb dd if=/dev/vda bs=64k 2>/dev/null | $bb md5sum)"
     if $bb cmp /dev/vda /expected; then
