@@ -470,17 +470,7 @@ fn run(vsmmud: &str, cdev_path: &str) -> Result<Report, String> {
         format!("ident {:#010x}", edu.read32(EDU_ID)),
     );
 
-    // Stage 1: IOVA_SRC -> GPA_SRC, IOVA_DST -> GPA_DST.
-    let ips = IDR5_OAS.get32(idr[5]) as u8;
-    let (root, cd) = {
-        let mut pt = PageTable::new(&d.ram, Granule::K4, 25, PGTABLES, PGTABLES + (1 << 20))
-            .map_err(|e| e.to_string())?;
-        pt.map(IOVA_SRC, GPA_SRC, 4096, Prot::RW)
-            .map_err(|e| e.to_string())?;
-        pt.map(IOVA_DST, GPA_DST, 4096, Prot::RW)
-            .map_err(|e| e.to_string())?;
-        (pt.root(), pt.cd(ips, ASID))
-    };
+    let (root, cd) = stage1(&d)?;
     let next_table = PGTABLES + (1 << 20);
     let cdtab = d
         .attach_s1(VSID, cd)
@@ -708,6 +698,19 @@ fn run(vsmmud: &str, cdev_path: &str) -> Result<Report, String> {
     Ok(r)
 }
 
+/// Stage-1 tables at PGTABLES (IOVA_SRC -> GPA_SRC, IOVA_DST -> GPA_DST,
+/// 4 KiB pages): their root and the CD for ASID.
+fn stage1(d: &SmmuDriver) -> Result<(u64, vsmmu_protocol::smmu::cd::Cd), String> {
+    let ips = IDR5_OAS.get32(d.features.idr[5]) as u8;
+    let mut pt = PageTable::new(&d.ram, Granule::K4, 25, PGTABLES, PGTABLES + (1 << 20))
+        .map_err(|e| e.to_string())?;
+    pt.map(IOVA_SRC, GPA_SRC, 4096, Prot::RW)
+        .map_err(|e| e.to_string())?;
+    pt.map(IOVA_DST, GPA_DST, 4096, Prot::RW)
+        .map_err(|e| e.to_string())?;
+    Ok((pt.root(), pt.cd(ips, ASID)))
+}
+
 /// vsmmud's spawn options: `--host iommufd` on its own `/dev/iommu` (the
 /// returned file must live until the spawn).
 fn vsmmud_opts(vsmmud: &str) -> Result<(SpawnOptions, File), String> {
@@ -781,7 +784,6 @@ fn vmm_bound(
         ..DriverOptions::default()
     };
     let mut d = SmmuDriver::probe(client, ram, TABLES, dopts).map_err(|e| format!("probe: {e}"))?;
-    let ips = IDR5_OAS.get32(d.features.idr[5]) as u8;
 
     let handed = d
         .client
@@ -793,15 +795,7 @@ fn vmm_bound(
     );
     handed.map_err(|e| format!("attach VMM-bound: {e}"))?;
     let edu = Edu::open(cdev.try_clone().map_err(|e| e.to_string())?)?;
-    let cd = {
-        let mut pt = PageTable::new(&d.ram, Granule::K4, 25, PGTABLES, PGTABLES + (1 << 20))
-            .map_err(|e| e.to_string())?;
-        pt.map(IOVA_SRC, GPA_SRC, 4096, Prot::RW)
-            .map_err(|e| e.to_string())?;
-        pt.map(IOVA_DST, GPA_DST, 4096, Prot::RW)
-            .map_err(|e| e.to_string())?;
-        pt.cd(ips, ASID)
-    };
+    let (_, cd) = stage1(&d)?;
     d.attach_s1(VSID, cd)
         .map_err(|e| format!("stage-1 STE: {e}"))?;
     let pattern: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(13) ^ 0xa5).collect();
