@@ -7,7 +7,7 @@
 //! thread, and a client (or a guest behind it) that takes control of it
 //! finds the kernel closed to everything else.
 //!
-//! The rules follow cloud-hypervisor's `vmm/src/seccomp_filters.rs`: one
+//! The rules follow cloud-hypervisor's seccomp filters: one
 //! rule table per thread role ([`Thread`]; vsmmud has one thread, the
 //! serving thread), built with `seccompiler`, with argument conditions where
 //! they narrow what a call can do.
@@ -555,8 +555,8 @@ fn serving_thread_rules(host: Option<HostKind>, pid: u32) -> Vec<Allowed> {
 // --seccomp trap: the SIGSYS handler
 // ---------------------------------------------------------------------------
 
-/// The head of the kernel's `siginfo_t` for SIGSYS (`_sigsys` in
-/// `include/uapi/asm-generic/siginfo.h`), the same on x86_64 and aarch64:
+/// The head of the kernel's `siginfo_t` for SIGSYS (its `_sigsys` member
+/// in the kernel's UAPI headers), the same on x86_64 and aarch64:
 /// three ints, the union 8-aligned at offset 16, then `_call_addr`,
 /// `_syscall`, `_arch`. libc offers no accessor for these fields.
 #[repr(C)]
