@@ -7,7 +7,7 @@
 //! thread, and a client (or a guest behind it) that takes control of it
 //! finds the kernel closed to everything else.
 //!
-//! The rules follow cloud-hypervisor's `vmm/src/seccomp_filters.rs`: one
+//! The rules follow cloud-hypervisor's seccomp filters: one
 //! rule table per thread role ([`Thread`]; vsmmud has one thread, the
 //! serving thread), built with `seccompiler`, with argument conditions where
 //! they narrow what a call can do.
@@ -22,41 +22,45 @@
 //! # Allowed syscalls and why (the serving thread)
 //!
 //! Any syscall not in this table is refused. Argument conditions compare the
-//! low 32 bits of the argument. [`apply_for`] leaves out the rows of the
-//! backend not in use ("not for the ... backend"); [`apply`] keeps both.
+//! low 32 bits of the argument (`path = NULL`: all 64). [`apply_for`] leaves
+//! out the rows of the other backend ("sim backend only", "iommufd backend
+//! only"); [`apply`] keeps both. A test checks this table, and the README's,
+//! against the rules: the syscalls and their argument conditions.
 //!
 //! | syscall | arguments allowed | why |
 //! |---|---|---|
 //! | `epoll_wait`, `epoll_pwait` | any | mio `Poll::poll`, the event loop's only wait (aarch64 has only `epoll_pwait`) |
 //! | `epoll_ctl` | any | register and deregister the client connection and the vEVENTQ fd as they come and go; ask for the connection's writable edges while replies wait |
 //! | `accept4` | flags = `SOCK_CLOEXEC \| SOCK_NONBLOCK` | accept a client on the listening socket (mio) |
-//! | `recvmsg` | any (an argument-free rule is cached by the kernel: the hot path skips the filter) | read vfio-user messages and the fds they carry (SCM_RIGHTS: memfds, eventfds, VFIO cdevs) |
-//! | `sendmsg` | any (likewise) | send replies (the server passes MSG_DONTWAIT \| MSG_NOSIGNAL) |
+//! | `recvmsg` | any | read vfio-user messages and the fds they carry (SCM_RIGHTS: memfds, eventfds, VFIO cdevs); no argument condition, so the kernel caches the allow and the hot path skips the filter |
+//! | `sendmsg` | any | send replies (the server passes `MSG_DONTWAIT \| MSG_NOSIGNAL`); no argument condition, likewise |
 //! | `read` | any | the signalfd (SIGTERM/SIGINT), the vEVENTQ fd, the sim's vEVENTQ eventfd |
 //! | `write` | any | signal the client's irq eventfds and the sim's vEVENTQ eventfd; log lines to stderr (env_logger); the SIGSYS report |
 //! | `close` | any | drop received fds, a departed client, unmapped memfds, a freed vEVENTQ |
 //! | `fcntl` | cmd = `F_GETFD` or `F_GETFL` | std checks that an fd is open before closing it (debug builds) |
-//! | `statx` | flags with `AT_EMPTY_PATH`, or a NULL path | DMA_MAP: `File::metadata` of the received memfd (type, size); std's one-time statx probe |
-//! | `fstat`, `newfstatat` | `newfstatat`: flags with `AT_EMPTY_PATH` | the same where libc or the kernel has no statx |
+//! | `statx` | flags with `AT_EMPTY_PATH` or path = `NULL` | DMA_MAP: `File::metadata` of the received memfd (type, size); std's one-time statx probe |
+//! | `fstat` | any | the same where libc or the kernel has no statx |
+//! | `newfstatat` | flags with `AT_EMPTY_PATH` | likewise |
 //! | `mmap` | prot without `PROT_EXEC` | DMA_MAP: map the memfd `MAP_SHARED` (vm-memory); anonymous memory for the allocator |
 //! | `mprotect` | prot without `PROT_EXEC` | the allocator (glibc heap growth) |
 //! | `munmap` | any | DMA_UNMAP and a departed client's mappings; the allocator |
 //! | `mremap`, `madvise`, `brk` | any | the allocator (realloc of large buffers, returning memory, the heap) |
-//! | `eventfd2` | flags = `EFD_CLOEXEC \| EFD_NONBLOCK`; not for the iommufd backend | the sim allocates its vEVENTQ, an eventfd, when the guest sets EVENTQEN |
-//! | `ioctl` | request = one of `IOMMU_DESTROY`, `IOMMU_IOAS_ALLOC`, `IOMMU_IOAS_MAP`, `IOMMU_IOAS_UNMAP`, `IOMMU_HWPT_ALLOC`, `IOMMU_GET_HW_INFO`, `IOMMU_HWPT_INVALIDATE`, `IOMMU_VIOMMU_ALLOC`, `IOMMU_VDEVICE_ALLOC`, `IOMMU_VEVENTQ_ALLOC`, `VFIO_DEVICE_BIND_IOMMUFD`, `VFIO_DEVICE_ATTACH_IOMMUFD_PT`, `VFIO_DEVICE_DETACH_IOMMUFD_PT`; not for the sim backend | the iommufd backend: guest RAM into the IOAS at DMA_MAP, device bind/attach, nested HWPTs from vSTEs, vIOMMU/vDEVICE/vEVENTQ allocation, invalidations, teardown |
-//! | `capget` | any; not for the sim backend | DMA_MAP: does this process still have CAP_IPC_LOCK (the jail drops it), or does the kernel count pinned guest RAM against RLIMIT_MEMLOCK |
-//! | `prlimit64` | pid = 0, new limit = NULL (read only); not for the sim backend | DMA_MAP: RLIMIT_MEMLOCK, checked before the kernel pins guest RAM |
+//! | `eventfd2` | flags = `EFD_CLOEXEC \| EFD_NONBLOCK`; sim backend only | the sim allocates its vEVENTQ, an eventfd, when the guest sets EVENTQEN |
+//! | `ioctl` | request = one of `IOMMU_DESTROY`, `IOMMU_IOAS_ALLOC`, `IOMMU_IOAS_MAP`, `IOMMU_IOAS_UNMAP`, `IOMMU_HWPT_ALLOC`, `IOMMU_GET_HW_INFO`, `IOMMU_HWPT_INVALIDATE`, `IOMMU_VIOMMU_ALLOC`, `IOMMU_VDEVICE_ALLOC`, `IOMMU_VEVENTQ_ALLOC`, `VFIO_DEVICE_BIND_IOMMUFD`, `VFIO_DEVICE_ATTACH_IOMMUFD_PT`, `VFIO_DEVICE_DETACH_IOMMUFD_PT`; iommufd backend only | the iommufd backend: guest RAM into the IOAS at DMA_MAP, device bind/attach, nested HWPTs from vSTEs, vIOMMU/vDEVICE/vEVENTQ allocation, invalidations, teardown |
+//! | `capget` | any; iommufd backend only | DMA_MAP: does this process still have CAP_IPC_LOCK (the jail drops it), or does the kernel count pinned guest RAM against RLIMIT_MEMLOCK |
+//! | `prlimit64` | pid = `0` and new limit = `NULL`; iommufd backend only | DMA_MAP: RLIMIT_MEMLOCK (read only), checked before the kernel pins guest RAM |
 //! | `clock_gettime` | any | log timestamps (the vDSO normally answers without a syscall) |
 //! | `getrandom` | any | std `HashMap` seeds, should the first one be built while serving |
-//! | `futex` | op = `FUTEX_WAIT_PRIVATE`, `FUTEX_WAKE_PRIVATE` or `FUTEX_WAIT_BITSET_PRIVATE` | std and libc locks (stderr, `Once`); they enter the kernel only when contended |
+//! | `futex` | op = one of `FUTEX_WAIT \| FUTEX_PRIVATE_FLAG`, `FUTEX_WAKE \| FUTEX_PRIVATE_FLAG`, `FUTEX_WAIT_BITSET \| FUTEX_PRIVATE_FLAG` | std and libc locks (stderr, `Once`); they enter the kernel only when contended |
 //! | `rt_sigreturn` | any | return from a signal handler |
 //! | `rt_sigprocmask` | any | `abort()` (a panic in a `Drop`, an allocation failure) unblocks SIGABRT |
-//! | `rt_sigaction` | signal = SIGABRT, SIGSEGV or SIGBUS | `abort()` and std's stack-overflow handler reset the action so a crash shows its real signal |
+//! | `rt_sigaction` | signal = one of `SIGABRT`, `SIGSEGV`, `SIGBUS` | `abort()` and std's stack-overflow handler reset the action so a crash shows its real signal |
 //! | `sigaltstack` | any | std frees the main thread's signal stack at exit |
 //! | `getpid`, `gettid` | any | `abort()` names its own thread |
-//! | `tgkill` | tgid = vsmmud's pid, signal = SIGABRT | `abort()` raises SIGABRT on itself; no other signal, no other process |
+//! | `tgkill` | tgid = `getpid()` and signal = `SIGABRT` | `abort()` raises SIGABRT on itself; no other signal, no other process |
 //! | `restart_syscall` | any | the kernel resumes a call interrupted by SIGSTOP/SIGCONT |
-//! | `unlinkat`, `unlink` (x86_64) | `unlinkat`: flags = 0 | remove the listening socket's path at exit (SIGTERM/SIGINT) |
+//! | `unlinkat` | flags = `0` | remove the listening socket's path at exit (SIGTERM/SIGINT) |
+//! | `unlink` (x86_64) | any | the same, by std on x86_64 |
 //! | `exit`, `exit_group` | any | exit |
 //!
 //! Refused, among everything else: `open`/`openat`/`openat2`/`creat` (no
@@ -76,8 +80,8 @@ use std::ffi::{c_int, c_long, c_uint, c_void};
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use seccompiler::SeccompCmpOp::{Eq, MaskedEq};
 use seccompiler::{
-    BackendError, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition,
-    SeccompFilter, SeccompRule, TargetArch,
+    BackendError, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
 };
 use vsmmu_protocol::iommufd as uapi;
 
@@ -175,7 +179,7 @@ pub fn build(
         other => return Err(SandboxError::Arch(other)),
     };
     let build_err = |err| SandboxError::Build { thread, err };
-    let table = rule_table(thread, host, std::process::id()).map_err(build_err)?;
+    let table = rule_table(thread, host, std::process::id());
     log::debug!(
         "seccomp: the {thread:?} thread may call {}",
         table
@@ -184,8 +188,11 @@ pub fn build(
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let rules: BTreeMap<i64, Vec<SeccompRule>> =
-        table.into_iter().map(|a| (a.nr, a.rules)).collect();
+    let rules = table
+        .iter()
+        .map(|a| Ok((a.nr, a.seccomp_rules()?)))
+        .collect::<Result<BTreeMap<i64, Vec<SeccompRule>>, _>>()
+        .map_err(build_err)?;
     let filter =
         SeccompFilter::new(rules, forbidden, SeccompAction::Allow, arch).map_err(build_err)?;
     BpfProgram::try_from(filter).map(Some).map_err(build_err)
@@ -206,17 +213,97 @@ fn install(mode: SeccompMode, program: &BpfProgram) -> Result<(), SandboxError> 
 // ---------------------------------------------------------------------------
 
 /// One allowed syscall: unconditionally when `rules` is empty, else when
-/// any rule holds.
+/// any rule holds (a rule holds when all its conditions do).
 struct Allowed {
     nr: i64,
     /// `SYS_<name>`.
     sys: &'static str,
-    rules: Vec<SeccompRule>,
+    rules: Vec<Vec<Cond>>,
 }
 
 impl Allowed {
     fn name(&self) -> &'static str {
         self.sys.strip_prefix("SYS_").unwrap_or(self.sys)
+    }
+
+    /// The rules as seccompiler builds them.
+    fn seccomp_rules(&self) -> Result<Vec<SeccompRule>, BackendError> {
+        self.rules
+            .iter()
+            .map(|conds| {
+                let conds = conds
+                    .iter()
+                    .map(Cond::condition)
+                    .collect::<Result<_, _>>()?;
+                SeccompRule::new(conds)
+            })
+            .collect()
+    }
+}
+
+/// One argument condition, as the filter checks it and as the docs show it
+/// (the tables in this module's documentation and in the README are
+/// checked against `Cond::describe`).
+#[derive(Debug, Clone, Copy)]
+#[cfg_attr(
+    not(test),
+    allow(dead_code, reason = "`name` and `text` are for the docs' test")
+)]
+struct Cond {
+    /// Which argument.
+    index: u8,
+    /// The argument's name in the docs.
+    name: &'static str,
+    /// All 64 bits of the argument, not only the low 32.
+    qword: bool,
+    test: Test,
+    /// The value as the source spells it.
+    text: &'static str,
+}
+
+/// How a [`Cond`] compares its argument.
+#[derive(Debug, Clone, Copy)]
+enum Test {
+    /// Equals the value.
+    Eq(u64),
+    /// Has none of the value's bits.
+    Clear(u64),
+    /// Has every bit of the value.
+    Set(u64),
+}
+
+impl Cond {
+    fn condition(&self) -> Result<SeccompCondition, BackendError> {
+        let len = if self.qword {
+            SeccompCmpArgLen::Qword
+        } else {
+            SeccompCmpArgLen::Dword
+        };
+        let (op, value) = match self.test {
+            Test::Eq(v) => (Eq, v),
+            Test::Clear(mask) => (MaskedEq(mask), 0),
+            Test::Set(mask) => (MaskedEq(mask), mask),
+        };
+        SeccompCondition::new(self.index, len, op, value)
+    }
+
+    /// `name = value`, `name without value`, `name with value`, the value
+    /// as code (without its `libc::` or `uapi::` path).
+    #[cfg(test)]
+    fn describe(&self) -> String {
+        let how = match self.test {
+            Test::Eq(_) => "=",
+            Test::Clear(_) => "without",
+            Test::Set(_) => "with",
+        };
+        format!("{} {how} {}", self.name, self.code())
+    }
+
+    /// The value as code, `|` escaped for a markdown table.
+    #[cfg(test)]
+    fn code(&self) -> String {
+        let text = self.text.replace("libc::", "").replace("uapi::", "");
+        format!("`{}`", text.replace('|', "\\|"))
     }
 }
 
@@ -234,60 +321,88 @@ macro_rules! allow {
 /// A rule that holds when all its conditions do (cloud-hypervisor's `and!`).
 macro_rules! and {
     ($($cond:expr),+ $(,)?) => {
-        SeccompRule::new(vec![$($cond?),+])?
+        vec![$($cond),+]
     };
 }
 
-/// Argument `index` (its low 32 bits) compares to `value` by `op`.
-fn arg(index: u8, op: SeccompCmpOp, value: u64) -> Result<SeccompCondition, BackendError> {
-    SeccompCondition::new(index, SeccompCmpArgLen::Dword, op, value)
+/// `eq!("name" index, value)`: argument `index` (its low 32 bits) equals
+/// `value`; the docs show `value` as written here, or as `text` with
+/// `eq!("name" index, value => "text")`.
+macro_rules! eq {
+    ($name:literal $index:literal, $value:expr) => {
+        eq!($name $index, $value => stringify!($value))
+    };
+    ($name:literal $index:literal, $value:expr => $text:expr) => {
+        Cond {
+            index: $index,
+            name: $name,
+            qword: false,
+            test: Test::Eq(i64::from($value) as u64 & 0xffff_ffff),
+            text: $text,
+        }
+    };
 }
 
-/// Argument `index` (its low 32 bits) equals `value`.
-fn arg_eq(index: u8, value: impl Into<i64>) -> Result<SeccompCondition, BackendError> {
-    arg(index, Eq, value.into() as u64 & 0xffff_ffff)
+/// `clear!("name" index, mask)`: argument `index` has none of the bits of
+/// `mask`.
+macro_rules! clear {
+    ($name:literal $index:literal, $mask:expr) => {
+        Cond {
+            index: $index,
+            name: $name,
+            qword: false,
+            test: Test::Clear($mask as u64),
+            text: stringify!($mask),
+        }
+    };
 }
 
-/// Argument `index` has none of the bits of `mask`.
-fn arg_clear(index: u8, mask: c_int) -> Result<SeccompCondition, BackendError> {
-    arg(index, MaskedEq(mask as u64), 0)
+/// `set!("name" index, mask)`: argument `index` has every bit of `mask`.
+macro_rules! set {
+    ($name:literal $index:literal, $mask:expr) => {
+        Cond {
+            index: $index,
+            name: $name,
+            qword: false,
+            test: Test::Set($mask as u64),
+            text: stringify!($mask),
+        }
+    };
 }
 
-/// Argument `index` has every bit of `mask`.
-fn arg_set(index: u8, mask: c_int) -> Result<SeccompCondition, BackendError> {
-    arg(index, MaskedEq(mask as u64), mask as u64)
+/// `[(request, "NAME"), ...]` from `uapi::NAME`s.
+macro_rules! requests {
+    ($($req:ident),* $(,)?) => {
+        [$((uapi::$req, stringify!($req))),*]
+    };
 }
 
 /// The ioctl requests of the iommufd backend (`host/iommufd.rs`).
-const IOMMUFD_IOCTLS: [u64; 13] = [
-    uapi::IOMMU_DESTROY,
-    uapi::IOMMU_IOAS_ALLOC,
-    uapi::IOMMU_IOAS_MAP,
-    uapi::IOMMU_IOAS_UNMAP,
-    uapi::IOMMU_HWPT_ALLOC,
-    uapi::IOMMU_GET_HW_INFO,
-    uapi::IOMMU_HWPT_INVALIDATE,
-    uapi::IOMMU_VIOMMU_ALLOC,
-    uapi::IOMMU_VDEVICE_ALLOC,
-    uapi::IOMMU_VEVENTQ_ALLOC,
-    uapi::VFIO_DEVICE_BIND_IOMMUFD,
-    uapi::VFIO_DEVICE_ATTACH_IOMMUFD_PT,
-    uapi::VFIO_DEVICE_DETACH_IOMMUFD_PT,
+const IOMMUFD_IOCTLS: [(u64, &str); 13] = requests![
+    IOMMU_DESTROY,
+    IOMMU_IOAS_ALLOC,
+    IOMMU_IOAS_MAP,
+    IOMMU_IOAS_UNMAP,
+    IOMMU_HWPT_ALLOC,
+    IOMMU_GET_HW_INFO,
+    IOMMU_HWPT_INVALIDATE,
+    IOMMU_VIOMMU_ALLOC,
+    IOMMU_VDEVICE_ALLOC,
+    IOMMU_VEVENTQ_ALLOC,
+    VFIO_DEVICE_BIND_IOMMUFD,
+    VFIO_DEVICE_ATTACH_IOMMUFD_PT,
+    VFIO_DEVICE_DETACH_IOMMUFD_PT,
 ];
 
-fn rule_table(
-    thread: Thread,
-    host: Option<HostKind>,
-    pid: u32,
-) -> Result<Vec<Allowed>, BackendError> {
+fn rule_table(thread: Thread, host: Option<HostKind>, pid: u32) -> Vec<Allowed> {
     match thread {
         Thread::Serving => serving_thread_rules(host, pid),
     }
 }
 
 /// The serving thread: see the table in the module documentation, which a
-/// test keeps in step with this list.
-fn serving_thread_rules(host: Option<HostKind>, pid: u32) -> Result<Vec<Allowed>, BackendError> {
+/// test keeps in step with this list (as it does the README's).
+fn serving_thread_rules(host: Option<HostKind>, pid: u32) -> Vec<Allowed> {
     let mut table = vec![
         // --- the event loop (event_loop.rs, mio) ---
         // mio's Poll::poll; aarch64 libc implements epoll_wait with it.
@@ -297,7 +412,7 @@ fn serving_thread_rules(host: Option<HostKind>, pid: u32) -> Result<Vec<Allowed>
         // A new client on the listener, as mio accepts: non-blocking, CLOEXEC.
         allow!(
             SYS_accept4,
-            and![arg_eq(3, libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)]
+            and![eq!("flags" 3, libc::SOCK_CLOEXEC | libc::SOCK_NONBLOCK)]
         ),
         // --- the vfio-user connection (conn.rs) ---
         // Messages and their SCM_RIGHTS fds; replies. No argument
@@ -316,27 +431,28 @@ fn serving_thread_rules(host: Option<HostKind>, pid: u32) -> Result<Vec<Allowed>
         // std's "is this fd open" check before close (debug builds).
         allow!(
             SYS_fcntl,
-            and![arg_eq(1, libc::F_GETFD)],
-            and![arg_eq(1, libc::F_GETFL)]
+            and![eq!("cmd" 1, libc::F_GETFD)],
+            and![eq!("cmd" 1, libc::F_GETFL)]
         ),
         // --- guest RAM (memory.rs, vm-memory) ---
         // File::metadata of a DMA_MAP'd memfd; the NULL-path form is std's
         // one-time probe for statx support.
         allow!(
             SYS_statx,
-            and![arg_set(2, libc::AT_EMPTY_PATH)],
-            SeccompRule::new(vec![SeccompCondition::new(
-                1,
-                SeccompCmpArgLen::Qword,
-                Eq,
-                0
-            )?])?
+            and![set!("flags" 2, libc::AT_EMPTY_PATH)],
+            and![Cond {
+                index: 1,
+                name: "path",
+                qword: true,
+                test: Test::Eq(0),
+                text: "NULL",
+            }]
         ),
         // The same without statx.
         allow!(SYS_fstat),
-        allow!(SYS_newfstatat, and![arg_set(3, libc::AT_EMPTY_PATH)]),
+        allow!(SYS_newfstatat, and![set!("flags" 3, libc::AT_EMPTY_PATH)]),
         // MAP_SHARED of the memfd, anonymous memory; never executable.
-        allow!(SYS_mmap, and![arg_clear(2, libc::PROT_EXEC)]),
+        allow!(SYS_mmap, and![clear!("prot" 2, libc::PROT_EXEC)]),
         // DMA_UNMAP, client gone, the allocator.
         allow!(SYS_munmap),
         // --- the allocator ---
@@ -344,7 +460,7 @@ fn serving_thread_rules(host: Option<HostKind>, pid: u32) -> Result<Vec<Allowed>
         allow!(SYS_mremap),
         allow!(SYS_madvise),
         // glibc heap growth; never executable.
-        allow!(SYS_mprotect, and![arg_clear(2, libc::PROT_EXEC)]),
+        allow!(SYS_mprotect, and![clear!("prot" 2, libc::PROT_EXEC)]),
         // --- std and libc ---
         // Log timestamps when the vDSO cannot answer.
         allow!(SYS_clock_gettime),
@@ -353,12 +469,9 @@ fn serving_thread_rules(host: Option<HostKind>, pid: u32) -> Result<Vec<Allowed>
         // Locks, only when contended (one thread: never in practice).
         allow!(
             SYS_futex,
-            and![arg_eq(1, libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG)],
-            and![arg_eq(1, libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG)],
-            and![arg_eq(
-                1,
-                libc::FUTEX_WAIT_BITSET | libc::FUTEX_PRIVATE_FLAG
-            )]
+            and![eq!("op" 1, libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG)],
+            and![eq!("op" 1, libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG)],
+            and![eq!("op" 1, libc::FUTEX_WAIT_BITSET | libc::FUTEX_PRIVATE_FLAG)]
         ),
         // --- signals, crashes and exit ---
         // Return from a signal handler.
@@ -368,9 +481,9 @@ fn serving_thread_rules(host: Option<HostKind>, pid: u32) -> Result<Vec<Allowed>
         // abort() and std's stack-overflow handler reset these to default.
         allow!(
             SYS_rt_sigaction,
-            and![arg_eq(0, libc::SIGABRT)],
-            and![arg_eq(0, libc::SIGSEGV)],
-            and![arg_eq(0, libc::SIGBUS)]
+            and![eq!("signal" 0, libc::SIGABRT)],
+            and![eq!("signal" 0, libc::SIGSEGV)],
+            and![eq!("signal" 0, libc::SIGBUS)]
         ),
         // std frees the main thread's signal stack at exit.
         allow!(SYS_sigaltstack),
@@ -379,13 +492,16 @@ fn serving_thread_rules(host: Option<HostKind>, pid: u32) -> Result<Vec<Allowed>
         allow!(SYS_gettid),
         allow!(
             SYS_tgkill,
-            and![arg_eq(0, pid as i32), arg_eq(2, libc::SIGABRT)]
+            and![
+                eq!("tgid" 0, pid as i32 => "getpid()"),
+                eq!("signal" 2, libc::SIGABRT)
+            ]
         ),
         // The kernel resumes a call interrupted by SIGSTOP/SIGCONT.
         allow!(SYS_restart_syscall),
         // The listening socket's path goes at exit (event_loop.rs Drop);
         // never a directory.
-        allow!(SYS_unlinkat, and![arg_eq(2, 0)]),
+        allow!(SYS_unlinkat, and![eq!("flags" 2, 0)]),
         allow!(SYS_exit),
         allow!(SYS_exit_group),
     ];
@@ -401,7 +517,7 @@ fn serving_thread_rules(host: Option<HostKind>, pid: u32) -> Result<Vec<Allowed>
             // The sim's vEVENTQ, allocated when the guest sets EVENTQEN.
             allow!(
                 SYS_eventfd2,
-                and![arg_eq(1, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK)]
+                and![eq!("flags" 1, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK)]
             ),
         );
     }
@@ -409,27 +525,38 @@ fn serving_thread_rules(host: Option<HostKind>, pid: u32) -> Result<Vec<Allowed>
         // DMA_MAP checks RLIMIT_MEMLOCK and CAP_IPC_LOCK before the kernel
         // pins guest RAM: read only, this process only.
         table.push(allow!(SYS_capget));
-        table.push(allow!(SYS_prlimit64, and![arg_eq(0, 0), arg_eq(2, 0)]));
+        table.push(allow!(
+            SYS_prlimit64,
+            and![eq!("pid" 0, 0), eq!("new limit" 2, 0 => "NULL")]
+        ));
         // Everything the iommufd backend asks of the kernel; no other
         // request on any fd.
         let rules = IOMMUFD_IOCTLS
             .iter()
-            .map(|&req| -> Result<SeccompRule, BackendError> { Ok(and![arg(1, Eq, req)]) })
-            .collect::<Result<Vec<_>, _>>()?;
+            .map(|&(req, text)| {
+                and![Cond {
+                    index: 1,
+                    name: "request",
+                    qword: false,
+                    test: Test::Eq(req),
+                    text,
+                }]
+            })
+            .collect();
         table.push(Allowed {
             rules,
             ..allow!(SYS_ioctl)
         });
     }
-    Ok(table)
+    table
 }
 
 // ---------------------------------------------------------------------------
 // --seccomp trap: the SIGSYS handler
 // ---------------------------------------------------------------------------
 
-/// The head of the kernel's `siginfo_t` for SIGSYS (`_sigsys` in
-/// `include/uapi/asm-generic/siginfo.h`), the same on x86_64 and aarch64:
+/// The head of the kernel's `siginfo_t` for SIGSYS (its `_sigsys` member
+/// in the kernel's UAPI headers), the same on x86_64 and aarch64:
 /// three ints, the union 8-aligned at offset 16, then `_call_addr`,
 /// `_syscall`, `_arch`. libc offers no accessor for these fields.
 #[repr(C)]
@@ -704,36 +831,149 @@ mod tests {
         assert!(both.iter().any(ioctl));
     }
 
-    #[test]
-    fn rule_table_is_documented_and_has_no_duplicates() {
-        let source = include_str!("sandbox.rs");
-        let doc_table: String = source
-            .lines()
-            .filter(|l| l.starts_with("//! | `"))
-            .map(|l| l.split('|').nth(1).unwrap_or_default())
+    /// The "arguments allowed" column of `a`'s row in the doc tables:
+    /// `any`, or its rules (` or ` between rules, ` and ` between the
+    /// conditions of one), or `name = A or B` / `name = one of A, B, C`
+    /// when every rule is one equality on the same argument.
+    fn arguments(a: &Allowed) -> String {
+        let eqs: Option<Vec<&Cond>> = a
+            .rules
+            .iter()
+            .map(|rule| match rule.as_slice() {
+                [c @ Cond {
+                    test: Test::Eq(_), ..
+                }] => Some(c),
+                _ => None,
+            })
             .collect();
-        let mut all = BTreeSet::new();
-        for host in RULE_SETS {
-            let mut seen = BTreeSet::new();
-            for a in rule_table(Thread::Serving, host, 1).unwrap() {
-                assert!(seen.insert(a.nr), "{} twice", a.name());
-                assert!(
-                    doc_table.contains(&format!("`{}`", a.name())),
-                    "{} is not in the doc table",
-                    a.name()
-                );
-                assert_eq!(syscall_name(a.nr as c_long), a.name());
-                all.insert(a.name());
+        match eqs {
+            _ if a.rules.is_empty() => "any".to_string(),
+            Some(eqs) if eqs.len() > 1 && eqs.iter().all(|c| c.name == eqs[0].name) => {
+                let codes: Vec<String> = eqs.iter().map(|c| c.code()).collect();
+                if codes.len() == 2 {
+                    format!("{} = {} or {}", eqs[0].name, codes[0], codes[1])
+                } else {
+                    format!("{} = one of {}", eqs[0].name, codes.join(", "))
+                }
+            }
+            _ => a
+                .rules
+                .iter()
+                .map(|rule| {
+                    let conds: Vec<String> = rule.iter().map(Cond::describe).collect();
+                    conds.join(" and ")
+                })
+                .collect::<Vec<_>>()
+                .join(" or "),
+        }
+    }
+
+    /// Every allowed syscall's "arguments allowed" column, with
+    /// `; sim backend only` or `; iommufd backend only` for the rules
+    /// [`apply_for`] keeps for one backend.
+    fn expected_doc_rows() -> BTreeMap<&'static str, String> {
+        let names = |host| -> BTreeSet<&str> {
+            rule_table(Thread::Serving, Some(host), 1)
+                .iter()
+                .map(Allowed::name)
+                .collect()
+        };
+        let (sim, iommufd) = (names(HostKind::Sim), names(HostKind::Iommufd));
+        rule_table(Thread::Serving, None, 1)
+            .iter()
+            .map(|a| {
+                let only = match (sim.contains(a.name()), iommufd.contains(a.name())) {
+                    (true, false) => "; sim backend only",
+                    (false, true) => "; iommufd backend only",
+                    _ => "",
+                };
+                (a.name(), format!("{}{only}", arguments(a)))
+            })
+            .collect()
+    }
+
+    /// The rows of the first markdown table after the line `heading` in
+    /// `text`, header and separator left out, each split into its cells (at
+    /// `|`, not at `\|`).
+    fn table_rows(text: &str, heading: &str) -> Vec<Vec<String>> {
+        let rows: Vec<&str> = text
+            .lines()
+            .skip_while(|l| *l != heading)
+            .skip_while(|l| !l.starts_with('|'))
+            .take_while(|l| l.starts_with('|'))
+            .skip(2)
+            .collect();
+        assert!(!rows.is_empty(), "no table under {heading:?}");
+        rows.iter()
+            .map(|row| {
+                let mut cells = vec![String::new()];
+                let mut escaped = false;
+                for ch in row.chars() {
+                    match ch {
+                        '|' if !escaped => cells.push(String::new()),
+                        _ => cells.last_mut().unwrap().push(ch),
+                    }
+                    escaped = ch == '\\';
+                }
+                let inner = &cells[1..cells.len() - 1];
+                inner.iter().map(|c| c.trim().to_string()).collect()
+            })
+            .collect()
+    }
+
+    /// Checks that the doc table `rows` lists every allowed syscall once,
+    /// with its arguments as [`expected_doc_rows`] has them, and nothing else.
+    fn check_doc_table(what: &str, rows: &[Vec<String>]) {
+        let expected = expected_doc_rows();
+        let mut listed = BTreeSet::new();
+        for row in rows {
+            assert_eq!(row.len(), 3, "{what}: {row:?}");
+            for name in row[0].split('`').skip(1).step_by(2) {
+                assert!(listed.insert(name), "{what}: {name} is listed twice");
+                match expected.get(name) {
+                    Some(args) => assert_eq!(&row[1], args, "{what}: the arguments of {name}"),
+                    None => assert!(
+                        !cfg!(target_arch = "x86_64") && ["epoll_wait", "unlink"].contains(&name),
+                        "{what} lists {name}, which is not allowed"
+                    ),
+                }
             }
         }
-        for name in doc_table.split('`').skip(1).step_by(2) {
-            let other_arch =
-                !cfg!(target_arch = "x86_64") && ["epoll_wait", "unlink"].contains(&name);
-            assert!(
-                all.contains(name) || other_arch,
-                "the doc table lists {name}, which is not allowed"
-            );
+        for name in expected.keys() {
+            assert!(listed.contains(name), "{what} does not list {name}");
         }
+    }
+
+    #[test]
+    fn rule_table_has_no_duplicates() {
+        for host in RULE_SETS {
+            let mut seen = BTreeSet::new();
+            for a in rule_table(Thread::Serving, host, 1) {
+                assert!(seen.insert(a.nr), "{} twice", a.name());
+                assert_eq!(syscall_name(a.nr as c_long), a.name());
+            }
+        }
+    }
+
+    #[test]
+    fn module_doc_table_is_the_rule_table() {
+        let module_doc: String = include_str!("sandbox.rs")
+            .lines()
+            .map_while(|l| l.strip_prefix("//!"))
+            .map(|l| l.strip_prefix(' ').unwrap_or(l))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let rows = table_rows(
+            &module_doc,
+            "# Allowed syscalls and why (the serving thread)",
+        );
+        check_doc_table("the module doc table", &rows);
+    }
+
+    #[test]
+    fn readme_table_is_the_rule_table() {
+        let rows = table_rows(include_str!("../../README.md"), "### seccomp");
+        check_doc_table("the README table", &rows);
     }
 
     #[test]
@@ -1154,7 +1394,7 @@ mod tests {
                 // The iommufd requests reach the kernel (ENOTTY on a memfd).
                 if ioctls {
                     let mut arg = [0u32; 2];
-                    for req in IOMMUFD_IOCTLS {
+                    for (req, _) in IOMMUFD_IOCTLS {
                         check!(
                             36,
                             libc::ioctl(self.memfd, req as libc::Ioctl, arg.as_mut_ptr()) == -1

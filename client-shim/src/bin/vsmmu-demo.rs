@@ -5,14 +5,14 @@
 //! gives each device a stage-1 page table, then lets the devices DMA in
 //! bursts. Every fault comes from a real page-table walk in the sim host;
 //! bursts larger than the queues make the host vEVENTQ and the guest queue
-//! overflow. Prints the guest's event log, a progress bar and a summary;
-//! exits 0 only when every event is accounted for.
+//! overflow. Prints the guest's event log, a progress bar (on a terminal
+//! only) and a summary; exits 0 only when every event is accounted for.
 
-use std::io::Write;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use clap::Parser;
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use vsmmu_client::driver::{DriverOptions, SmmuDriver};
 use vsmmu_client::pgtable::{PageTable, Prot};
 use vsmmu_client::{Client, GuestRam, SpawnOptions};
@@ -249,7 +249,7 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
     let t0 = Instant::now();
     let mut printed = 0usize;
     let mut overflow_lines = 0u32;
-    let mut last_bar = Instant::now();
+    let bar = progress_bar(u64::from(args.dmas));
     while t.dmas < u64::from(args.dmas) {
         let dev = (rng.next() % devs.len() as u64) as usize;
         let (vsid, _) = devs[dev];
@@ -269,14 +269,14 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
                 6..=7 => Kind::Unmapped,
                 _ => Kind::NoAccessFlag,
             };
-            let (page, write) = match kind {
+            let page = match kind {
                 Kind::Read => (r >> 8) % PAGES_RW,
                 Kind::Write => (r >> 8) % PAGES_RW,
                 Kind::WriteRo => PAGES_RW + (r >> 8) % PAGES_RO,
                 Kind::Unmapped => PAGES_RW + PAGES_RO + PAGES_NOAF + (r >> 8) % 1024,
                 Kind::NoAccessFlag => PAGES_RW + PAGES_RO + (r >> 8) % PAGES_NOAF,
-            }
-            .pipe(|p| (p, matches!(kind, Kind::Write | Kind::WriteRo)));
+            };
+            let write = matches!(kind, Kind::Write | Kind::WriteRo);
             let iova = IOVA_BASE + page * 4096 + (r >> 40) % 4032;
             let len = 64u64;
             let payload: Vec<u8> = if write {
@@ -340,23 +340,25 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
             t.seen += 1;
             t.seen_by_type[usize::from(e.event.event_type)] += 1;
             if printed < args.log {
-                println!("  {}", describe(&e.event));
+                bar.suspend(|| println!("  {}", describe(&e.event)));
                 printed += 1;
             }
         }
         if pass.overflow {
-            match overflow_lines {
-                0..=2 => println!("  arm-smmu-v3: EVTQ overflow detected -- events lost"),
-                3 => println!("  (further overflow lines not shown)"),
-                _ => {}
+            let line = match overflow_lines {
+                0..=2 => Some("  arm-smmu-v3: EVTQ overflow detected -- events lost"),
+                3 => Some("  (further overflow lines not shown)"),
+                _ => None,
+            };
+            if let Some(line) = line {
+                bar.suspend(|| println!("{line}"));
             }
             overflow_lines += 1;
         }
-        if last_bar.elapsed().as_millis() > 100 || t.dmas == u64::from(args.dmas) {
-            progress(t.dmas, u64::from(args.dmas), t.seen);
-            last_bar = Instant::now();
-        }
+        bar.set_position(t.dmas);
+        bar.set_message(format!("{} events seen", t.seen));
     }
+    bar.finish();
     // Drain what the server still buffers.
     loop {
         let pass = d.evtq_pass()?;
@@ -371,7 +373,6 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
         }
     }
     let secs = t0.elapsed().as_secs_f64();
-    eprintln!();
     let s = d.client.stats()?;
     let n = |k: &str| s[k].as_u64().unwrap_or(u64::MAX);
     println!();
@@ -447,20 +448,15 @@ fn describe(e: &Event) -> String {
     )
 }
 
-fn progress(done: u64, total: u64, seen: u64) {
-    let width = 40;
-    let filled = (done * width / total.max(1)) as usize;
-    eprint!(
-        "\r  [{}{}] {done}/{total} DMAs, {seen} events seen",
-        "#".repeat(filled),
-        ".".repeat(width as usize - filled)
-    );
-    let _ = std::io::stderr().flush();
+/// The storm's progress on stderr: `[#####...] done/total DMAs, N events
+/// seen`, drawn at most 10 times a second and only when stderr is a
+/// terminal (a log gets none of it).
+fn progress_bar(total: u64) -> ProgressBar {
+    let bar = ProgressBar::with_draw_target(Some(total), ProgressDrawTarget::stderr_with_hz(10));
+    let style = ProgressStyle::with_template("  [{bar:40}] {pos}/{len} DMAs, {msg}")
+        .expect("a valid template")
+        .progress_chars("##.");
+    bar.set_style(style);
+    bar.set_message("0 events seen");
+    bar
 }
-
-trait Pipe: Sized {
-    fn pipe<T>(self, f: impl FnOnce(Self) -> T) -> T {
-        f(self)
-    }
-}
-impl<T> Pipe for T {}
