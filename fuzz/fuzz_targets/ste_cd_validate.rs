@@ -17,7 +17,7 @@ use vsmmu_protocol::smmu::ste::{
 };
 use vsmmu_protocol::smmu::strtab::{L1Std, SteLocation, StrtabCaps, StrtabConfig, StrtabFmt};
 
-/// The sim host's IDR0 / IDR1 / IDR5 (server/src/host/sim.rs).
+/// The sim host's IDR0 / IDR1 / IDR5 (server/src/host/sim/mod.rs).
 const SIM_IDR: (u32, u32, u32) = (0x090c_729b, 0x0273_0510, 0x0000_0075);
 
 struct Input<'a>(&'a [u8]);

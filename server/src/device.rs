@@ -8,7 +8,7 @@
 use std::os::fd::{OwnedFd, RawFd};
 
 use crate::conn::Incoming;
-use crate::host::sim_dma::VmmTranslation;
+use crate::host::sim::dma::VmmTranslation;
 use crate::host::{DeviceChange, HostError, HostIommu, VmmDevice};
 use crate::irq::{Irqs, NUM_IRQS};
 use crate::memory::{GuestRam, MemError, PAGE_SIZE};

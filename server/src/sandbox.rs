@@ -258,7 +258,7 @@ fn arg_set(index: u8, mask: c_int) -> Result<SeccompCondition, BackendError> {
     arg(index, MaskedEq(mask as u64), mask as u64)
 }
 
-/// The ioctl requests of the iommufd backend (`host/iommufd.rs`).
+/// The ioctl requests of the iommufd backend (`host/iommufd/`).
 const IOMMUFD_IOCTLS: [u64; 13] = [
     uapi::IOMMU_DESTROY,
     uapi::IOMMU_IOAS_ALLOC,

@@ -7,9 +7,6 @@
 
 pub mod iommufd;
 pub mod sim;
-pub mod sim_dma;
-pub mod tlb;
-pub mod walk;
 
 use std::os::fd::{OwnedFd, RawFd};
 

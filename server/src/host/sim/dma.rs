@@ -52,10 +52,10 @@ use vsmmu_protocol::smmu::regs::{oas_bits, IDR0_TTF, IDR5_OAS};
 use vsmmu_protocol::smmu::ste::{S1Config, Ste, SteCaps, SteConfig, STE_DWORDS};
 use vsmmu_protocol::vfio_user::{SimDma, SIM_DMA_MAX_LEN, SIM_DMA_NO_SSID, SIM_DMA_WRITE};
 
-use super::sim::SimHost;
 use super::tlb::{CachedCd, TlbEntry};
 use super::walk::{self, Access, FaultKind, FetchError, Stage1, WalkError};
-use super::{HwInfo, SteAction};
+use super::SimHost;
+use crate::host::{HwInfo, SteAction};
 use crate::memory::GuestRam;
 
 pub use vsmmu_protocol::vfio_user::SIM_DMA_ABORTED;

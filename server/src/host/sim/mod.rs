@@ -67,11 +67,15 @@ use vsmmu_protocol::iommufd::{
 };
 use zerocopy::IntoBytes;
 
-use super::tlb::Tlb;
-use super::{
+use self::tlb::Tlb;
+use crate::host::{
     HostError, HostIommu, HwInfo, InvalidateError, SteAction, MAX_INVALIDATION_ENTRIES,
     VEVENT_RECORD_SIZE,
 };
+
+pub mod dma;
+pub mod tlb;
+pub mod walk;
 
 /// Largest vEVENTQ depth the kernel accepts (`VEVENTQ_MAX_DEPTH`, eventq.c):
 /// the largest SMMUv3 event queue, 2^19 entries.
@@ -307,7 +311,7 @@ pub struct SimHost {
     invalidate_entries: u64,
     invalidation_log: VecDeque<[u64; 2]>,
     stats: SimStats,
-    /// TLB and CD cache of simulated DMA ([`super::sim_dma`]).
+    /// TLB and CD cache of simulated DMA ([`dma`]).
     tlb: Tlb,
 }
 
@@ -1340,8 +1344,8 @@ mod tests {
     /// converted (counted in `handled`) but never executed.
     #[test]
     fn failed_invalidation_executes_nothing_of_its_block() {
-        use crate::host::tlb::TlbEntry;
-        use crate::host::walk::Perms;
+        use crate::host::sim::tlb::TlbEntry;
+        use crate::host::sim::walk::Perms;
 
         let mut sim = SimHost::default();
         let entry = |va: u64| TlbEntry {
