@@ -59,8 +59,6 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
-use nix::errno::Errno;
-use nix::sys::eventfd::{EfdFlags, EventFd};
 use vsmmu_protocol::iommufd::{
     check_vste, VeventArmSmmuv3, VeventHeader, VsteConfig, IOMMU_VEVENTQ_FLAG_LOST_EVENTS,
     VEVENT_HEADER_SIZE, VEVENT_SEQ_MASK,
@@ -68,6 +66,7 @@ use vsmmu_protocol::iommufd::{
 use zerocopy::IntoBytes;
 
 use self::tlb::Tlb;
+use self::veventq::{check_depth, Veventq};
 use crate::host::{
     HostError, HostIommu, HwInfo, InvalidateError, SteAction, MAX_INVALIDATION_ENTRIES,
     VEVENT_RECORD_SIZE,
@@ -75,11 +74,10 @@ use crate::host::{
 
 pub mod dma;
 pub mod tlb;
+mod veventq;
 pub mod walk;
 
-/// Largest vEVENTQ depth the kernel accepts (`VEVENTQ_MAX_DEPTH`, eventq.c):
-/// the largest SMMUv3 event queue, 2^19 entries.
-pub const VEVENTQ_MAX_DEPTH: u32 = 1 << 19;
+pub use self::veventq::VEVENTQ_MAX_DEPTH;
 
 /// How many accepted invalidation commands [`SimHost::invalidation_log`]
 /// keeps (the most recent ones).
@@ -204,83 +202,6 @@ pub struct SimStats {
     pub veventq_allocs: u64,
 }
 
-/// One queued event: its sequence number and the 32-byte record.
-#[derive(Debug, Clone, Copy)]
-struct QueuedEvent {
-    sequence: u32,
-    evt: [u64; 4],
-}
-
-/// The vEVENTQ object: the deliver list, split into the real events and the
-/// LOST record that can only sit at its tail.
-#[derive(Debug)]
-struct Veventq {
-    depth: u32,
-    /// Real events, oldest first (`num_events == events.len()`).
-    events: VecDeque<QueuedEvent>,
-    /// The LOST record at the tail of the deliver list, with its sequence.
-    lost: Option<u32>,
-    /// `veventq->sequence`: the sequence of the next reported event.
-    next_seq: u32,
-    /// Readable (counter non-zero) exactly while the deliver list is not
-    /// empty.
-    fd: EventFd,
-}
-
-impl Veventq {
-    fn new(depth: u32, first_seq: u32) -> Result<Self, HostError> {
-        let flags = EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC;
-        let fd = EventFd::from_value_and_flags(0, flags).map_err(|e| {
-            HostError::new("IOMMU_VEVENTQ_ALLOC", e as i32, "eventfd() for the vEVENTQ")
-        })?;
-        Ok(Veventq {
-            depth,
-            events: VecDeque::new(),
-            lost: None,
-            next_seq: first_seq & VEVENT_SEQ_MASK,
-            fd,
-        })
-    }
-
-    fn is_empty(&self) -> bool {
-        self.events.is_empty() && self.lost.is_none()
-    }
-
-    /// `iommufd_viommu_report_event` + `iommufd_vevent_handler`; true when
-    /// the event was queued, false when it was dropped.
-    fn report(&mut self, evt: [u64; 4]) -> bool {
-        let sequence = self.next_seq;
-        self.next_seq = sequence.wrapping_add(1) & VEVENT_SEQ_MASK;
-        if self.events.len() >= self.depth as usize {
-            // The LOST record is moved (or added) to the tail with the
-            // dropped event's sequence.
-            self.lost = Some(sequence);
-            false
-        } else {
-            // A new real event unlinks the LOST record from the tail.
-            self.lost = None;
-            self.events.push_back(QueuedEvent { sequence, evt });
-            true
-        }
-    }
-
-    /// Makes the eventfd readable (one more wakeup edge).
-    fn signal(&self) {
-        if let Err(e) = self.fd.write(1) {
-            // EAGAIN only when the counter is at its maximum: still readable.
-            log::debug!("sim vEVENTQ: eventfd write: {e}");
-        }
-    }
-
-    /// Resets the eventfd counter so the fd stops being readable.
-    fn drain(&self) {
-        match self.fd.read() {
-            Ok(_) | Err(Errno::EAGAIN) => {}
-            Err(e) => log::warn!("sim vEVENTQ: eventfd read: {e}"),
-        }
-    }
-}
-
 /// A device bound to a guest StreamID.
 #[derive(Debug, Clone, Copy)]
 struct Device {
@@ -320,18 +241,6 @@ impl Default for SimHost {
     fn default() -> Self {
         SimHost::new(SimConfig::default())
     }
-}
-
-/// `iommufd_veventq_alloc`'s depth checks.
-fn check_depth(depth: u32) -> Result<(), HostError> {
-    if depth == 0 || depth > VEVENTQ_MAX_DEPTH {
-        return Err(HostError::new(
-            "IOMMU_VEVENTQ_ALLOC",
-            libc::EINVAL,
-            format!("vEVENTQ depth {depth} is not in 1..={VEVENTQ_MAX_DEPTH}"),
-        ));
-    }
-    Ok(())
 }
 
 /// Validates a nested vSTE as `arm_smmu_validate_vste` does (through
@@ -855,6 +764,7 @@ impl HostIommu for SimHost {
 mod tests {
     use super::*;
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use nix::sys::eventfd::EventFd;
     use vsmmu_protocol::iommufd::{lost_between, parse_vevents, Vevent};
 
     const STE0_V: u64 = 1;
