@@ -531,7 +531,7 @@ impl Device {
                 reply.push(&d).finish()
             }
             Request::VsmmuSimInject(records) => {
-                let Some(sim) = self.host.as_sim() else {
+                let Some(sim) = self.host.sim_controls() else {
                     return Err(Failure::new(
                         errno::ENOTSUP,
                         "SIM_INJECT needs the sim host",
@@ -548,7 +548,7 @@ impl Device {
                     .finish()
             }
             Request::VsmmuSimDma { req, data } => {
-                let Some(sim) = self.host.as_sim() else {
+                let Some(sim) = self.host.sim_controls() else {
                     return Err(Failure::new(errno::ENOTSUP, "SIM_DMA needs the sim host"));
                 };
                 let r = sim.dma(&self.mem, &req, data);
@@ -584,7 +584,7 @@ impl Device {
                 reply.push(&n).finish()
             }
             Request::VsmmuTranslate(t) => {
-                if self.host.as_sim().is_none() {
+                if self.host.sim_controls().is_none() {
                     return Err(Failure::new(
                         errno::ENOTSUP,
                         "TRANSLATE (VMM-emulated devices) needs the sim host",
@@ -605,7 +605,7 @@ impl Device {
                     addr: 0,
                     mask: 0,
                 };
-                let r = match (verdict, self.host.as_sim()) {
+                let r = match (verdict, self.host.sim_controls()) {
                     (TxnCheck::Proceed, Some(sim)) => {
                         sim.translate_for_vmm(&self.mem, t.sid, ssid, t.iova, write, events)
                     }
@@ -655,7 +655,7 @@ impl Device {
         if t.flags & vu::TRANSLATE_AHEAD == 0 || first.status != 0 || n == 0 {
             return out;
         }
-        let Some(sim) = self.host.as_sim() else {
+        let Some(sim) = self.host.sim_controls() else {
             return out;
         };
         let mut next = t.iova & !first.mask;

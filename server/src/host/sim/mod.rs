@@ -63,14 +63,16 @@ use vsmmu_protocol::iommufd::{
     check_vste, VeventArmSmmuv3, VeventHeader, VsteConfig, IOMMU_VEVENTQ_FLAG_LOST_EVENTS,
     VEVENT_HEADER_SIZE, VEVENT_SEQ_MASK,
 };
+use vsmmu_protocol::vfio_user::SimDma;
 use zerocopy::IntoBytes;
 
 use self::tlb::Tlb;
 use self::veventq::{check_depth, Veventq};
 use crate::host::{
-    HostError, HostIommu, HwInfo, InvalidateError, SteAction, MAX_INVALIDATION_ENTRIES,
-    VEVENT_RECORD_SIZE,
+    HostError, HostIommu, HwInfo, InvalidateError, SimControls, SteAction,
+    MAX_INVALIDATION_ENTRIES, VEVENT_RECORD_SIZE,
 };
+use crate::memory::GuestRam;
 
 pub mod dma;
 pub mod tlb;
@@ -755,8 +757,30 @@ impl HostIommu for SimHost {
         Ok(done)
     }
 
-    fn as_sim(&mut self) -> Option<&mut SimHost> {
+    fn sim_controls(&mut self) -> Option<&mut dyn SimControls> {
         Some(self)
+    }
+}
+
+impl SimControls for SimHost {
+    fn inject(&mut self, records: &[[u64; 4]]) -> Result<(u32, u32), HostError> {
+        SimHost::inject(self, records)
+    }
+
+    fn dma(&mut self, mem: &GuestRam, req: &SimDma, data: &[u8]) -> dma::SimDmaResult {
+        SimHost::dma(self, mem, req, data)
+    }
+
+    fn translate_for_vmm(
+        &mut self,
+        mem: &GuestRam,
+        vsid: u32,
+        ssid: Option<u32>,
+        iova: u64,
+        write: bool,
+        events: bool,
+    ) -> dma::VmmTranslation {
+        SimHost::translate_for_vmm(self, mem, vsid, ssid, iova, write, events)
     }
 }
 

@@ -322,7 +322,7 @@ fn devices() {
     assert_eq!(sim.name(), "sim");
     assert!(!sim.needs_device_fd());
     assert_eq!(sim.hw_info(), SIM_HW_INFO);
-    assert!(sim.as_sim().is_some());
+    assert!(sim.sim_controls().is_some());
     assert_eq!(sim.attach_device(0x10, None).unwrap(), 1);
     assert_eq!(sim.attach_device(0x20, None).unwrap(), 2);
     assert_eq!(
