@@ -172,6 +172,14 @@ impl Device {
         self.notify.ack_fd().map(|fd| (fd, self.notify_generation))
     }
 
+    /// The vEVENTQ fd to poll, with a generation that changes whenever the
+    /// model allocates a new vEVENTQ.
+    pub fn veventq_source(&self) -> Option<(RawFd, u64)> {
+        self.host
+            .veventq_fd()
+            .map(|fd| (fd, self.smmu.veventq_generation()))
+    }
+
     /// The VMM acknowledged invalidations: a CMD_SYNC waiting for them
     /// completes.
     pub fn notify_acked(&mut self) {
