@@ -15,6 +15,8 @@ use std::iter::FusedIterator;
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
+use crate::wire::wire_struct;
+
 // ---------------------------------------------------------------------------
 // ioctl request numbers
 // ---------------------------------------------------------------------------
@@ -119,21 +121,7 @@ pub const VSTE_WORD1_ALLOWED: u64 = crate::smmu::ste::VSTE_WORD1_MASK;
 // ioctl structures
 // ---------------------------------------------------------------------------
 
-macro_rules! uapi_struct {
-    ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $field:ident : $ty:ty),* $(,)? } = $size:expr) => {
-        $(#[$m])*
-        #[repr(C)]
-        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
-        pub struct $name { $($(#[$fm])* pub $field: $ty,)* }
-        const _: () = assert!(std::mem::size_of::<$name>() == $size);
-        impl $name {
-            /// `sizeof` the structure, the value of its leading size field.
-            pub const SIZE: u32 = $size;
-        }
-    };
-}
-
-uapi_struct!(
+wire_struct!(
     /// `struct iommu_destroy` (`IOMMU_DESTROY`).
     IommuDestroy {
         /// `sizeof(struct iommu_destroy)`.
@@ -153,7 +141,7 @@ impl IommuDestroy {
     }
 }
 
-uapi_struct!(
+wire_struct!(
     /// `struct iommu_ioas_alloc` (`IOMMU_IOAS_ALLOC`).
     IommuIoasAlloc {
         /// `sizeof(struct iommu_ioas_alloc)`.
@@ -175,7 +163,7 @@ impl IommuIoasAlloc {
     }
 }
 
-uapi_struct!(
+wire_struct!(
     /// `struct iommu_ioas_map` (`IOMMU_IOAS_MAP`).
     IommuIoasMap {
         /// `sizeof(struct iommu_ioas_map)`.
@@ -210,7 +198,7 @@ impl IommuIoasMap {
     }
 }
 
-uapi_struct!(
+wire_struct!(
     /// `struct iommu_ioas_unmap` (`IOMMU_IOAS_UNMAP`).
     IommuIoasUnmap {
         /// `sizeof(struct iommu_ioas_unmap)`.
@@ -236,7 +224,7 @@ impl IommuIoasUnmap {
     }
 }
 
-uapi_struct!(
+wire_struct!(
     /// `struct iommu_hwpt_alloc` (`IOMMU_HWPT_ALLOC`), with `fault_id` and
     /// `__reserved2` (Linux 6.11+; older kernels accept the zero tail).
     IommuHwptAlloc {
@@ -265,7 +253,7 @@ uapi_struct!(
     } = 48
 );
 
-uapi_struct!(
+wire_struct!(
     /// `struct iommu_hwpt_arm_smmuv3`: the vSTE of a nested HWPT, the first
     /// two STE double words (little-endian).
     IommuHwptArmSmmuv3 {
@@ -274,7 +262,7 @@ uapi_struct!(
     } = 16
 );
 
-uapi_struct!(
+wire_struct!(
     /// `struct iommu_hw_info` (`IOMMU_GET_HW_INFO`). `in_data_type` /
     /// `out_data_type` share one field, `data_type` here.
     IommuHwInfo {
@@ -299,7 +287,7 @@ uapi_struct!(
     } = 40
 );
 
-uapi_struct!(
+wire_struct!(
     /// `struct iommu_hw_info_arm_smmuv3`: the physical SMMU's ID registers.
     IommuHwInfoArmSmmuv3 {
         /// Must be 0.
@@ -315,7 +303,7 @@ uapi_struct!(
     } = 40
 );
 
-uapi_struct!(
+wire_struct!(
     /// `struct iommu_hwpt_invalidate` (`IOMMU_HWPT_INVALIDATE`).
     IommuHwptInvalidate {
         /// `sizeof(struct iommu_hwpt_invalidate)`.
@@ -335,7 +323,7 @@ uapi_struct!(
     } = 32
 );
 
-uapi_struct!(
+wire_struct!(
     /// `struct iommu_viommu_arm_smmuv3_invalidate`: one 16-byte SMMUv3
     /// command (little-endian).
     IommuViommuArmSmmuv3Invalidate {
@@ -344,7 +332,7 @@ uapi_struct!(
     } = 16
 );
 
-uapi_struct!(
+wire_struct!(
     /// `struct iommu_viommu_alloc` (`IOMMU_VIOMMU_ALLOC`), with `data_len`
     /// and `data_uptr` (Linux 6.16+; older kernels take the first 24 bytes
     /// and accept the zero tail).
@@ -370,7 +358,7 @@ uapi_struct!(
     } = 40
 );
 
-uapi_struct!(
+wire_struct!(
     /// `struct iommu_vdevice_alloc` (`IOMMU_VDEVICE_ALLOC`).
     IommuVdeviceAlloc {
         /// `sizeof(struct iommu_vdevice_alloc)`.
@@ -386,7 +374,7 @@ uapi_struct!(
     } = 24
 );
 
-uapi_struct!(
+wire_struct!(
     /// `struct iommu_veventq_alloc` (`IOMMU_VEVENTQ_ALLOC`).
     IommuVeventqAlloc {
         /// `sizeof(struct iommu_veventq_alloc)`.
@@ -408,7 +396,7 @@ uapi_struct!(
     } = 32
 );
 
-uapi_struct!(
+wire_struct!(
     /// `struct vfio_device_bind_iommufd` (`VFIO_DEVICE_BIND_IOMMUFD`), with
     /// `token_uuid_ptr` (Linux 6.17+; older kernels read the first 16 bytes).
     VfioDeviceBindIommufd {
@@ -425,7 +413,7 @@ uapi_struct!(
     } = 24
 );
 
-uapi_struct!(
+wire_struct!(
     /// `struct vfio_device_attach_iommufd_pt`
     /// (`VFIO_DEVICE_ATTACH_IOMMUFD_PT`), with `pasid` (Linux 6.13+).
     VfioDeviceAttachIommufdPt {
@@ -440,7 +428,7 @@ uapi_struct!(
     } = 16
 );
 
-uapi_struct!(
+wire_struct!(
     /// `struct vfio_device_detach_iommufd_pt`
     /// (`VFIO_DEVICE_DETACH_IOMMUFD_PT`), with `pasid` (Linux 6.13+).
     VfioDeviceDetachIommufdPt {
