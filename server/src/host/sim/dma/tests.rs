@@ -133,7 +133,7 @@ fn install(e: &mut Env, ste: Ste) {
 
 fn dma(e: &mut Env, ssid: Option<u32>, iova: u64, write: Option<&[u8]>, len: u64) -> SimDmaResult {
     let req = SimDma {
-        argsz: 32 + write.map_or(0, |d| d.len() as u32),
+        argsz: SimDma::SIZE + write.map_or(0, |d| d.len() as u32),
         flags: if write.is_some() { SIM_DMA_WRITE } else { 0 },
         vsid: VSID,
         ssid: ssid.unwrap_or(SIM_DMA_NO_SSID),
@@ -196,7 +196,7 @@ const WR_IN: u64 = 0x0000_0200_0000_0000;
 fn unattached_streamid() {
     let mut e = env();
     let req = SimDma {
-        argsz: 32,
+        argsz: SimDma::SIZE,
         flags: 0,
         vsid: 0x77,
         ssid: 3,
