@@ -10,10 +10,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vsmmu_protocol::iommufd::check_vste;
 use vsmmu_protocol::smmu::cd::{cd_lookup, l2_cd_addr, Cd, CdCaps, CdLocation, CdLookup, L1Cd};
 use vsmmu_protocol::smmu::ste::{
-    kernel_accepts_vste, S1Config, S1Dss, S1Fmt, Ste, SteCaps, SteConfig,
+    check_vste, kernel_accepts_vste, S1Config, S1Dss, S1Fmt, Ste, SteCaps, SteConfig,
 };
 use vsmmu_protocol::smmu::strtab::{L1Std, SteLocation, StrtabCaps, StrtabConfig, StrtabFmt};
 

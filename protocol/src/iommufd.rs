@@ -110,13 +110,6 @@ pub const IOMMU_VEVENTQ_FLAG_LOST_EVENTS: u32 = 1 << 0;
 /// Sequence numbers wrap from `INT_MAX` to 0.
 pub const VEVENT_SEQ_MASK: u32 = 0x7fff_ffff;
 
-/// `STRTAB_STE_0_NESTING_ALLOWED`: the vSTE word 0 bits user space may set
-/// (V, Config, S1Fmt, S1ContextPtr, S1CDMax).
-pub const VSTE_WORD0_ALLOWED: u64 = crate::smmu::ste::VSTE_WORD0_MASK;
-/// `STRTAB_STE_1_NESTING_ALLOWED`: the vSTE word 1 bits user space may set
-/// (S1DSS, S1CIR, S1COR, S1CSH, S1STALLD, EATS).
-pub const VSTE_WORD1_ALLOWED: u64 = crate::smmu::ste::VSTE_WORD1_MASK;
-
 // ---------------------------------------------------------------------------
 // ioctl structures
 // ---------------------------------------------------------------------------
@@ -442,80 +435,6 @@ wire_struct!(
 );
 
 // ---------------------------------------------------------------------------
-// vSTE validation
-// ---------------------------------------------------------------------------
-
-/// What a vSTE the kernel accepts asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VsteConfig {
-    /// STE.V = 0: the kernel zeroes the vSTE and installs an abort STE.
-    NotValid,
-    /// STE.Config = abort (0b000).
-    Abort,
-    /// STE.Config = bypass (0b100): stage 2 only.
-    Bypass,
-    /// STE.Config = stage-1 translate (0b101): the guest CD table over the
-    /// nesting parent.
-    S1Translate,
-}
-
-/// Why the kernel would refuse a vSTE (`arm_smmu_validate_vste`, `-EIO`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum VsteError {
-    /// Bits outside `STRTAB_STE_{0,1}_NESTING_ALLOWED` are set.
-    #[error("vSTE word {word} sets bits {bits:#x} outside the nesting-allowed mask")]
-    DisallowedBits {
-        /// 0 or 1.
-        word: usize,
-        /// The offending bits.
-        bits: u64,
-    },
-    /// STE.Config is not abort, bypass or stage-1 translate.
-    #[error("vSTE Config {0:#05b} is not abort, bypass or stage-1 translate")]
-    Config(u8),
-    /// STE.EATS is neither 0 (abort) nor 1 (full ATS).
-    #[error("vSTE EATS {0} is not supported")]
-    Eats(u8),
-}
-
-/// Checks a vSTE exactly as the kernel's `arm_smmu_validate_vste` does
-/// before allocating a nested HWPT: a non-valid STE is always accepted (the
-/// kernel turns it into an abort STE); a valid one must keep to the masks
-/// [`VSTE_WORD0_ALLOWED`] / [`VSTE_WORD1_ALLOWED`], use Config abort, bypass
-/// or stage-1 translate, and EATS 0 or 1.
-pub fn check_vste(ste: &[u64; 2]) -> Result<VsteConfig, VsteError> {
-    if ste[0] & 1 == 0 {
-        return Ok(VsteConfig::NotValid);
-    }
-    let bad0 = ste[0] & !VSTE_WORD0_ALLOWED;
-    if bad0 != 0 {
-        return Err(VsteError::DisallowedBits {
-            word: 0,
-            bits: bad0,
-        });
-    }
-    let bad1 = ste[1] & !VSTE_WORD1_ALLOWED;
-    if bad1 != 0 {
-        return Err(VsteError::DisallowedBits {
-            word: 1,
-            bits: bad1,
-        });
-    }
-    let config = ((ste[0] >> 1) & 0b111) as u8;
-    let kind = match config {
-        0b000 => VsteConfig::Abort,
-        0b100 => VsteConfig::Bypass,
-        0b101 => VsteConfig::S1Translate,
-        other => return Err(VsteError::Config(other)),
-    };
-    let eats = ((ste[1] >> 28) & 0b11) as u8;
-    if eats > 1 {
-        return Err(VsteError::Eats(eats));
-    }
-    Ok(kind)
-}
-
-// ---------------------------------------------------------------------------
 // vEVENTQ records
 // ---------------------------------------------------------------------------
 
@@ -746,11 +665,6 @@ mod tests {
         assert_eq!(IOMMU_HWPT_INVALIDATE_DATA_ARM_SMMUV3, 1);
         assert_eq!(IOMMU_VIOMMU_TYPE_ARM_SMMUV3, 1);
         assert_eq!(IOMMU_VEVENTQ_TYPE_ARM_SMMUV3, 1);
-        // The masks are the OR of the kernel's field masks.
-        let w0 = 1 | 0b111 << 1 | 0b11 << 4 | (((1u64 << 52) - 1) & !0x3f) | 0x1f << 59;
-        assert_eq!(VSTE_WORD0_ALLOWED, w0);
-        let w1 = 0b11 | 0b11 << 2 | 0b11 << 4 | 0b11 << 6 | 1 << 27 | 0b11 << 28;
-        assert_eq!(VSTE_WORD1_ALLOWED, w1);
     }
 
     #[test]
@@ -1015,44 +929,6 @@ mod tests {
             sequence: 0x7fff_ffff,
         };
         assert_eq!(h.as_bytes(), &[1, 0, 0, 0, 0xff, 0xff, 0xff, 0x7f]);
-    }
-
-    #[test]
-    fn vste_check() {
-        // QEMU's shared abort and bypass vSTEs.
-        assert_eq!(check_vste(&[0x1, 0]), Ok(VsteConfig::Abort));
-        assert_eq!(check_vste(&[0x9, 0]), Ok(VsteConfig::Bypass));
-        // S1 translate, linear CD table at 0x8000_0000, EATS = 1.
-        let s1 = 1 | 0b101 << 1 | 0x8000_0000;
-        assert_eq!(check_vste(&[s1, 1 << 28]), Ok(VsteConfig::S1Translate));
-        // Non-valid: anything goes, the kernel zeroes it.
-        assert_eq!(check_vste(&[!1, u64::MAX]), Ok(VsteConfig::NotValid));
-        // Stage-2 fields (word 2/3 would carry them) and word-0 bits 52..58.
-        assert_eq!(
-            check_vste(&[s1 | 1 << 52, 0]),
-            Err(VsteError::DisallowedBits {
-                word: 0,
-                bits: 1 << 52
-            })
-        );
-        assert_eq!(
-            check_vste(&[s1, 1 << 31]),
-            Err(VsteError::DisallowedBits {
-                word: 1,
-                bits: 1 << 31
-            })
-        );
-        // Config S2 (0b110) and nested (0b111) are refused.
-        assert_eq!(
-            check_vste(&[1 | 0b110 << 1, 0]),
-            Err(VsteError::Config(0b110))
-        );
-        assert_eq!(
-            check_vste(&[1 | 0b111 << 1, 0]),
-            Err(VsteError::Config(0b111))
-        );
-        // EATS = 2 (split-stage ATS) is refused.
-        assert_eq!(check_vste(&[s1, 2 << 28]), Err(VsteError::Eats(2)));
     }
 
     fn event_record(seq: u32, evt: [u64; 4]) -> Vec<u8> {

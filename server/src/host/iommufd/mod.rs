@@ -50,7 +50,7 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use nix::errno::Errno;
-use vsmmu_protocol::iommufd::{check_vste, VsteConfig};
+use vsmmu_protocol::smmu::ste::{check_vste, VsteConfig};
 
 use super::{
     DeviceChange, HostError, HostIommu, HwInfo, InvalidateError, SteAction, VmmDevice,

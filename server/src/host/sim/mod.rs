@@ -60,9 +60,10 @@ use std::collections::{BTreeMap, VecDeque};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 use vsmmu_protocol::iommufd::{
-    check_vste, VeventArmSmmuv3, VeventHeader, VsteConfig, IOMMU_VEVENTQ_FLAG_LOST_EVENTS,
-    VEVENT_HEADER_SIZE, VEVENT_SEQ_MASK,
+    VeventArmSmmuv3, VeventHeader, IOMMU_VEVENTQ_FLAG_LOST_EVENTS, VEVENT_HEADER_SIZE,
+    VEVENT_SEQ_MASK,
 };
+use vsmmu_protocol::smmu::ste::{check_vste, VsteConfig};
 use vsmmu_protocol::vfio_user::SimDma;
 use zerocopy::IntoBytes;
 
