@@ -63,7 +63,11 @@ use vsmmu_protocol::iommufd::{
     VeventArmSmmuv3, VeventHeader, IOMMU_VEVENTQ_FLAG_LOST_EVENTS, VEVENT_HEADER_SIZE,
     VEVENT_SEQ_MASK,
 };
-use vsmmu_protocol::smmu::ste::{check_vste, VsteConfig};
+use vsmmu_protocol::smmu::command::{
+    opcode, CMD_ATC_INV, CMD_CFGI_CD, CMD_CFGI_CD_ALL, CMD_TLBI_NH_ALL, CMD_TLBI_NH_ASID,
+    CMD_TLBI_NH_VA, CMD_TLBI_NH_VAA, CMD_TLBI_NSNH_ALL,
+};
+use vsmmu_protocol::smmu::ste::{check_vste, VsteConfig, STE_1_EATS};
 use vsmmu_protocol::vfio_user::SimDma;
 use zerocopy::IntoBytes;
 
@@ -92,18 +96,6 @@ pub const INVALIDATION_LOG_LEN: usize = 4096;
 /// `CMDQ_BATCH_ENTRIES` = 64 (`BITS_PER_LONG`) in arm-smmu-v3.h. The rest
 /// of the array is issued at its end.
 pub const INVALIDATION_BLOCK_ENTRIES: usize = 63;
-
-/// STE dword 1 EATS\[29:28\], which the kernel strips from the nested STE.
-const STE1_EATS: u64 = 0x3 << 28;
-
-const CMD_CFGI_CD: u8 = 0x05;
-const CMD_CFGI_CD_ALL: u8 = 0x06;
-const CMD_TLBI_NH_ALL: u8 = 0x10;
-const CMD_TLBI_NH_ASID: u8 = 0x11;
-const CMD_TLBI_NH_VA: u8 = 0x12;
-const CMD_TLBI_NH_VAA: u8 = 0x13;
-const CMD_TLBI_NSNH_ALL: u8 = 0x30;
-const CMD_ATC_INV: u8 = 0x40;
 
 /// Sim IDR0 = 0x090c_729b, a stage-1 + stage-2 SMMU of the Arm SMMU-700
 /// kind: S2P (0) | S1P (1) | TTF = AArch64 (\[3:2\] = 2) | COHACC (4) |
@@ -254,7 +246,7 @@ pub fn validate_vste(ste: [u64; 2]) -> Result<[u64; 2], HostError> {
     match check_vste(&ste) {
         Ok(VsteConfig::NotValid) => Ok([0, 0]),
         Ok(VsteConfig::Abort | VsteConfig::Bypass | VsteConfig::S1Translate) => {
-            Ok([ste[0], ste[1] & !STE1_EATS])
+            Ok([ste[0], ste[1] & !STE_1_EATS.mask()])
         }
         Err(e) => Err(HostError::new(
             "IOMMU_HWPT_ALLOC",
@@ -412,7 +404,7 @@ impl SimHost {
 
     /// `arm_vsmmu_convert_user_cmd`'s check of one command.
     fn check_invalidation(&self, index: usize, cmd: &[u64; 2]) -> Result<(), HostError> {
-        let op = (cmd[0] & 0xff) as u8;
+        let op = opcode(cmd);
         if self.cfg.reject_opcode == Some(op) {
             return Err(HostError::new(
                 "IOMMU_HWPT_INVALIDATE",
