@@ -4,11 +4,15 @@ use super::*;
 use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
 use nix::sys::eventfd::EventFd;
 use vsmmu_protocol::iommufd::{lost_between, parse_vevents, Vevent};
+use vsmmu_protocol::smmu::ste::{
+    CONFIG_ABORT, CONFIG_BYPASS, CONFIG_NESTED, CONFIG_S1_TRANS, CONFIG_S2_TRANS, STE_0_CONFIG,
+    STE_0_V,
+};
 
-const STE0_V: u64 = 1;
-const STE_CFG_ABORT: u64 = 0b000;
-const STE_CFG_BYPASS: u64 = 0b100;
-const STE_CFG_S1_TRANS: u64 = 0b101;
+/// STE dword 0 with V = 1 and Config `cfg`.
+fn ste0(cfg: u8) -> u64 {
+    STE_0_V.mask() | STE_0_CONFIG.prep(cfg.into())
+}
 
 /// A record as read back: flags, sequence, and the event for a normal
 /// record.
@@ -374,7 +378,7 @@ fn vste_acceptance_and_rejection() {
     let mut sim = SimHost::default();
     sim.attach_device(5, None).unwrap();
     let cd = 0x0000_8000_1234_5000u64; // S1ContextPtr
-    let s1 = STE0_V | (STE_CFG_S1_TRANS << 1) | cd;
+    let s1 = ste0(CONFIG_S1_TRANS) | cd;
     let nested = |ste| SteAction::Nested { ste };
 
     // Accepted: S1 translate with every allowed bit, EATS cleared.
@@ -382,13 +386,14 @@ fn vste_acceptance_and_rejection() {
     sim.install_ste(5, nested(ste)).unwrap();
     assert_eq!(sim.ste_of(5), Some(nested([ste[0], 0x0800_00ff])));
     // Accepted: abort and bypass configs, EATS 0.
-    for cfg in [STE_CFG_ABORT, STE_CFG_BYPASS] {
-        let ste = [STE0_V | (cfg << 1), 0];
+    for cfg in [CONFIG_ABORT, CONFIG_BYPASS] {
+        let ste = [ste0(cfg), 0];
         sim.install_ste(5, nested(ste)).unwrap();
         assert_eq!(sim.ste_of(5), Some(nested(ste)));
     }
     // Accepted: V = 0, whatever else is set, is stored zeroed.
-    sim.install_ste(5, nested([!STE0_V, u64::MAX])).unwrap();
+    sim.install_ste(5, nested([!STE_0_V.mask(), u64::MAX]))
+        .unwrap();
     assert_eq!(sim.ste_of(5), Some(nested([0, 0])));
     sim.install_ste(5, SteAction::Bypass).unwrap();
     assert_eq!(sim.ste_of(5), Some(SteAction::Bypass));
@@ -399,9 +404,9 @@ fn vste_acceptance_and_rejection() {
         [s1 | (1 << 58), 0],        // S1CDMax is [63:59]
         [s1, 1 << 8],               // dword 1 bit outside the mask
         [s1, 1 << 30],              // STRW
-        [STE0_V | (0b110 << 1), 0], // stage 2 only
-        [STE0_V | (0b111 << 1), 0], // nested
-        [STE0_V | (0b001 << 1), 0], // reserved
+        [ste0(CONFIG_S2_TRANS), 0], // stage 2 only
+        [ste0(CONFIG_NESTED), 0],   // nested
+        [ste0(0b001), 0],           // reserved
         [s1, 2 << 28],              // EATS = split-stage ATS
         [s1, 3 << 28],              // EATS reserved
     ];
