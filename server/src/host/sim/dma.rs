@@ -55,7 +55,7 @@ use vsmmu_protocol::vfio_user::{SimDma, SIM_DMA_MAX_LEN, SIM_DMA_NO_SSID, SIM_DM
 use super::tlb::{CachedCd, TlbEntry};
 use super::walk::{self, Access, FaultKind, FetchError, Stage1, WalkError};
 use super::SimHost;
-use crate::host::{HwInfo, SteAction};
+use crate::host::{HostError, HwInfo, SimControls, SteAction};
 use crate::memory::GuestRam;
 
 pub use vsmmu_protocol::vfio_user::SIM_DMA_ABORTED;
@@ -117,7 +117,7 @@ impl Fault {
     }
 }
 
-/// The answer to [`SimHost::translate_for_vmm`].
+/// The answer to [`SimControls::translate_for_vmm`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct VmmTranslation {
     /// 0, the event code raised, or `SIM_DMA_ABORTED`.
@@ -328,7 +328,11 @@ fn walk_fault(e: WalkError, cd: &CachedCd, t: &Txn, va: u64) -> Fault {
     }
 }
 
-impl SimHost {
+impl SimControls for SimHost {
+    fn inject(&mut self, records: &[[u64; 4]]) -> Result<(u32, u32), HostError> {
+        SimHost::inject(self, records)
+    }
+
     /// Performs a simulated device DMA (`VSMMU_SIM_DMA`): translates every
     /// page of `[req.iova, req.iova + req.len)` for `req.vsid` /
     /// `req.ssid`, then reads guest memory or writes `data` into it. On a
@@ -338,7 +342,7 @@ impl SimHost {
     ///
     /// The length is `req.len` capped at 4096 bytes and, for a write, at
     /// `data.len()` (the decoder guarantees they agree).
-    pub fn dma(&mut self, mem: &GuestRam, req: &SimDma, data: &[u8]) -> SimDmaResult {
+    fn dma(&mut self, mem: &GuestRam, req: &SimDma, data: &[u8]) -> SimDmaResult {
         let write = req.flags & SIM_DMA_WRITE != 0;
         let mut len = req.len.min(SIM_DMA_MAX_LEN) as usize;
         if write {
@@ -393,9 +397,9 @@ impl SimHost {
 
     /// `VSMMU_TRANSLATE`: translates one access of a device the VMM
     /// emulates (QEMU's IOMMU memory region), with the same STE, CD, walk and
-    /// TLB as [`SimHost::dma`]; stage 2 is the identity over the whole
+    /// TLB as [`SimControls::dma`]; stage 2 is the identity over the whole
     /// address space. A fault is queued like a DMA's unless `events` is false.
-    pub fn translate_for_vmm(
+    fn translate_for_vmm(
         &mut self,
         mem: &GuestRam,
         vsid: u32,
@@ -431,7 +435,9 @@ impl SimHost {
             }
         }
     }
+}
 
+impl SimHost {
     /// Reports a fault: queues the record when the kernel forwards it.
     fn report(&mut self, f: Fault, t: &Txn, va: u64) -> SimDmaResult {
         let record = f.record.map(|e| e.encode());

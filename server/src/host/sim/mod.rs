@@ -68,7 +68,6 @@ use vsmmu_protocol::smmu::command::{
     CMD_TLBI_NH_VA, CMD_TLBI_NH_VAA, CMD_TLBI_NSNH_ALL,
 };
 use vsmmu_protocol::smmu::ste::{check_vste, VsteConfig, STE_1_EATS};
-use vsmmu_protocol::vfio_user::SimDma;
 use zerocopy::IntoBytes;
 
 use self::tlb::Tlb;
@@ -77,7 +76,6 @@ use crate::host::{
     HostError, HostIommu, HwInfo, InvalidateError, SimControls, SteAction,
     MAX_INVALIDATION_ENTRIES, VEVENT_RECORD_SIZE,
 };
-use crate::memory::GuestRam;
 
 pub mod dma;
 pub mod tlb;
@@ -752,28 +750,6 @@ impl HostIommu for SimHost {
 
     fn sim_controls(&mut self) -> Option<&mut dyn SimControls> {
         Some(self)
-    }
-}
-
-impl SimControls for SimHost {
-    fn inject(&mut self, records: &[[u64; 4]]) -> Result<(u32, u32), HostError> {
-        SimHost::inject(self, records)
-    }
-
-    fn dma(&mut self, mem: &GuestRam, req: &SimDma, data: &[u8]) -> dma::SimDmaResult {
-        SimHost::dma(self, mem, req, data)
-    }
-
-    fn translate_for_vmm(
-        &mut self,
-        mem: &GuestRam,
-        vsid: u32,
-        ssid: Option<u32>,
-        iova: u64,
-        write: bool,
-        events: bool,
-    ) -> dma::VmmTranslation {
-        SimHost::translate_for_vmm(self, mem, vsid, ssid, iova, write, events)
     }
 }
 
