@@ -142,7 +142,7 @@ impl Iotlb {
     }
 
     /// Asks vsmmud to complete each CMD_SYNC only after the records before
-    /// it were applied here ([`Iotlb::acknowledge`]): needed when the VMM
+    /// it were applied here (`Iotlb::acknowledge`): needed when the VMM
     /// acts on them itself (IOMMU notifiers).
     pub fn set_want_ack(&self, on: bool) {
         if let Ok(f) = self.map.get_atomic_ref::<AtomicU32>(VMM_FLAGS) {

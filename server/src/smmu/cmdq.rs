@@ -338,7 +338,7 @@ mod tests {
     use std::os::fd::{OwnedFd, RawFd};
 
     use nix::sys::memfd::{memfd_create, MFdFlags};
-    use vsmmu_protocol::smmu::command::TlbiRange;
+    use vsmmu_protocol::smmu::command::{opcode, TlbiRange};
 
     use super::*;
     use crate::host::sim::{SimConfig, SimHost};
@@ -405,7 +405,7 @@ mod tests {
             self.sim.install_ste(vsid, action)
         }
         fn invalidate(&mut self, cmds: &[[u64; 2]]) -> Result<(), InvalidateError> {
-            let op = |c: &[u64; 2]| Some((c[0] & 0xff) as u8);
+            let op = |c: &[u64; 2]| Some(opcode(c));
             if cmds.iter().any(|c| op(c) == self.timeout_opcode) {
                 return Err(InvalidateError {
                     handled: cmds.len() - 1,
@@ -442,6 +442,8 @@ mod tests {
     /// tests read.
     trait TestHost: HostIommu {
         fn sim(&mut self) -> &mut SimHost;
+        /// Itself as a `HostIommu` (trait upcasting needs Rust 1.86; the
+        /// MSRV is 1.85).
         fn host(&mut self) -> &mut dyn HostIommu;
     }
 
