@@ -508,7 +508,7 @@ impl Client {
         let r = self.request(
             Command::DeviceGetInfo,
             DeviceInfo {
-                argsz: 16,
+                argsz: DeviceInfo::SIZE,
                 ..Default::default()
             }
             .as_bytes(),
@@ -520,7 +520,7 @@ impl Client {
     /// DEVICE_GET_REGION_INFO.
     pub fn region_info(&mut self, index: u32) -> Result<RegionInfo> {
         let req = RegionInfo {
-            argsz: 32,
+            argsz: RegionInfo::SIZE,
             index,
             ..Default::default()
         };
@@ -531,7 +531,7 @@ impl Client {
     /// DEVICE_GET_IRQ_INFO.
     pub fn irq_info(&mut self, index: u32) -> Result<IrqInfo> {
         let req = IrqInfo {
-            argsz: 16,
+            argsz: IrqInfo::SIZE,
             index,
             ..Default::default()
         };
@@ -542,7 +542,7 @@ impl Client {
     /// DMA_MAP of `size` bytes of `fd` (from `offset`) at guest address `iova`.
     pub fn dma_map(&mut self, fd: BorrowedFd<'_>, offset: u64, iova: u64, size: u64) -> Result<()> {
         let m = DmaMap {
-            argsz: 32,
+            argsz: DmaMap::SIZE,
             flags: vu::DMA_MAP_READ | vu::DMA_MAP_WRITE,
             offset,
             addr: iova,
@@ -555,7 +555,7 @@ impl Client {
     /// DMA_UNMAP of an exact earlier mapping.
     pub fn dma_unmap(&mut self, iova: u64, size: u64) -> Result<()> {
         let u = DmaUnmap {
-            argsz: 24,
+            argsz: DmaUnmap::SIZE,
             flags: 0,
             addr: iova,
             size,
@@ -645,7 +645,7 @@ impl Client {
     /// SET_IRQS: give (`Some`) or take back (`None`) the eventfd of an irq index.
     pub fn set_irq_eventfd(&mut self, index: u32, fd: Option<BorrowedFd<'_>>) -> Result<()> {
         let s = IrqSet {
-            argsz: 20,
+            argsz: IrqSet::SIZE,
             flags: vu::VFIO_IRQ_SET_DATA_EVENTFD | vu::VFIO_IRQ_SET_ACTION_TRIGGER,
             index,
             start: 0,
@@ -673,7 +673,7 @@ impl Client {
     /// VSMMU_ATTACH_DEVICE: returns the host device id.
     pub fn attach_device(&mut self, vsid: u32, device_fd: Option<BorrowedFd<'_>>) -> Result<u32> {
         let d = VsmmuDevice {
-            argsz: 16,
+            argsz: VsmmuDevice::SIZE,
             flags: 0,
             vsid,
             reserved: 0,
@@ -698,7 +698,7 @@ impl Client {
         parent_hwpt_id: u32,
     ) -> Result<u32> {
         let d = VsmmuBoundDevice {
-            argsz: std::mem::size_of::<VsmmuBoundDevice>() as u32,
+            argsz: VsmmuBoundDevice::SIZE,
             flags: VSMMU_DEVICE_VMM_BOUND,
             vsid,
             reserved: 0,
@@ -712,7 +712,7 @@ impl Client {
     /// VSMMU_DETACH_DEVICE.
     pub fn detach_device(&mut self, vsid: u32) -> Result<()> {
         let d = VsmmuDevice {
-            argsz: 16,
+            argsz: VsmmuDevice::SIZE,
             flags: 0,
             vsid,
             reserved: 0,
@@ -724,7 +724,7 @@ impl Client {
     /// VSMMU_SIM_INJECT: returns (queued, dropped).
     pub fn sim_inject(&mut self, records: &[[u64; 4]]) -> Result<(u32, u32)> {
         let h = SimInjectHeader {
-            argsz: (8 + 32 * records.len()) as u32,
+            argsz: (SimInjectHeader::SIZE as usize + 32 * records.len()) as u32,
             count: records.len() as u32,
         };
         let mut payload = h.as_bytes().to_vec();
@@ -747,7 +747,7 @@ impl Client {
     ) -> Result<(u32, Vec<u8>)> {
         let data = write.unwrap_or(&[]);
         let req = SimDma {
-            argsz: (32 + data.len()) as u32,
+            argsz: (SimDma::SIZE as usize + data.len()) as u32,
             flags: if write.is_some() {
                 vu::SIM_DMA_WRITE
             } else {
@@ -801,8 +801,8 @@ impl Client {
             Some(_) => (flags | vu::TRANSLATE_AHEAD, TRANSLATE_AHEAD_START),
             None => (flags, 0),
         };
-        let head_size = std::mem::size_of::<vu::TranslateReply>();
-        let rec_size = std::mem::size_of::<vu::TranslateAhead>();
+        let head_size = vu::TranslateReply::SIZE as usize;
+        let rec_size = vu::TranslateAhead::SIZE as usize;
         let t = vu::Translate {
             argsz: (head_size + ahead * rec_size) as u32,
             flags: flags_sent,
@@ -846,7 +846,7 @@ impl Client {
     pub fn enable_iotlb(&mut self, log2: u32) -> Result<()> {
         let (iotlb, fds) = Iotlb::new(log2)?;
         let n = vu::NotifySetup {
-            argsz: std::mem::size_of::<vu::NotifySetup>() as u32,
+            argsz: vu::NotifySetup::SIZE,
             flags: 0,
             log2_entries: log2,
             reserved: 0,
@@ -924,7 +924,7 @@ impl Client {
     /// Moves the device's migration state machine (`vfio_device_mig_state`).
     pub fn mig_set_state(&mut self, state: u32) -> Result<()> {
         let f = vu::DeviceFeature {
-            argsz: 16,
+            argsz: vu::DeviceFeature::SIZE + vu::MigDeviceState::SIZE,
             flags: vu::DEVICE_FEATURE_SET | vu::DEVICE_FEATURE_MIG_DEVICE_STATE,
         };
         let mut payload = f.as_bytes().to_vec();
@@ -942,7 +942,7 @@ impl Client {
     /// The device's migration state.
     pub fn mig_state(&mut self) -> Result<u32> {
         let f = vu::DeviceFeature {
-            argsz: 16,
+            argsz: vu::DeviceFeature::SIZE + vu::MigDeviceState::SIZE,
             flags: vu::DEVICE_FEATURE_GET | vu::DEVICE_FEATURE_MIG_DEVICE_STATE,
         };
         let r = self.request(Command::DeviceFeature, f.as_bytes(), &[])?;
@@ -954,7 +954,7 @@ impl Client {
         let mut out = Vec::new();
         loop {
             let req = vu::MigData {
-                argsz: 8 + chunk,
+                argsz: vu::MigData::SIZE + chunk,
                 size: chunk,
             };
             let r = self.request(Command::MigDataRead, req.as_bytes(), &[])?;
@@ -970,7 +970,7 @@ impl Client {
     pub fn mig_write_all(&mut self, data: &[u8], chunk: usize) -> Result<()> {
         for part in data.chunks(chunk.max(1)) {
             let mut payload = vu::MigData {
-                argsz: 8,
+                argsz: vu::MigData::SIZE,
                 size: part.len() as u32,
             }
             .as_bytes()

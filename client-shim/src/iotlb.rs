@@ -264,7 +264,7 @@ impl Iotlb {
             Some(e) if e.perm & need != 0 => {
                 self.stats.hits += 1;
                 Some(TranslateReply {
-                    argsz: std::mem::size_of::<TranslateReply>() as u32,
+                    argsz: TranslateReply::SIZE,
                     flags: 0,
                     status: 0,
                     perm: e.perm,
@@ -327,7 +327,7 @@ mod tests {
 
     fn reply(addr: u64, mask: u64, perm: u32) -> TranslateReply {
         TranslateReply {
-            argsz: 32,
+            argsz: TranslateReply::SIZE,
             flags: 0,
             status: 0,
             perm,

@@ -40,7 +40,7 @@ fn vfio_user() {
         &Message::command(1, Command::Version).bytes(&v).finish(),
     );
     let map = DmaMap {
-        argsz: 32,
+        argsz: DmaMap::SIZE,
         flags: DMA_MAP_READ | DMA_MAP_WRITE,
         offset: 0,
         addr: 0x4000_0000,
@@ -80,7 +80,7 @@ fn vfio_user() {
             .finish(),
     );
     let s = IrqSet {
-        argsz: 20,
+        argsz: IrqSet::SIZE,
         flags: VFIO_IRQ_SET_ACTION_TRIGGER | VFIO_IRQ_SET_DATA_EVENTFD,
         index: 0,
         start: 0,
@@ -94,7 +94,7 @@ fn vfio_user() {
             .finish(),
     );
     let d = VsmmuDevice {
-        argsz: 16,
+        argsz: VsmmuDevice::SIZE,
         flags: 0,
         vsid: 0x42,
         reserved: 0,
@@ -112,7 +112,7 @@ fn vfio_user() {
         "sim-inject",
         &Message::command(7, Command::VsmmuSimInject)
             .push(&SimInjectHeader {
-                argsz: 40,
+                argsz: SimInjectHeader::SIZE + 32,
                 count: 1,
             })
             .push(&rec)

@@ -306,7 +306,7 @@ impl Harness {
         let r = self.call(Command::Version, &v, vec![]).unwrap();
         assert!(!Header::decode(&r).unwrap().is_error(), "VERSION refused");
         let map = DmaMap {
-            argsz: 32,
+            argsz: DmaMap::SIZE,
             flags: vu::DMA_MAP_READ | vu::DMA_MAP_WRITE,
             offset: 0,
             addr: RAM_BASE,
@@ -549,7 +549,7 @@ impl Harness {
             13 => {
                 let n = u32::from(inp.u8() % 9);
                 let mut p = SimInjectHeader {
-                    argsz: 8 + 32 * n,
+                    argsz: SimInjectHeader::SIZE + 32 * n,
                     count: n,
                 }
                 .as_bytes()
@@ -569,7 +569,7 @@ impl Harness {
                     Command::VsmmuDetachDevice
                 };
                 let d = VsmmuDevice {
-                    argsz: 16,
+                    argsz: VsmmuDevice::SIZE,
                     flags: 0,
                     vsid: inp.sid(),
                     reserved: 0,
@@ -592,7 +592,7 @@ impl Harness {
                 };
                 if inp.bool() {
                     let m = DmaMap {
-                        argsz: 32,
+                        argsz: DmaMap::SIZE,
                         flags: u32::from(inp.u8() % 5),
                         offset: RAM_SIZE + page(inp),
                         addr,
@@ -606,7 +606,7 @@ impl Harness {
                     self.call(Command::DmaMap, m.as_bytes(), fds);
                 } else {
                     let u = DmaUnmap {
-                        argsz: 24,
+                        argsz: DmaUnmap::SIZE,
                         flags: u32::from(inp.u8().is_multiple_of(8)),
                         addr,
                         size,
@@ -623,7 +623,7 @@ impl Harness {
                 };
                 let nfds = inp.u8() % 3;
                 let s = IrqSet {
-                    argsz: 20,
+                    argsz: IrqSet::SIZE,
                     flags,
                     index: u32::from(inp.u8() % 5),
                     start: 0,
@@ -687,7 +687,7 @@ impl Harness {
                     data.resize(len as usize, 0);
                 }
                 let req = SimDma {
-                    argsz: 32 + data.len() as u32,
+                    argsz: SimDma::SIZE + data.len() as u32,
                     flags: u32::from(write),
                     vsid,
                     ssid,

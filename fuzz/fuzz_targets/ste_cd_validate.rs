@@ -10,14 +10,13 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use vsmmu_protocol::iommufd::check_vste;
 use vsmmu_protocol::smmu::cd::{cd_lookup, l2_cd_addr, Cd, CdCaps, CdLocation, CdLookup, L1Cd};
 use vsmmu_protocol::smmu::ste::{
-    kernel_accepts_vste, S1Config, S1Dss, S1Fmt, Ste, SteCaps, SteConfig,
+    check_vste, kernel_accepts_vste, S1Config, S1Dss, S1Fmt, Ste, SteCaps, SteConfig,
 };
 use vsmmu_protocol::smmu::strtab::{L1Std, SteLocation, StrtabCaps, StrtabConfig, StrtabFmt};
 
-/// The sim host's IDR0 / IDR1 / IDR5 (server/src/host/sim.rs).
+/// The sim host's IDR0 / IDR1 / IDR5 (server/src/host/sim/mod.rs).
 const SIM_IDR: (u32, u32, u32) = (0x090c_729b, 0x0273_0510, 0x0000_0075);
 
 struct Input<'a>(&'a [u8]);

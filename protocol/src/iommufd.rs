@@ -15,6 +15,8 @@ use std::iter::FusedIterator;
 
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
+use crate::wire::wire_struct;
+
 // ---------------------------------------------------------------------------
 // ioctl request numbers
 // ---------------------------------------------------------------------------
@@ -108,32 +110,11 @@ pub const IOMMU_VEVENTQ_FLAG_LOST_EVENTS: u32 = 1 << 0;
 /// Sequence numbers wrap from `INT_MAX` to 0.
 pub const VEVENT_SEQ_MASK: u32 = 0x7fff_ffff;
 
-/// `STRTAB_STE_0_NESTING_ALLOWED`: the vSTE word 0 bits user space may set
-/// (V, Config, S1Fmt, S1ContextPtr, S1CDMax).
-pub const VSTE_WORD0_ALLOWED: u64 = crate::smmu::ste::VSTE_WORD0_MASK;
-/// `STRTAB_STE_1_NESTING_ALLOWED`: the vSTE word 1 bits user space may set
-/// (S1DSS, S1CIR, S1COR, S1CSH, S1STALLD, EATS).
-pub const VSTE_WORD1_ALLOWED: u64 = crate::smmu::ste::VSTE_WORD1_MASK;
-
 // ---------------------------------------------------------------------------
 // ioctl structures
 // ---------------------------------------------------------------------------
 
-macro_rules! uapi_struct {
-    ($(#[$m:meta])* $name:ident { $($(#[$fm:meta])* $field:ident : $ty:ty),* $(,)? } = $size:expr) => {
-        $(#[$m])*
-        #[repr(C)]
-        #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout)]
-        pub struct $name { $($(#[$fm])* pub $field: $ty,)* }
-        const _: () = assert!(std::mem::size_of::<$name>() == $size);
-        impl $name {
-            /// `sizeof` the structure, the value of its leading size field.
-            pub const SIZE: u32 = $size;
-        }
-    };
-}
-
-uapi_struct!(
+wire_struct!(
     /// `struct iommu_destroy` (`IOMMU_DESTROY`).
     IommuDestroy {
         /// `sizeof(struct iommu_destroy)`.
@@ -153,7 +134,7 @@ impl IommuDestroy {
     }
 }
 
-uapi_struct!(
+wire_struct!(
     /// `struct iommu_ioas_alloc` (`IOMMU_IOAS_ALLOC`).
     IommuIoasAlloc {
         /// `sizeof(struct iommu_ioas_alloc)`.
@@ -175,7 +156,7 @@ impl IommuIoasAlloc {
     }
 }
 
-uapi_struct!(
+wire_struct!(
     /// `struct iommu_ioas_map` (`IOMMU_IOAS_MAP`).
     IommuIoasMap {
         /// `sizeof(struct iommu_ioas_map)`.
@@ -210,7 +191,7 @@ impl IommuIoasMap {
     }
 }
 
-uapi_struct!(
+wire_struct!(
     /// `struct iommu_ioas_unmap` (`IOMMU_IOAS_UNMAP`).
     IommuIoasUnmap {
         /// `sizeof(struct iommu_ioas_unmap)`.
@@ -236,7 +217,7 @@ impl IommuIoasUnmap {
     }
 }
 
-uapi_struct!(
+wire_struct!(
     /// `struct iommu_hwpt_alloc` (`IOMMU_HWPT_ALLOC`), with `fault_id` and
     /// `__reserved2` (Linux 6.11+; older kernels accept the zero tail).
     IommuHwptAlloc {
@@ -265,7 +246,7 @@ uapi_struct!(
     } = 48
 );
 
-uapi_struct!(
+wire_struct!(
     /// `struct iommu_hwpt_arm_smmuv3`: the vSTE of a nested HWPT, the first
     /// two STE double words (little-endian).
     IommuHwptArmSmmuv3 {
@@ -274,7 +255,7 @@ uapi_struct!(
     } = 16
 );
 
-uapi_struct!(
+wire_struct!(
     /// `struct iommu_hw_info` (`IOMMU_GET_HW_INFO`). `in_data_type` /
     /// `out_data_type` share one field, `data_type` here.
     IommuHwInfo {
@@ -299,7 +280,7 @@ uapi_struct!(
     } = 40
 );
 
-uapi_struct!(
+wire_struct!(
     /// `struct iommu_hw_info_arm_smmuv3`: the physical SMMU's ID registers.
     IommuHwInfoArmSmmuv3 {
         /// Must be 0.
@@ -315,7 +296,7 @@ uapi_struct!(
     } = 40
 );
 
-uapi_struct!(
+wire_struct!(
     /// `struct iommu_hwpt_invalidate` (`IOMMU_HWPT_INVALIDATE`).
     IommuHwptInvalidate {
         /// `sizeof(struct iommu_hwpt_invalidate)`.
@@ -335,7 +316,7 @@ uapi_struct!(
     } = 32
 );
 
-uapi_struct!(
+wire_struct!(
     /// `struct iommu_viommu_arm_smmuv3_invalidate`: one 16-byte SMMUv3
     /// command (little-endian).
     IommuViommuArmSmmuv3Invalidate {
@@ -344,7 +325,7 @@ uapi_struct!(
     } = 16
 );
 
-uapi_struct!(
+wire_struct!(
     /// `struct iommu_viommu_alloc` (`IOMMU_VIOMMU_ALLOC`), with `data_len`
     /// and `data_uptr` (Linux 6.16+; older kernels take the first 24 bytes
     /// and accept the zero tail).
@@ -370,7 +351,7 @@ uapi_struct!(
     } = 40
 );
 
-uapi_struct!(
+wire_struct!(
     /// `struct iommu_vdevice_alloc` (`IOMMU_VDEVICE_ALLOC`).
     IommuVdeviceAlloc {
         /// `sizeof(struct iommu_vdevice_alloc)`.
@@ -386,7 +367,7 @@ uapi_struct!(
     } = 24
 );
 
-uapi_struct!(
+wire_struct!(
     /// `struct iommu_veventq_alloc` (`IOMMU_VEVENTQ_ALLOC`).
     IommuVeventqAlloc {
         /// `sizeof(struct iommu_veventq_alloc)`.
@@ -408,7 +389,7 @@ uapi_struct!(
     } = 32
 );
 
-uapi_struct!(
+wire_struct!(
     /// `struct vfio_device_bind_iommufd` (`VFIO_DEVICE_BIND_IOMMUFD`), with
     /// `token_uuid_ptr` (Linux 6.17+; older kernels read the first 16 bytes).
     VfioDeviceBindIommufd {
@@ -425,7 +406,7 @@ uapi_struct!(
     } = 24
 );
 
-uapi_struct!(
+wire_struct!(
     /// `struct vfio_device_attach_iommufd_pt`
     /// (`VFIO_DEVICE_ATTACH_IOMMUFD_PT`), with `pasid` (Linux 6.13+).
     VfioDeviceAttachIommufdPt {
@@ -440,7 +421,7 @@ uapi_struct!(
     } = 16
 );
 
-uapi_struct!(
+wire_struct!(
     /// `struct vfio_device_detach_iommufd_pt`
     /// (`VFIO_DEVICE_DETACH_IOMMUFD_PT`), with `pasid` (Linux 6.13+).
     VfioDeviceDetachIommufdPt {
@@ -452,80 +433,6 @@ uapi_struct!(
         pasid: u32,
     } = 12
 );
-
-// ---------------------------------------------------------------------------
-// vSTE validation
-// ---------------------------------------------------------------------------
-
-/// What a vSTE the kernel accepts asks for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VsteConfig {
-    /// STE.V = 0: the kernel zeroes the vSTE and installs an abort STE.
-    NotValid,
-    /// STE.Config = abort (0b000).
-    Abort,
-    /// STE.Config = bypass (0b100): stage 2 only.
-    Bypass,
-    /// STE.Config = stage-1 translate (0b101): the guest CD table over the
-    /// nesting parent.
-    S1Translate,
-}
-
-/// Why the kernel would refuse a vSTE (`arm_smmu_validate_vste`, `-EIO`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum VsteError {
-    /// Bits outside `STRTAB_STE_{0,1}_NESTING_ALLOWED` are set.
-    #[error("vSTE word {word} sets bits {bits:#x} outside the nesting-allowed mask")]
-    DisallowedBits {
-        /// 0 or 1.
-        word: usize,
-        /// The offending bits.
-        bits: u64,
-    },
-    /// STE.Config is not abort, bypass or stage-1 translate.
-    #[error("vSTE Config {0:#05b} is not abort, bypass or stage-1 translate")]
-    Config(u8),
-    /// STE.EATS is neither 0 (abort) nor 1 (full ATS).
-    #[error("vSTE EATS {0} is not supported")]
-    Eats(u8),
-}
-
-/// Checks a vSTE exactly as the kernel's `arm_smmu_validate_vste` does
-/// before allocating a nested HWPT: a non-valid STE is always accepted (the
-/// kernel turns it into an abort STE); a valid one must keep to the masks
-/// [`VSTE_WORD0_ALLOWED`] / [`VSTE_WORD1_ALLOWED`], use Config abort, bypass
-/// or stage-1 translate, and EATS 0 or 1.
-pub fn check_vste(ste: &[u64; 2]) -> Result<VsteConfig, VsteError> {
-    if ste[0] & 1 == 0 {
-        return Ok(VsteConfig::NotValid);
-    }
-    let bad0 = ste[0] & !VSTE_WORD0_ALLOWED;
-    if bad0 != 0 {
-        return Err(VsteError::DisallowedBits {
-            word: 0,
-            bits: bad0,
-        });
-    }
-    let bad1 = ste[1] & !VSTE_WORD1_ALLOWED;
-    if bad1 != 0 {
-        return Err(VsteError::DisallowedBits {
-            word: 1,
-            bits: bad1,
-        });
-    }
-    let config = ((ste[0] >> 1) & 0b111) as u8;
-    let kind = match config {
-        0b000 => VsteConfig::Abort,
-        0b100 => VsteConfig::Bypass,
-        0b101 => VsteConfig::S1Translate,
-        other => return Err(VsteError::Config(other)),
-    };
-    let eats = ((ste[1] >> 28) & 0b11) as u8;
-    if eats > 1 {
-        return Err(VsteError::Eats(eats));
-    }
-    Ok(kind)
-}
 
 // ---------------------------------------------------------------------------
 // vEVENTQ records
@@ -726,484 +633,4 @@ pub fn lost_between(last: u32, seq: u32) -> u32 {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn ioctl_numbers() {
-        assert_eq!(IOMMU_DESTROY, 0x3b80);
-        assert_eq!(IOMMU_IOAS_ALLOC, 0x3b81);
-        assert_eq!(IOMMU_IOAS_MAP, 0x3b85);
-        assert_eq!(IOMMU_IOAS_UNMAP, 0x3b86);
-        assert_eq!(IOMMU_HWPT_ALLOC, 0x3b89);
-        assert_eq!(IOMMU_GET_HW_INFO, 0x3b8a);
-        assert_eq!(IOMMU_HWPT_INVALIDATE, 0x3b8d);
-        assert_eq!(IOMMU_VIOMMU_ALLOC, 0x3b90);
-        assert_eq!(IOMMU_VDEVICE_ALLOC, 0x3b91);
-        assert_eq!(IOMMU_VEVENTQ_ALLOC, 0x3b93);
-        assert_eq!(VFIO_DEVICE_BIND_IOMMUFD, 0x3b76);
-        assert_eq!(VFIO_DEVICE_ATTACH_IOMMUFD_PT, 0x3b77);
-        assert_eq!(VFIO_DEVICE_DETACH_IOMMUFD_PT, 0x3b78);
-        assert_eq!(io(IOMMUFD_TYPE, IOMMUFD_CMD_BASE), IOMMU_DESTROY);
-    }
-
-    #[test]
-    fn constants() {
-        assert_eq!(IOMMU_IOAS_MAP_FIXED_IOVA, 1);
-        assert_eq!(IOMMU_IOAS_MAP_WRITEABLE, 2);
-        assert_eq!(IOMMU_IOAS_MAP_READABLE, 4);
-        assert_eq!(IOMMU_HWPT_ALLOC_NEST_PARENT, 1);
-        assert_eq!(IOMMU_HWPT_DATA_ARM_SMMUV3, 2);
-        assert_eq!(IOMMU_HW_INFO_TYPE_ARM_SMMUV3, 2);
-        assert_eq!(IOMMU_HWPT_INVALIDATE_DATA_ARM_SMMUV3, 1);
-        assert_eq!(IOMMU_VIOMMU_TYPE_ARM_SMMUV3, 1);
-        assert_eq!(IOMMU_VEVENTQ_TYPE_ARM_SMMUV3, 1);
-        // The masks are the OR of the kernel's field masks.
-        let w0 = 1 | 0b111 << 1 | 0b11 << 4 | (((1u64 << 52) - 1) & !0x3f) | 0x1f << 59;
-        assert_eq!(VSTE_WORD0_ALLOWED, w0);
-        let w1 = 0b11 | 0b11 << 2 | 0b11 << 4 | 0b11 << 6 | 1 << 27 | 0b11 << 28;
-        assert_eq!(VSTE_WORD1_ALLOWED, w1);
-    }
-
-    #[test]
-    fn destroy_bytes() {
-        assert_eq!(
-            IommuDestroy::new(0x0102_0304).as_bytes(),
-            &[8, 0, 0, 0, 4, 3, 2, 1]
-        );
-    }
-
-    #[test]
-    fn ioas_alloc_bytes() {
-        let mut a = IommuIoasAlloc::new();
-        a.out_ioas_id = 5;
-        assert_eq!(a.as_bytes(), &[12, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0]);
-    }
-
-    #[test]
-    fn ioas_map_bytes() {
-        let m = IommuIoasMap::new(
-            3,
-            IOMMU_IOAS_MAP_FIXED_IOVA | IOMMU_IOAS_MAP_READABLE | IOMMU_IOAS_MAP_WRITEABLE,
-            0x1122_3344_5566_7788,
-            0x20_0000,
-            0x4000_0000,
-        );
-        #[rustfmt::skip]
-        let want = [
-            40, 0, 0, 0, 7, 0, 0, 0, 3, 0, 0, 0, 0, 0, 0, 0,
-            0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11,
-            0, 0, 0x20, 0, 0, 0, 0, 0,
-            0, 0, 0, 0x40, 0, 0, 0, 0,
-        ];
-        assert_eq!(m.as_bytes(), &want);
-    }
-
-    #[test]
-    fn ioas_unmap_bytes() {
-        let u = IommuIoasUnmap::new(3, 0x4000_0000, 0x1000);
-        #[rustfmt::skip]
-        let want = [
-            24, 0, 0, 0, 3, 0, 0, 0,
-            0, 0, 0, 0x40, 0, 0, 0, 0,
-            0, 0x10, 0, 0, 0, 0, 0, 0,
-        ];
-        assert_eq!(u.as_bytes(), &want);
-    }
-
-    #[test]
-    fn hwpt_alloc_bytes() {
-        let h = IommuHwptAlloc {
-            size: IommuHwptAlloc::SIZE,
-            flags: IOMMU_HWPT_ALLOC_NEST_PARENT,
-            dev_id: 2,
-            pt_id: 3,
-            out_hwpt_id: 4,
-            reserved: 0,
-            data_type: IOMMU_HWPT_DATA_ARM_SMMUV3,
-            data_len: 16,
-            data_uptr: 0x0102_0304_0506_0708,
-            fault_id: 9,
-            reserved2: 0,
-        };
-        #[rustfmt::skip]
-        let want = [
-            48, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0,
-            4, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 16, 0, 0, 0,
-            8, 7, 6, 5, 4, 3, 2, 1,
-            9, 0, 0, 0, 0, 0, 0, 0,
-        ];
-        assert_eq!(h.as_bytes(), &want);
-    }
-
-    #[test]
-    fn hwpt_arm_smmuv3_bytes() {
-        let v = IommuHwptArmSmmuv3 {
-            ste: [0x0000_0000_1234_5009, 0x1000_0000],
-        };
-        #[rustfmt::skip]
-        let want = [
-            0x09, 0x50, 0x34, 0x12, 0, 0, 0, 0,
-            0, 0, 0, 0x10, 0, 0, 0, 0,
-        ];
-        assert_eq!(v.as_bytes(), &want);
-    }
-
-    #[test]
-    fn hw_info_bytes() {
-        let h = IommuHwInfo {
-            size: IommuHwInfo::SIZE,
-            flags: 0,
-            dev_id: 7,
-            data_len: 40,
-            data_uptr: 0x1000,
-            data_type: IOMMU_HW_INFO_TYPE_ARM_SMMUV3,
-            out_max_pasid_log2: 20,
-            reserved: [0; 3],
-            out_capabilities: 0x3,
-        };
-        #[rustfmt::skip]
-        let want = [
-            40, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 40, 0, 0, 0,
-            0, 0x10, 0, 0, 0, 0, 0, 0,
-            2, 0, 0, 0, 20, 0, 0, 0,
-            3, 0, 0, 0, 0, 0, 0, 0,
-        ];
-        assert_eq!(h.as_bytes(), &want);
-    }
-
-    #[test]
-    fn hw_info_arm_smmuv3_bytes() {
-        let h = IommuHwInfoArmSmmuv3 {
-            flags: 0,
-            reserved: 0,
-            idr: [0x0d40_101a, 0x0273_0010, 0, 0x0000_1404, 0, 0x74],
-            iidr: 0x43b,
-            aidr: 1,
-        };
-        #[rustfmt::skip]
-        let want = [
-            0, 0, 0, 0, 0, 0, 0, 0,
-            0x1a, 0x10, 0x40, 0x0d, 0x10, 0x00, 0x73, 0x02,
-            0, 0, 0, 0, 0x04, 0x14, 0, 0,
-            0, 0, 0, 0, 0x74, 0, 0, 0,
-            0x3b, 0x04, 0, 0, 1, 0, 0, 0,
-        ];
-        assert_eq!(h.as_bytes(), &want);
-        assert_eq!(IommuHwInfoArmSmmuv3::read_from_bytes(&want), Ok(h));
-    }
-
-    #[test]
-    fn hwpt_invalidate_bytes() {
-        let i = IommuHwptInvalidate {
-            size: IommuHwptInvalidate::SIZE,
-            hwpt_id: 6,
-            data_uptr: 0x7fff_0000_1000,
-            data_type: IOMMU_HWPT_INVALIDATE_DATA_ARM_SMMUV3,
-            entry_len: 16,
-            entry_num: 256,
-            reserved: 0,
-        };
-        #[rustfmt::skip]
-        let want = [
-            32, 0, 0, 0, 6, 0, 0, 0,
-            0, 0x10, 0, 0, 0xff, 0x7f, 0, 0,
-            1, 0, 0, 0, 16, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0,
-        ];
-        assert_eq!(i.as_bytes(), &want);
-    }
-
-    #[test]
-    fn viommu_invalidate_entry_bytes() {
-        let e = IommuViommuArmSmmuv3Invalidate {
-            cmd: [0x0000_0001_0000_0012, 0x0000_0000_0000_1001],
-        };
-        #[rustfmt::skip]
-        let want = [
-            0x12, 0, 0, 0, 1, 0, 0, 0,
-            0x01, 0x10, 0, 0, 0, 0, 0, 0,
-        ];
-        assert_eq!(e.as_bytes(), &want);
-    }
-
-    #[test]
-    fn viommu_alloc_bytes() {
-        let v = IommuViommuAlloc {
-            size: IommuViommuAlloc::SIZE,
-            flags: 0,
-            viommu_type: IOMMU_VIOMMU_TYPE_ARM_SMMUV3,
-            dev_id: 2,
-            hwpt_id: 3,
-            out_viommu_id: 4,
-            data_len: 0,
-            reserved: 0,
-            data_uptr: 0,
-        };
-        #[rustfmt::skip]
-        let want = [
-            40, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 2, 0, 0, 0,
-            3, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
-            0, 0, 0, 0, 0, 0, 0, 0,
-        ];
-        assert_eq!(v.as_bytes(), &want);
-    }
-
-    #[test]
-    fn vdevice_alloc_bytes() {
-        let v = IommuVdeviceAlloc {
-            size: IommuVdeviceAlloc::SIZE,
-            viommu_id: 4,
-            dev_id: 2,
-            out_vdevice_id: 5,
-            virt_id: 0x0108,
-        };
-        #[rustfmt::skip]
-        let want = [
-            24, 0, 0, 0, 4, 0, 0, 0, 2, 0, 0, 0, 5, 0, 0, 0,
-            0x08, 0x01, 0, 0, 0, 0, 0, 0,
-        ];
-        assert_eq!(v.as_bytes(), &want);
-    }
-
-    #[test]
-    fn veventq_alloc_bytes() {
-        let v = IommuVeventqAlloc {
-            size: IommuVeventqAlloc::SIZE,
-            flags: 0,
-            viommu_id: 4,
-            veventq_type: IOMMU_VEVENTQ_TYPE_ARM_SMMUV3,
-            veventq_depth: 0x8_0000,
-            out_veventq_id: 9,
-            out_veventq_fd: 17,
-            reserved: 0,
-        };
-        #[rustfmt::skip]
-        let want = [
-            32, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 1, 0, 0, 0,
-            0, 0, 8, 0, 9, 0, 0, 0, 17, 0, 0, 0, 0, 0, 0, 0,
-        ];
-        assert_eq!(v.as_bytes(), &want);
-    }
-
-    #[test]
-    fn vfio_cdev_bytes() {
-        let b = VfioDeviceBindIommufd {
-            argsz: VfioDeviceBindIommufd::SIZE,
-            flags: 0,
-            iommufd: 5,
-            out_devid: 2,
-            token_uuid_ptr: 0,
-        };
-        #[rustfmt::skip]
-        let want = [
-            24, 0, 0, 0, 0, 0, 0, 0, 5, 0, 0, 0, 2, 0, 0, 0,
-            0, 0, 0, 0, 0, 0, 0, 0,
-        ];
-        assert_eq!(b.as_bytes(), &want);
-
-        let a = VfioDeviceAttachIommufdPt {
-            argsz: VfioDeviceAttachIommufdPt::SIZE,
-            flags: 0,
-            pt_id: 7,
-            pasid: 0,
-        };
-        assert_eq!(
-            a.as_bytes(),
-            &[16, 0, 0, 0, 0, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0]
-        );
-
-        let d = VfioDeviceDetachIommufdPt {
-            argsz: VfioDeviceDetachIommufdPt::SIZE,
-            flags: 0,
-            pasid: 0,
-        };
-        assert_eq!(d.as_bytes(), &[12, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
-    }
-
-    #[test]
-    fn vevent_header_bytes() {
-        let h = VeventHeader {
-            flags: IOMMU_VEVENTQ_FLAG_LOST_EVENTS,
-            sequence: 0x7fff_ffff,
-        };
-        assert_eq!(h.as_bytes(), &[1, 0, 0, 0, 0xff, 0xff, 0xff, 0x7f]);
-    }
-
-    #[test]
-    fn vste_check() {
-        // QEMU's shared abort and bypass vSTEs.
-        assert_eq!(check_vste(&[0x1, 0]), Ok(VsteConfig::Abort));
-        assert_eq!(check_vste(&[0x9, 0]), Ok(VsteConfig::Bypass));
-        // S1 translate, linear CD table at 0x8000_0000, EATS = 1.
-        let s1 = 1 | 0b101 << 1 | 0x8000_0000;
-        assert_eq!(check_vste(&[s1, 1 << 28]), Ok(VsteConfig::S1Translate));
-        // Non-valid: anything goes, the kernel zeroes it.
-        assert_eq!(check_vste(&[!1, u64::MAX]), Ok(VsteConfig::NotValid));
-        // Stage-2 fields (word 2/3 would carry them) and word-0 bits 52..58.
-        assert_eq!(
-            check_vste(&[s1 | 1 << 52, 0]),
-            Err(VsteError::DisallowedBits {
-                word: 0,
-                bits: 1 << 52
-            })
-        );
-        assert_eq!(
-            check_vste(&[s1, 1 << 31]),
-            Err(VsteError::DisallowedBits {
-                word: 1,
-                bits: 1 << 31
-            })
-        );
-        // Config S2 (0b110) and nested (0b111) are refused.
-        assert_eq!(
-            check_vste(&[1 | 0b110 << 1, 0]),
-            Err(VsteError::Config(0b110))
-        );
-        assert_eq!(
-            check_vste(&[1 | 0b111 << 1, 0]),
-            Err(VsteError::Config(0b111))
-        );
-        // EATS = 2 (split-stage ATS) is refused.
-        assert_eq!(check_vste(&[s1, 2 << 28]), Err(VsteError::Eats(2)));
-    }
-
-    fn event_record(seq: u32, evt: [u64; 4]) -> Vec<u8> {
-        let mut v = VeventHeader {
-            flags: 0,
-            sequence: seq,
-        }
-        .as_bytes()
-        .to_vec();
-        v.extend_from_slice(VeventArmSmmuv3 { evt }.as_bytes());
-        v
-    }
-
-    #[test]
-    fn parse_three_events() {
-        let mut buf = Vec::new();
-        for seq in 1..=3u32 {
-            buf.extend(event_record(seq, [0x10 | (u64::from(seq) << 32), 2, 3, 4]));
-        }
-        assert_eq!(buf.len(), 3 * VEVENT_ARM_SMMUV3_RECORD_SIZE);
-        // The first record byte by byte.
-        #[rustfmt::skip]
-        let first = [
-            0, 0, 0, 0, 1, 0, 0, 0,
-            0x10, 0, 0, 0, 1, 0, 0, 0,
-            2, 0, 0, 0, 0, 0, 0, 0,
-            3, 0, 0, 0, 0, 0, 0, 0,
-            4, 0, 0, 0, 0, 0, 0, 0,
-        ];
-        assert_eq!(&buf[..40], &first);
-        let got: Vec<_> = parse_vevents(&buf).collect();
-        assert_eq!(
-            got,
-            (1..=3u32)
-                .map(|seq| Ok(Vevent::Event {
-                    seq,
-                    evt: [0x10 | (u64::from(seq) << 32), 2, 3, 4]
-                }))
-                .collect::<Vec<_>>()
-        );
-    }
-
-    #[test]
-    fn parse_event_then_lost_tail() {
-        // Kernel selftest shape: depth 2, three events triggered.
-        let mut buf = event_record(1, [0x10, 0, 0, 0]);
-        buf.extend(event_record(2, [0x10, 0, 0, 0]));
-        buf.extend_from_slice(&[1, 0, 0, 0, 3, 0, 0, 0]);
-        let mut it = parse_vevents(&buf);
-        assert_eq!(
-            it.next(),
-            Some(Ok(Vevent::Event {
-                seq: 1,
-                evt: [0x10, 0, 0, 0]
-            }))
-        );
-        assert_eq!(
-            it.next(),
-            Some(Ok(Vevent::Event {
-                seq: 2,
-                evt: [0x10, 0, 0, 0]
-            }))
-        );
-        assert_eq!(it.next(), Some(Ok(Vevent::Lost { seq: 3 })));
-        assert_eq!(it.next(), None);
-        assert_eq!(it.offset(), 88);
-        // A new event after the LOST record, in the same buffer, is fine.
-        buf.extend(event_record(4, [0x10, 0, 0, 0]));
-        let got: Vec<_> = parse_vevents(&buf).map(|r| r.map(|e| e.seq())).collect();
-        assert_eq!(got, vec![Ok(1), Ok(2), Ok(3), Ok(4)]);
-    }
-
-    #[test]
-    fn parse_truncated() {
-        let mut buf = event_record(1, [1, 2, 3, 4]);
-        buf.extend_from_slice(&event_record(2, [1, 2, 3, 4])[..39]);
-        let got: Vec<_> = parse_vevents(&buf).collect();
-        assert_eq!(
-            got,
-            vec![
-                Ok(Vevent::Event {
-                    seq: 1,
-                    evt: [1, 2, 3, 4]
-                }),
-                Err(VeventParseError::Truncated {
-                    offset: 40,
-                    needed: 40,
-                    available: 39
-                }),
-            ]
-        );
-        // Shorter than a header.
-        assert_eq!(
-            parse_vevents(&[0, 0, 0]).collect::<Vec<_>>(),
-            vec![Err(VeventParseError::Truncated {
-                offset: 0,
-                needed: 8,
-                available: 3
-            })]
-        );
-        // Empty buffer: nothing.
-        assert_eq!(parse_vevents(&[]).next(), None);
-    }
-
-    #[test]
-    fn parse_garbage() {
-        let garbage = [0xa5u8; 64];
-        let mut it = parse_vevents(&garbage);
-        assert_eq!(
-            it.next(),
-            Some(Err(VeventParseError::BadSequence {
-                offset: 0,
-                seq: 0xa5a5_a5a5
-            }))
-        );
-        assert_eq!(it.next(), None);
-        // Unknown flags with a sane sequence.
-        let mut buf = event_record(1, [0; 4]);
-        buf[0] = 0x2;
-        assert_eq!(
-            parse_vevents(&buf).collect::<Vec<_>>(),
-            vec![Err(VeventParseError::UnknownFlags {
-                offset: 0,
-                flags: 2
-            })]
-        );
-        // Every byte string parses without panicking.
-        for len in 0..100usize {
-            let bytes: Vec<u8> = (0..len).map(|i| (i * 37 + len) as u8).collect();
-            let _ = parse_vevents(&bytes).count();
-        }
-    }
-
-    #[test]
-    fn lost_between_wraps() {
-        assert_eq!(lost_between(0x7fff_ffff, 0), 0);
-        assert_eq!(lost_between(0x7fff_fffe, 1), 2);
-        assert_eq!(lost_between(5, 9), 3);
-        assert_eq!(lost_between(5, 6), 0);
-        assert_eq!(lost_between(0x7fff_fff0, 0x10), 0x1f);
-    }
-}
+mod tests;

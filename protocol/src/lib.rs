@@ -23,3 +23,4 @@ pub mod notify;
 pub mod poll_window;
 pub mod smmu;
 pub mod vfio_user;
+mod wire;

@@ -8,7 +8,7 @@
 use std::os::fd::{OwnedFd, RawFd};
 
 use crate::conn::Incoming;
-use crate::host::sim_dma::VmmTranslation;
+use crate::host::sim::dma::VmmTranslation;
 use crate::host::{DeviceChange, HostError, HostIommu, VmmDevice};
 use crate::irq::{Irqs, NUM_IRQS};
 use crate::memory::{GuestRam, MemError, PAGE_SIZE};
@@ -172,6 +172,14 @@ impl Device {
         self.notify.ack_fd().map(|fd| (fd, self.notify_generation))
     }
 
+    /// The vEVENTQ fd to poll, with a generation that changes whenever the
+    /// model allocates a new vEVENTQ.
+    pub fn veventq_source(&self) -> Option<(RawFd, u64)> {
+        self.host
+            .veventq_fd()
+            .map(|fd| (fd, self.smmu.veventq_generation()))
+    }
+
     /// The VMM acknowledged invalidations: a CMD_SYNC waiting for them
     /// completes.
     pub fn notify_acked(&mut self) {
@@ -314,7 +322,7 @@ impl Device {
             }
             Request::DeviceGetInfo(_) => reply
                 .push(&DeviceInfo {
-                    argsz: 16,
+                    argsz: DeviceInfo::SIZE,
                     flags: vu::VFIO_DEVICE_FLAGS_PLATFORM | vu::VFIO_DEVICE_FLAGS_RESET,
                     num_regions: 1,
                     num_irqs: NUM_IRQS as u32,
@@ -329,7 +337,7 @@ impl Device {
                 }
                 reply
                     .push(&RegionInfo {
-                        argsz: 32,
+                        argsz: RegionInfo::SIZE,
                         flags: vu::VFIO_REGION_INFO_FLAG_READ | vu::VFIO_REGION_INFO_FLAG_WRITE,
                         index: 0,
                         cap_offset: 0,
@@ -348,7 +356,7 @@ impl Device {
                 // No sub-region is served through ioeventfds.
                 reply
                     .push(&RegionIoFds {
-                        argsz: 16,
+                        argsz: RegionIoFds::SIZE,
                         flags: 0,
                         index: 0,
                         count: 0,
@@ -364,7 +372,7 @@ impl Device {
                 }
                 reply
                     .push(&IrqInfo {
-                        argsz: 16,
+                        argsz: IrqInfo::SIZE,
                         flags: vu::VFIO_IRQ_INFO_EVENTFD | vu::VFIO_IRQ_INFO_MASKABLE,
                         index: q.index,
                         count: 1,
@@ -428,7 +436,7 @@ impl Device {
                 *pos += n;
                 reply
                     .push(&vu::MigData {
-                        argsz: (8 + n) as u32,
+                        argsz: (vu::MigData::SIZE as usize + n) as u32,
                         size: n as u32,
                     })
                     .bytes(chunk)
@@ -477,7 +485,7 @@ impl Device {
                 self.smmu.device_attached(d.vsid, &mut ctx!(self));
                 reply
                     .push(&VsmmuDevice {
-                        argsz: 16,
+                        argsz: VsmmuDevice::SIZE,
                         flags: 0,
                         vsid: d.vsid,
                         reserved: dev_id,
@@ -509,7 +517,7 @@ impl Device {
                 self.smmu.device_attached(d.vsid, &mut ctx!(self));
                 reply
                     .push(&VsmmuDevice {
-                        argsz: 16,
+                        argsz: VsmmuDevice::SIZE,
                         flags: 0,
                         vsid: d.vsid,
                         reserved: dev_id,
@@ -531,7 +539,7 @@ impl Device {
                 reply.push(&d).finish()
             }
             Request::VsmmuSimInject(records) => {
-                let Some(sim) = self.host.as_sim() else {
+                let Some(sim) = self.host.sim_controls() else {
                     return Err(Failure::new(
                         errno::ENOTSUP,
                         "SIM_INJECT needs the sim host",
@@ -540,7 +548,7 @@ impl Device {
                 let (queued, dropped) = sim.inject(&records)?;
                 reply
                     .push(&SimInjectReply {
-                        argsz: 16,
+                        argsz: SimInjectReply::SIZE,
                         flags: 0,
                         queued,
                         dropped,
@@ -548,13 +556,13 @@ impl Device {
                     .finish()
             }
             Request::VsmmuSimDma { req, data } => {
-                let Some(sim) = self.host.as_sim() else {
+                let Some(sim) = self.host.sim_controls() else {
                     return Err(Failure::new(errno::ENOTSUP, "SIM_DMA needs the sim host"));
                 };
                 let r = sim.dma(&self.mem, &req, data);
                 reply
                     .push(&vu::SimDmaReply {
-                        argsz: (16 + r.data.len()) as u32,
+                        argsz: (vu::SimDmaReply::SIZE as usize + r.data.len()) as u32,
                         flags: req.flags,
                         status: r.status,
                         reserved: 0,
@@ -584,7 +592,7 @@ impl Device {
                 reply.push(&n).finish()
             }
             Request::VsmmuTranslate(t) => {
-                if self.host.as_sim().is_none() {
+                if self.host.sim_controls().is_none() {
                     return Err(Failure::new(
                         errno::ENOTSUP,
                         "TRANSLATE (VMM-emulated devices) needs the sim host",
@@ -605,7 +613,7 @@ impl Device {
                     addr: 0,
                     mask: 0,
                 };
-                let r = match (verdict, self.host.as_sim()) {
+                let r = match (verdict, self.host.sim_controls()) {
                     (TxnCheck::Proceed, Some(sim)) => {
                         sim.translate_for_vmm(&self.mem, t.sid, ssid, t.iova, write, events)
                     }
@@ -623,9 +631,9 @@ impl Device {
                     _ => 0,
                 };
                 let ahead = self.translate_ahead(&t, ssid, write, perm, &r);
-                let head = std::mem::size_of::<vu::TranslateReply>();
+                let head = vu::TranslateReply::SIZE as usize;
                 let reply = reply.push(&vu::TranslateReply {
-                    argsz: (head + ahead.len() * std::mem::size_of::<vu::TranslateAhead>()) as u32,
+                    argsz: (head + ahead.len() * vu::TranslateAhead::SIZE as usize) as u32,
                     flags: t.flags,
                     status: r.status,
                     perm,
@@ -648,14 +656,14 @@ impl Device {
         perm: u32,
         first: &VmmTranslation,
     ) -> Vec<vu::TranslateAhead> {
-        let room = (t.argsz as usize).saturating_sub(std::mem::size_of::<vu::TranslateReply>())
-            / std::mem::size_of::<vu::TranslateAhead>();
+        let room = (t.argsz as usize).saturating_sub(vu::TranslateReply::SIZE as usize)
+            / vu::TranslateAhead::SIZE as usize;
         let n = room.min(vu::TRANSLATE_AHEAD_MAX);
         let mut out = Vec::new();
         if t.flags & vu::TRANSLATE_AHEAD == 0 || first.status != 0 || n == 0 {
             return out;
         }
-        let Some(sim) = self.host.as_sim() else {
+        let Some(sim) = self.host.sim_controls() else {
             return out;
         };
         let mut next = t.iova & !first.mask;
@@ -895,7 +903,7 @@ impl Device {
                 let flags = vu::MIGRATION_STOP_COPY.to_le_bytes();
                 Ok(reply
                     .push(&vu::DeviceFeature {
-                        argsz: 16,
+                        argsz: vu::DeviceFeature::SIZE + flags.len() as u32,
                         flags: feature.flags,
                     })
                     .bytes(&flags)
@@ -912,7 +920,7 @@ impl Device {
                     };
                     return Ok(reply
                         .push(&vu::DeviceFeature {
-                            argsz: 16,
+                            argsz: vu::DeviceFeature::SIZE + vu::MigDeviceState::SIZE,
                             flags: feature.flags,
                         })
                         .push(&st)

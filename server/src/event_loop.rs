@@ -351,11 +351,7 @@ impl Server {
 
     /// Keeps the poll registration in step with the vEVENTQ the model owns.
     fn sync_veventq(&mut self) {
-        let now = self
-            .device
-            .host
-            .veventq_fd()
-            .map(|fd| (fd, self.device.smmu.veventq_generation()));
+        let now = self.device.veventq_source();
         if now == self.veventq {
             return;
         }

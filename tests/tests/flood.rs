@@ -192,7 +192,7 @@ fn malformed_flood(srv: &TestServer) {
     let efds: Vec<_> = (0..9).map(|_| eventfd()).collect();
     let fds: Vec<BorrowedFd<'_>> = efds.iter().map(|e| e.as_fd()).collect();
     let set = IrqSet {
-        argsz: 20,
+        argsz: IrqSet::SIZE,
         flags: vu::VFIO_IRQ_SET_ACTION_TRIGGER | vu::VFIO_IRQ_SET_DATA_EVENTFD,
         index: 0,
         start: 0,
@@ -228,7 +228,7 @@ fn dma_storm(srv: &TestServer, max: u64, rounds: usize) {
     let mut r = negotiated(srv);
     let map = |r: &mut Raw, i: u64| {
         let m = DmaMap {
-            argsz: 32,
+            argsz: DmaMap::SIZE,
             flags: vu::DMA_MAP_READ | vu::DMA_MAP_WRITE,
             offset: 0,
             addr: 0x1_0000_0000 + i * 0x2000,
@@ -243,7 +243,7 @@ fn dma_storm(srv: &TestServer, max: u64, rounds: usize) {
         assert_error(&map(&mut r, max), Command::DmaMap as u16, ENOSPC);
         for i in 0..max {
             let u = DmaUnmap {
-                argsz: 24,
+                argsz: DmaUnmap::SIZE,
                 flags: 0,
                 addr: 0x1_0000_0000 + i * 0x2000,
                 size: 4096,
@@ -408,7 +408,7 @@ fn max_msg_fds_is_enforced() {
     let efds: Vec<_> = (0..5).map(|_| eventfd()).collect();
     let fds: Vec<BorrowedFd<'_>> = efds.iter().map(|e| e.as_fd()).collect();
     let set = IrqSet {
-        argsz: 20,
+        argsz: IrqSet::SIZE,
         flags: vu::VFIO_IRQ_SET_ACTION_TRIGGER | vu::VFIO_IRQ_SET_DATA_EVENTFD,
         index: 0,
         start: 0,

@@ -108,7 +108,7 @@ fn device_region_and_irq_info() {
     assert_eq!(info, [16, 0, 0, 0, 5, 0, 0, 0, 1, 0, 0, 0, 4, 0, 0, 0]);
 
     let req = vu::RegionInfo {
-        argsz: 32,
+        argsz: vu::RegionInfo::SIZE,
         index: 0,
         ..Default::default()
     };
@@ -121,7 +121,7 @@ fn device_region_and_irq_info() {
         ]
     );
     let bad = vu::RegionInfo {
-        argsz: 32,
+        argsz: vu::RegionInfo::SIZE,
         index: 1,
         ..Default::default()
     };
@@ -135,7 +135,7 @@ fn device_region_and_irq_info() {
 
     for index in 0..4u32 {
         let q = vu::IrqInfo {
-            argsz: 16,
+            argsz: vu::IrqInfo::SIZE,
             index,
             ..Default::default()
         };
@@ -152,14 +152,14 @@ fn device_region_and_irq_info() {
         );
     }
     let q = vu::IrqInfo {
-        argsz: 16,
+        argsz: vu::IrqInfo::SIZE,
         index: 4,
         ..Default::default()
     };
     assert_error(&r.call(6, 7, q.as_bytes(), &[]), 7, 22);
 
     let f = vu::RegionIoFds {
-        argsz: 16,
+        argsz: vu::RegionIoFds::SIZE,
         index: 0,
         ..Default::default()
     };
@@ -328,7 +328,7 @@ fn dma_map_and_unmap() {
     let map =
         |r: &mut Raw, addr: u64, size: u64, offset: u64, fds: &[std::os::fd::BorrowedFd<'_>]| {
             let m = DmaMap {
-                argsz: 32,
+                argsz: DmaMap::SIZE,
                 flags: 3,
                 offset,
                 addr,
@@ -373,14 +373,14 @@ fn dma_map_and_unmap() {
 
     // UNMAP must match exactly; the reply echoes the entry.
     let u = DmaUnmap {
-        argsz: 24,
+        argsz: DmaUnmap::SIZE,
         flags: 0,
         addr: 0x4000_0000,
         size: 0x4_0000,
     };
     assert_error(&r.call(22, 3, u.as_bytes(), &[]), 3, 22);
     let u = DmaUnmap {
-        argsz: 24,
+        argsz: DmaUnmap::SIZE,
         flags: 0,
         addr: 0x4000_0000,
         size: 0x8_0000,
@@ -400,7 +400,7 @@ fn set_irqs() {
     let mut c = srv.client();
     let efd = eventfd();
     let base = IrqSet {
-        argsz: 20,
+        argsz: IrqSet::SIZE,
         flags: vu::VFIO_IRQ_SET_DATA_EVENTFD | vu::VFIO_IRQ_SET_ACTION_TRIGGER,
         index: 3,
         start: 0,

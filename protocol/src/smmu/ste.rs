@@ -87,7 +87,77 @@ pub const VSTE_WORD1_MASK: u64 = 0x3800_00ff;
 /// [`VSTE_WORD1_MASK`], Config must be abort, bypass or stage-1 translate,
 /// and EATS 0 or 1.
 pub fn kernel_accepts_vste(vste: [u64; 2]) -> bool {
-    crate::iommufd::check_vste(&vste).is_ok()
+    check_vste(&vste).is_ok()
+}
+
+/// What a vSTE the kernel accepts asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VsteConfig {
+    /// STE.V = 0: the kernel zeroes the vSTE and installs an abort STE.
+    NotValid,
+    /// STE.Config = abort (0b000).
+    Abort,
+    /// STE.Config = bypass (0b100): stage 2 only.
+    Bypass,
+    /// STE.Config = stage-1 translate (0b101): the guest CD table over the
+    /// nesting parent.
+    S1Translate,
+}
+
+/// Why the kernel would refuse a vSTE (`arm_smmu_validate_vste`, `-EIO`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum VsteError {
+    /// Bits outside `STRTAB_STE_{0,1}_NESTING_ALLOWED` are set.
+    #[error("vSTE word {word} sets bits {bits:#x} outside the nesting-allowed mask")]
+    DisallowedBits {
+        /// 0 or 1.
+        word: usize,
+        /// The offending bits.
+        bits: u64,
+    },
+    /// STE.Config is not abort, bypass or stage-1 translate.
+    #[error("vSTE Config {0:#05b} is not abort, bypass or stage-1 translate")]
+    Config(u8),
+    /// STE.EATS is neither 0 (abort) nor 1 (full ATS).
+    #[error("vSTE EATS {0} is not supported")]
+    Eats(u8),
+}
+
+/// Checks a vSTE exactly as the kernel's `arm_smmu_validate_vste` does
+/// before allocating a nested HWPT: a non-valid STE is always accepted (the
+/// kernel turns it into an abort STE); a valid one must keep to the masks
+/// [`VSTE_WORD0_MASK`] / [`VSTE_WORD1_MASK`], use Config abort, bypass
+/// or stage-1 translate, and EATS 0 or 1.
+pub fn check_vste(ste: &[u64; 2]) -> Result<VsteConfig, VsteError> {
+    if !STE_0_V.is_set(ste[0]) {
+        return Ok(VsteConfig::NotValid);
+    }
+    let bad0 = ste[0] & !VSTE_WORD0_MASK;
+    if bad0 != 0 {
+        return Err(VsteError::DisallowedBits {
+            word: 0,
+            bits: bad0,
+        });
+    }
+    let bad1 = ste[1] & !VSTE_WORD1_MASK;
+    if bad1 != 0 {
+        return Err(VsteError::DisallowedBits {
+            word: 1,
+            bits: bad1,
+        });
+    }
+    let config = STE_0_CONFIG.get(ste[0]) as u8;
+    let kind = match config {
+        CONFIG_ABORT => VsteConfig::Abort,
+        CONFIG_BYPASS => VsteConfig::Bypass,
+        CONFIG_S1_TRANS => VsteConfig::S1Translate,
+        other => return Err(VsteError::Config(other)),
+    };
+    let eats = STE_1_EATS.get(ste[1]) as u8;
+    if eats > 1 {
+        return Err(VsteError::Eats(eats));
+    }
+    Ok(kind)
 }
 
 /// Stage-1 context descriptor table format (STE.S1Fmt), effective value.
@@ -800,6 +870,49 @@ mod tests {
                 | STE_1_S1STALLD.mask()
                 | STE_1_EATS.mask()
         );
+        // The masks are the OR of the kernel's field masks.
+        let w0 = 1 | 0b111 << 1 | 0b11 << 4 | (((1u64 << 52) - 1) & !0x3f) | 0x1f << 59;
+        assert_eq!(VSTE_WORD0_MASK, w0);
+        let w1 = 0b11 | 0b11 << 2 | 0b11 << 4 | 0b11 << 6 | 1 << 27 | 0b11 << 28;
+        assert_eq!(VSTE_WORD1_MASK, w1);
+    }
+
+    #[test]
+    fn vste_check() {
+        // QEMU's shared abort and bypass vSTEs.
+        assert_eq!(check_vste(&[0x1, 0]), Ok(VsteConfig::Abort));
+        assert_eq!(check_vste(&[0x9, 0]), Ok(VsteConfig::Bypass));
+        // S1 translate, linear CD table at 0x8000_0000, EATS = 1.
+        let s1 = 1 | 0b101 << 1 | 0x8000_0000;
+        assert_eq!(check_vste(&[s1, 1 << 28]), Ok(VsteConfig::S1Translate));
+        // Non-valid: anything goes, the kernel zeroes it.
+        assert_eq!(check_vste(&[!1, u64::MAX]), Ok(VsteConfig::NotValid));
+        // Stage-2 fields (word 2/3 would carry them) and word-0 bits 52..58.
+        assert_eq!(
+            check_vste(&[s1 | 1 << 52, 0]),
+            Err(VsteError::DisallowedBits {
+                word: 0,
+                bits: 1 << 52
+            })
+        );
+        assert_eq!(
+            check_vste(&[s1, 1 << 31]),
+            Err(VsteError::DisallowedBits {
+                word: 1,
+                bits: 1 << 31
+            })
+        );
+        // Config S2 (0b110) and nested (0b111) are refused.
+        assert_eq!(
+            check_vste(&[1 | 0b110 << 1, 0]),
+            Err(VsteError::Config(0b110))
+        );
+        assert_eq!(
+            check_vste(&[1 | 0b111 << 1, 0]),
+            Err(VsteError::Config(0b111))
+        );
+        // EATS = 2 (split-stage ATS) is refused.
+        assert_eq!(check_vste(&[s1, 2 << 28]), Err(VsteError::Eats(2)));
     }
 
     #[test]

@@ -7,13 +7,13 @@
 
 pub mod iommufd;
 pub mod sim;
-pub mod sim_dma;
-pub mod tlb;
-pub mod walk;
 
 use std::os::fd::{OwnedFd, RawFd};
 
 use vsmmu_protocol::smmu::regs::*;
+use vsmmu_protocol::vfio_user::SimDma;
+
+use crate::memory::GuestRam;
 
 /// Hardware information the host reports (`IOMMU_GET_HW_INFO`,
 /// `iommu_hw_info_arm_smmuv3`): the physical SMMU's ID registers.
@@ -256,10 +256,40 @@ pub trait HostIommu {
     /// next record does not fit.
     fn read_veventq(&mut self, buf: &mut [u8]) -> Result<usize, HostError>;
 
-    /// The sim backend's extra controls, `None` on a real host.
-    fn as_sim(&mut self) -> Option<&mut sim::SimHost> {
+    /// The controls of a simulated host ([`SimControls`]), `None` on a
+    /// real host.
+    fn sim_controls(&mut self) -> Option<&mut dyn SimControls> {
         None
     }
+}
+
+/// What the sim-only commands (`VSMMU_SIM_INJECT`, `VSMMU_SIM_DMA`,
+/// `VSMMU_TRANSLATE`) ask of a host that simulates its devices' DMA.
+///
+/// A narrow trait rather than a downcast (`as_any` to the sim's type): the
+/// device asks for these three operations, not for a particular backend, so
+/// [`HostIommu`] names no backend, and a host that wraps the sim (as the
+/// command-queue tests' fault-injecting host does) hands them on.
+pub trait SimControls {
+    /// Reports event records to the vEVENTQ as the kernel would; returns
+    /// how many were queued and how many dropped (`VSMMU_SIM_INJECT`).
+    fn inject(&mut self, records: &[[u64; 4]]) -> Result<(u32, u32), HostError>;
+
+    /// One device DMA through the host SMMU (`VSMMU_SIM_DMA`).
+    fn dma(&mut self, mem: &GuestRam, req: &SimDma, data: &[u8]) -> sim::dma::SimDmaResult;
+
+    /// Translates one access of a device the VMM emulates
+    /// (`VSMMU_TRANSLATE`); a fault is queued as an event unless `events`
+    /// is false.
+    fn translate_for_vmm(
+        &mut self,
+        mem: &GuestRam,
+        vsid: u32,
+        ssid: Option<u32>,
+        iova: u64,
+        write: bool,
+        events: bool,
+    ) -> sim::dma::VmmTranslation;
 }
 
 #[cfg(test)]

@@ -338,11 +338,11 @@ mod tests {
     use std::os::fd::{OwnedFd, RawFd};
 
     use nix::sys::memfd::{memfd_create, MFdFlags};
-    use vsmmu_protocol::smmu::command::TlbiRange;
+    use vsmmu_protocol::smmu::command::{opcode, TlbiRange};
 
     use super::*;
     use crate::host::sim::{SimConfig, SimHost};
-    use crate::host::{HostError, HostIommu, HwInfo, SteAction};
+    use crate::host::{HostError, HostIommu, HwInfo, SimControls, SteAction};
     use crate::irq::Irqs;
     use crate::memory::GuestRam;
     use crate::notify::Notifier;
@@ -405,7 +405,7 @@ mod tests {
             self.sim.install_ste(vsid, action)
         }
         fn invalidate(&mut self, cmds: &[[u64; 2]]) -> Result<(), InvalidateError> {
-            let op = |c: &[u64; 2]| Some((c[0] & 0xff) as u8);
+            let op = |c: &[u64; 2]| Some(opcode(c));
             if cmds.iter().any(|c| op(c) == self.timeout_opcode) {
                 return Err(InvalidateError {
                     handled: cmds.len() - 1,
@@ -433,8 +433,35 @@ mod tests {
         fn read_veventq(&mut self, buf: &mut [u8]) -> Result<usize, HostError> {
             self.sim.read_veventq(buf)
         }
-        fn as_sim(&mut self) -> Option<&mut SimHost> {
+        fn sim_controls(&mut self) -> Option<&mut dyn SimControls> {
             Some(&mut self.sim)
+        }
+    }
+
+    /// A host under test and the sim behind it, whose counters and log the
+    /// tests read.
+    trait TestHost: HostIommu {
+        fn sim(&mut self) -> &mut SimHost;
+        /// Itself as a `HostIommu` (trait upcasting needs Rust 1.86; the
+        /// MSRV is 1.85).
+        fn host(&mut self) -> &mut dyn HostIommu;
+    }
+
+    impl TestHost for SimHost {
+        fn sim(&mut self) -> &mut SimHost {
+            self
+        }
+        fn host(&mut self) -> &mut dyn HostIommu {
+            self
+        }
+    }
+
+    impl TestHost for FaultyHost {
+        fn sim(&mut self) -> &mut SimHost {
+            &mut self.sim
+        }
+        fn host(&mut self) -> &mut dyn HostIommu {
+            self
         }
     }
 
@@ -442,7 +469,7 @@ mod tests {
     /// SMMUEN = 1 and `SID` attached.
     struct Rig {
         q: CommandQueue,
-        host: Box<dyn HostIommu>,
+        host: Box<dyn TestHost>,
         mem: GuestRam,
         irqs: Irqs,
         stats: Stats,
@@ -451,7 +478,7 @@ mod tests {
     }
 
     impl Rig {
-        fn new(mut host: Box<dyn HostIommu>, batch: bool) -> Rig {
+        fn new(mut host: Box<dyn TestHost>, batch: bool) -> Rig {
             host.attach_device(SID, None).unwrap();
             let env = InstallEnv {
                 idr: ids::advertised(&host.hw_info(), false).idr,
@@ -487,7 +514,7 @@ mod tests {
             self.q.prod = prod;
             let mut ctx = Ctx {
                 mem: &self.mem,
-                host: self.host.as_mut(),
+                host: self.host.host(),
                 irqs: &mut self.irqs,
                 stats: &mut self.stats,
                 notify: &mut self.notify,
@@ -497,7 +524,7 @@ mod tests {
         }
 
         fn sim(&mut self) -> &mut SimHost {
-            self.host.as_sim().unwrap()
+            self.host.sim()
         }
 
         fn host_log(&mut self) -> Vec<[u64; 2]> {

@@ -243,7 +243,7 @@ impl Edu {
 fn region_offset(cdev: &File, index: u32) -> Result<u64, String> {
     // vfio-user's REGION_INFO payload is the kernel's vfio_region_info.
     let mut info = RegionInfo {
-        argsz: std::mem::size_of::<RegionInfo>() as u32,
+        argsz: RegionInfo::SIZE,
         index,
         ..Default::default()
     };

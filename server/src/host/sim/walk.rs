@@ -6,7 +6,7 @@
 //! [`walk`] is pure: it reads descriptors through a closure (which applies
 //! stage 2 and reports why a fetch failed) and returns the leaf translation,
 //! its permissions and the descriptor update HTTU wants, or the fault. The
-//! caller ([`super::sim_dma`]) applies the update, caches the translation
+//! caller ([`super::dma`]) applies the update, caches the translation
 //! ([`super::tlb`]) and builds the event record.
 //!
 //! # Differences from QEMU's walker (`hw/arm/smmu-common.c`, `smmu_ptw_64_s1`)

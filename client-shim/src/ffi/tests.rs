@@ -1,0 +1,148 @@
+//! Tests of the C ABI.
+
+use super::*;
+
+fn last() -> (i32, String) {
+    // SAFETY: plain getters; the string is copied before the next call.
+    let msg = unsafe { CStr::from_ptr(vsmmu_last_error()) }
+        .to_string_lossy()
+        .into_owned();
+    // SAFETY: plain getter.
+    (unsafe { vsmmu_last_errno() }, msg)
+}
+
+#[test]
+fn null_handles_are_einval() {
+    let mut v = 0u64;
+    let null = std::ptr::null_mut();
+    // SAFETY: NULL handles are part of every function's contract.
+    unsafe {
+        assert_eq!(vsmmu_mmio_read(null, 0, 4, &mut v), -libc::EINVAL);
+    }
+    assert_eq!(
+        last(),
+        (libc::EINVAL, "vsmmu_mmio_read: NULL handle".into())
+    );
+    // SAFETY: as above.
+    unsafe {
+        assert_eq!(vsmmu_mmio_write(null, 0, 4, 0, true), -libc::EINVAL);
+    }
+    // SAFETY: as above.
+    unsafe {
+        assert_eq!(vsmmu_server_alive(null), -libc::EINVAL);
+    }
+    // SAFETY: as above.
+    unsafe {
+        assert_eq!(vsmmu_server_pid(null), -1);
+    }
+    // SAFETY: as above.
+    unsafe {
+        assert_eq!(vsmmu_socket_fd(null), -1);
+    }
+    // SAFETY: NULL is ignored.
+    unsafe { vsmmu_close(null) };
+    assert_eq!(last(), (0, String::new()));
+    // SAFETY: NULL path is part of the contract.
+    assert!(unsafe { vsmmu_connect(std::ptr::null()) }.is_null());
+    assert_eq!(
+        last(),
+        (libc::EINVAL, "vsmmu_connect: socket_path is NULL".into())
+    );
+}
+
+#[test]
+fn connect_failure_reports_errno_and_message() {
+    // SAFETY: a valid C string.
+    let c = unsafe { vsmmu_connect(c"/nonexistent/vsmmu.sock".as_ptr()) };
+    assert!(c.is_null());
+    let (errno, msg) = last();
+    assert_eq!(errno, libc::ENOENT);
+    assert!(
+        msg.starts_with("vsmmu_connect: /nonexistent/vsmmu.sock: i/o: "),
+        "{msg}"
+    );
+    // SAFETY: a missing binary is an ordinary spawn failure.
+    let c = unsafe {
+        vsmmu_spawn(
+            c"/nonexistent/vsmmud".as_ptr(),
+            std::ptr::null(),
+            std::ptr::null(),
+        )
+    };
+    assert!(c.is_null());
+    assert_eq!(last().0, libc::ENOENT);
+}
+
+/// A server stand-in: answers VERSION, then one error reply, then
+/// hangs up.
+#[test]
+fn calls_through_a_socketpair() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    use vsmmu_protocol::vfio_user::{Command, Header, Message, HEADER_SIZE};
+
+    let (ours, mut theirs) = UnixStream::pair().unwrap();
+    let server = std::thread::spawn(move || {
+        let recv = |s: &mut UnixStream| {
+            let mut h = [0u8; HEADER_SIZE];
+            s.read_exact(&mut h).unwrap();
+            let h = Header::decode(&h).unwrap();
+            let mut p = vec![0u8; h.msg_size as usize - HEADER_SIZE];
+            s.read_exact(&mut p).unwrap();
+            h
+        };
+        let h = recv(&mut theirs);
+        let mut reply = vec![0u8, 0, 2, 0];
+        reply.extend_from_slice(br#"{"capabilities":{"vsmmu":{"version":1}}}"#);
+        reply.push(0);
+        let m = Message::reply(&h).bytes(&reply).finish();
+        theirs.write_all(&m).unwrap();
+        let h = recv(&mut theirs);
+        assert_eq!(h.command, Command::VsmmuDetachDevice as u16);
+        let m = Message::error_reply(&h, libc::ENOENT);
+        theirs.write_all(&m).unwrap();
+    });
+    let c = Box::into_raw(Box::new(
+        negotiated(Client::from_stream(ours), "test").unwrap(),
+    ));
+    // SAFETY: `c` is a live handle used by this thread only.
+    unsafe {
+        assert_eq!(vsmmu_detach_device(c, 0x10), -libc::ENOENT);
+    }
+    let (errno, msg) = last();
+    assert_eq!(errno, libc::ENOENT);
+    assert!(msg.starts_with("vsmmu_detach_device: vSID 0x10: "), "{msg}");
+    let mut v = 0;
+    // SAFETY: as above.
+    unsafe {
+        assert_eq!(vsmmu_mmio_read(c, 0, 2, &mut v), -libc::EINVAL);
+    }
+    // SAFETY: as above.
+    unsafe {
+        assert_eq!(vsmmu_dma_map(c, -1, 0, 0, 4096), -libc::EINVAL);
+    }
+    // SAFETY: as above.
+    unsafe {
+        assert_eq!(vsmmu_get_stats(c, std::ptr::null_mut(), 8), -libc::EINVAL);
+    }
+    server.join().unwrap();
+    // The stand-in has hung up. (A fork by a test running in parallel
+    // can hold a copy of its socket for a moment: wait for the HUP.)
+    let t0 = std::time::Instant::now();
+    // SAFETY: as above.
+    while unsafe { vsmmu_server_alive(c) } != 0 {
+        assert!(t0.elapsed() < std::time::Duration::from_secs(5), "no HUP");
+        std::thread::sleep(std::time::Duration::from_millis(1));
+    }
+    // SAFETY: as above.
+    unsafe {
+        assert_eq!(vsmmu_mmio_read(c, 0, 4, &mut v), -libc::EPIPE);
+    }
+    assert_eq!(last().0, libc::EPIPE);
+    // SAFETY: as above.
+    unsafe {
+        assert_eq!(vsmmu_server_pid(c), -1);
+    }
+    // SAFETY: closed once, not used afterwards.
+    unsafe { vsmmu_close(c) };
+}
