@@ -463,15 +463,7 @@ impl Device {
                         "ATTACH_DEVICE of a VMM-bound device takes two fds: the cdev, the iommufd",
                     ));
                 };
-                if self.host.is_attached(d.vsid) {
-                    return Err(Failure::new(
-                        errno::EEXIST,
-                        format!("vSID {:#x} already attached", d.vsid),
-                    ));
-                }
-                self.smmu
-                    .check_sid(d.vsid)
-                    .map_err(|w| Failure::new(errno::EINVAL, w))?;
+                self.check_attach(d.vsid)?;
                 if self.host.viommu_ends(DeviceChange::AttachVmmBound) {
                     self.smmu.viommu_ending(&mut ctx!(self));
                 }
@@ -482,15 +474,7 @@ impl Device {
                     parent_hwpt_id: d.parent_hwpt_id,
                 };
                 let dev_id = self.host.attach_vmm_device(d.vsid, dev)?;
-                self.smmu.device_attached(d.vsid, &mut ctx!(self));
-                reply
-                    .push(&VsmmuDevice {
-                        argsz: VsmmuDevice::SIZE,
-                        flags: 0,
-                        vsid: d.vsid,
-                        reserved: dev_id,
-                    })
-                    .finish()
+                self.attached(reply, d.vsid, dev_id)
             }
             Request::VsmmuAttachDevice(d) => {
                 if self.host.needs_device_fd() != (fds.len() == 1) {
@@ -504,25 +488,9 @@ impl Device {
                         ),
                     ));
                 }
-                if self.host.is_attached(d.vsid) {
-                    return Err(Failure::new(
-                        errno::EEXIST,
-                        format!("vSID {:#x} already attached", d.vsid),
-                    ));
-                }
-                self.smmu
-                    .check_sid(d.vsid)
-                    .map_err(|w| Failure::new(errno::EINVAL, w))?;
+                self.check_attach(d.vsid)?;
                 let dev_id = self.host.attach_device(d.vsid, fds.into_iter().next())?;
-                self.smmu.device_attached(d.vsid, &mut ctx!(self));
-                reply
-                    .push(&VsmmuDevice {
-                        argsz: VsmmuDevice::SIZE,
-                        flags: 0,
-                        vsid: d.vsid,
-                        reserved: dev_id,
-                    })
-                    .finish()
+                self.attached(reply, d.vsid, dev_id)
             }
             Request::VsmmuDetachDevice(d) => {
                 if !self.host.is_attached(d.vsid) {
@@ -644,6 +612,33 @@ impl Device {
             }
         };
         Ok(Some(out))
+    }
+
+    /// What both forms of ATTACH_DEVICE check before the host is asked.
+    fn check_attach(&self, vsid: u32) -> Result<(), Failure> {
+        if self.host.is_attached(vsid) {
+            return Err(Failure::new(
+                errno::EEXIST,
+                format!("vSID {vsid:#x} already attached"),
+            ));
+        }
+        self.smmu
+            .check_sid(vsid)
+            .map_err(|w| Failure::new(errno::EINVAL, w))
+    }
+
+    /// The host attached `vsid` as `dev_id`: the model installs its
+    /// configuration; the reply carries the id.
+    fn attached(&mut self, reply: Message, vsid: u32, dev_id: u32) -> Vec<u8> {
+        self.smmu.device_attached(vsid, &mut ctx!(self));
+        reply
+            .push(&VsmmuDevice {
+                argsz: VsmmuDevice::SIZE,
+                flags: 0,
+                vsid,
+                reserved: dev_id,
+            })
+            .finish()
     }
 
     /// [`vu::TRANSLATE_AHEAD`]: the granules after a translated access,
