@@ -97,6 +97,33 @@ pub fn block_signals() -> Result<SignalFd, LoopError> {
         .map_err(LoopError::Signal)
 }
 
+/// Moves the registration `current` (fd, generation) under `token` to
+/// `now`: a new fd or a new generation of the same number re-registers.
+fn follow(
+    poll: &Poll,
+    current: &mut Option<(RawFd, u64)>,
+    now: Option<(RawFd, u64)>,
+    token: Token,
+    what: &str,
+) {
+    if now == *current {
+        return;
+    }
+    if let Some((old, _)) = current.take() {
+        // The fd may already be closed, which removed it from the poll.
+        let _ = poll.registry().deregister(&mut SourceFd(&old));
+    }
+    if let Some((fd, gen)) = now {
+        match poll
+            .registry()
+            .register(&mut SourceFd(&fd), token, Interest::READABLE)
+        {
+            Ok(()) => *current = Some((fd, gen)),
+            Err(e) => log::error!("cannot poll {what} (fd {fd}): {e}"),
+        }
+    }
+}
+
 fn is_listening(fd: RawFd) -> bool {
     // SAFETY: `fd` is an open descriptor this process owns (checked by the
     // caller with fcntl); the borrow lives only for this call.
@@ -314,22 +341,15 @@ impl Server {
     /// ack eventfd.
     fn sync_notify_ack(&mut self) {
         let now = self.device.notify_ack_fd();
-        if now == self.notify_ack {
-            return;
-        }
-        if let Some((old, _)) = self.notify_ack.take() {
-            let _ = self.poll.registry().deregister(&mut SourceFd(&old));
-        }
-        if let Some((fd, gen)) = now {
-            match self
-                .poll
-                .registry()
-                .register(&mut SourceFd(&fd), NOTIFY_ACK, Interest::READABLE)
-            {
-                Ok(()) => self.notify_ack = Some((fd, gen)),
-                Err(e) => log::error!("cannot poll the ring's ack eventfd {fd}: {e}"),
-            }
-        }
+        let mut slot = self.notify_ack;
+        follow(
+            &self.poll,
+            &mut slot,
+            now,
+            NOTIFY_ACK,
+            "the ring's ack eventfd",
+        );
+        self.notify_ack = slot;
     }
 
     /// Adapts the window to a wait for the client that took `waited`.
@@ -352,23 +372,9 @@ impl Server {
     /// Keeps the poll registration in step with the vEVENTQ the model owns.
     fn sync_veventq(&mut self) {
         let now = self.device.veventq_source();
-        if now == self.veventq {
-            return;
-        }
-        if let Some((old, _)) = self.veventq.take() {
-            // The fd may already be closed, which removed it from the poll.
-            let _ = self.poll.registry().deregister(&mut SourceFd(&old));
-        }
-        if let Some((fd, gen)) = now {
-            match self
-                .poll
-                .registry()
-                .register(&mut SourceFd(&fd), VEVENTQ, Interest::READABLE)
-            {
-                Ok(()) => self.veventq = Some((fd, gen)),
-                Err(e) => log::error!("cannot poll the vEVENTQ fd {fd}: {e}"),
-            }
-        }
+        let mut slot = self.veventq;
+        follow(&self.poll, &mut slot, now, VEVENTQ, "the vEVENTQ fd");
+        self.veventq = slot;
     }
 
     fn accept(&mut self) {
