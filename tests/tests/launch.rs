@@ -72,10 +72,22 @@ fn systemd_socket_activation() {
     c.negotiate(true).unwrap();
     assert_eq!(c.read32(0x1c).unwrap(), 1);
     drop(c);
-    // A second client is served by the same activated listener.
-    let mut c = Client::from_stream(UnixStream::connect(&path).unwrap());
-    c.negotiate(false).unwrap();
-    drop(c);
+    // A second client is served by the same activated listener, once
+    // vsmmud has seen the first one leave (until then it refuses a second
+    // client by closing it: retried, as a client of a one-client server
+    // would).
+    let t0 = std::time::Instant::now();
+    loop {
+        let mut c = Client::from_stream(UnixStream::connect(&path).unwrap());
+        match c.negotiate(false) {
+            Ok(_) => break,
+            Err(e) if t0.elapsed() < std::time::Duration::from_secs(5) => {
+                eprintln!("second client refused ({e}): retrying");
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("second client: {e}"),
+        }
+    }
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGTERM,
