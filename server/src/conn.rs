@@ -86,11 +86,6 @@ impl<S: AsRawFd> Connection<S> {
         }
     }
 
-    /// The underlying stream.
-    pub fn stream(&self) -> &S {
-        &self.stream
-    }
-
     /// Mutable access to the stream (for poll registration).
     pub fn stream_mut(&mut self) -> &mut S {
         &mut self.stream

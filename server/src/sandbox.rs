@@ -24,7 +24,7 @@
 //! Any syscall not in this table is refused. Argument conditions compare the
 //! low 32 bits of the argument (`path = NULL`: all 64). [`apply_for`] leaves
 //! out the rows of the other backend ("sim backend only", "iommufd backend
-//! only"); [`apply`] keeps both. A test checks this table, and the README's,
+//! only"). A test checks this table, and the README's,
 //! against the rules: the syscalls and their argument conditions.
 //!
 //! | syscall | arguments allowed | why |
@@ -122,21 +122,10 @@ pub enum SandboxError {
     Load(seccompiler::Error),
 }
 
-/// Applies the serving-thread filter for `mode` to every thread of the
-/// process (TSYNC), with the rules of both host backends (the iommufd
-/// ioctls and the sim's eventfd2). [`apply_for`] is tighter: it allows only
-/// what the backend in use needs.
-pub fn apply(mode: SeccompMode) -> Result<(), SandboxError> {
-    apply_rules(mode, None)
-}
-
 /// Applies the serving-thread filter for `mode` and the `host` backend to
 /// every thread of the process (TSYNC). `off` only logs a warning.
 pub fn apply_for(mode: SeccompMode, host: HostKind) -> Result<(), SandboxError> {
-    apply_rules(mode, Some(host))
-}
-
-fn apply_rules(mode: SeccompMode, host: Option<HostKind>) -> Result<(), SandboxError> {
+    let host = Some(host);
     let Some(program) = build(Thread::Serving, mode, host)? else {
         log::warn!("running without seccomp");
         return Ok(());
