@@ -50,7 +50,8 @@ impl Rig {
         }
     }
 
-    fn w(&mut self, off: u64, size: usize, v: u64) {
+    /// Runs `f` on the model with a context over the rig's parts.
+    fn with<R>(&mut self, f: impl FnOnce(&mut Smmu, &mut Ctx<'_>) -> R) -> R {
         let mut ctx = Ctx {
             mem: &self.mem,
             host: &mut self.host,
@@ -58,18 +59,15 @@ impl Rig {
             stats: &mut self.stats,
             notify: &mut self.notify,
         };
-        self.smmu.write(off, size, v, &mut ctx);
+        f(&mut self.smmu, &mut ctx)
+    }
+
+    fn w(&mut self, off: u64, size: usize, v: u64) {
+        self.with(|smmu, ctx| smmu.write(off, size, v, ctx));
     }
 
     fn r(&mut self, off: u64) -> u32 {
-        let mut ctx = Ctx {
-            mem: &self.mem,
-            host: &mut self.host,
-            irqs: &mut self.irqs,
-            stats: &mut self.stats,
-            notify: &mut self.notify,
-        };
-        self.smmu.read(off, 4, &mut ctx) as u32
+        self.with(|smmu, ctx| smmu.read(off, 4, ctx)) as u32
     }
 
     /// Enables a 256-entry CMDQ at CMDQ.
@@ -95,14 +93,7 @@ impl Rig {
     fn deliver_host(&mut self) -> usize {
         let mut buf = vec![0u8; 4096];
         let n = self.host.read_veventq(&mut buf).unwrap();
-        let mut ctx = Ctx {
-            mem: &self.mem,
-            host: &mut self.host,
-            irqs: &mut self.irqs,
-            stats: &mut self.stats,
-            notify: &mut self.notify,
-        };
-        self.smmu.host_records(&buf[..n], &mut ctx);
+        self.with(|smmu, ctx| smmu.host_records(&buf[..n], ctx));
         n
     }
 }
@@ -227,14 +218,7 @@ fn eventqen_before_first_attach_gets_a_veventq_at_attach() {
     assert!(rig.host.veventq_fd().is_none());
     assert_eq!(rig.smmu.veventq_generation(), 0);
     rig.host.attach_device(8, None).unwrap();
-    let mut ctx = Ctx {
-        mem: &rig.mem,
-        host: &mut rig.host,
-        irqs: &mut rig.irqs,
-        stats: &mut rig.stats,
-        notify: &mut rig.notify,
-    };
-    rig.smmu.device_attached(8, &mut ctx);
+    rig.with(|smmu, ctx| smmu.device_attached(8, ctx));
     assert!(rig.host.veventq_fd().is_some());
     assert_eq!(rig.smmu.veventq_generation(), 1);
     rig.host.inject(&[[8 << 32 | 0x10, 0, 0x1000, 0]]).unwrap();
@@ -292,19 +276,12 @@ fn transaction_checks_of_the_stream_table() {
     rig.w(STRTAB_BASE, 8, 0x10_0000_0000);
     rig.w(STRTAB_BASE_CFG, 4, 4);
     rig.w(CR0, 4, CR0_SMMUEN.mask());
-    let mut ctx = Ctx {
-        mem: &rig.mem,
-        host: &mut rig.host,
-        irqs: &mut rig.irqs,
-        stats: &mut rig.stats,
-        notify: &mut rig.notify,
-    };
     assert_eq!(
-        rig.smmu.check_transaction(3, None, &mut ctx),
+        rig.with(|smmu, ctx| smmu.check_transaction(3, None, ctx)),
         TxnCheck::Event(Event::f_ste_fetch(3, None, 0x10_0000_0000 + 3 * 64).encode())
     );
     assert_eq!(
-        rig.smmu.check_transaction(16, Some(2), &mut ctx),
+        rig.with(|smmu, ctx| smmu.check_transaction(16, Some(2), ctx)),
         TxnCheck::Event(Event::c_bad_streamid(16, Some(2)).encode())
     );
     assert_eq!(rig.stats.model_events, 2);
