@@ -22,6 +22,8 @@
 RIG_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$RIG_DIR/../../.." && pwd)
 CACHE=${VSMMU_RIG_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/vsmmu-rig}
+# A new machine has none yet: the QEMU step logs into it first.
+mkdir -p "$CACHE"
 JOBS=${VSMMU_RIG_JOBS:-$(nproc)}
 DEBIAN_MIRROR=${VSMMU_RIG_MIRROR:-http://deb.debian.org/debian}
 
