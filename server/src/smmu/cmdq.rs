@@ -12,11 +12,11 @@
 
 use vsmmu_protocol::notify::Record;
 use vsmmu_protocol::smmu::command::{Command, CommandCaps, CommandError, SyncCs};
-use vsmmu_protocol::smmu::queue::{Queue, QueueBase, CMD_ENTRY_SIZE, MAX_LOG2SIZE};
+use vsmmu_protocol::smmu::queue::{Queue, QueueBase, CMD_ENTRY_SIZE};
 use vsmmu_protocol::smmu::regs::*;
 
 use super::strtab::{InstallEnv, StreamTable};
-use super::Ctx;
+use super::{CmdqRegs, Ctx};
 use crate::host::{InvalidateError, MAX_INVALIDATION_ENTRIES};
 use crate::irq::IRQ_CMD_SYNC;
 
@@ -29,15 +29,10 @@ pub struct Outcome {
     pub error: bool,
 }
 
-/// CMDQ registers and the pending host batch.
+/// The consumer of the guest's CMDQ, whose registers ([`CmdqRegs`]) it
+/// is handed, and the pending host batch.
 #[derive(Debug)]
 pub struct CommandQueue {
-    /// SMMU_CMDQ_BASE.
-    pub base: u64,
-    /// SMMU_CMDQ_PROD.
-    pub prod: u32,
-    /// SMMU_CMDQ_CONS (pointer and ERR).
-    pub cons: u32,
     batch: bool,
     /// Host-bound commands not yet sent, with the queue pointer of each.
     pending: Vec<([u64; 2], u32)>,
@@ -68,42 +63,31 @@ impl CommandQueue {
     /// A queue at reset; `batch` selects batched host invalidation.
     pub fn new(batch: bool) -> Self {
         CommandQueue {
-            base: CMDQ_BASE_RESET,
-            prod: 0,
-            cons: 0,
             batch,
             pending: Vec::new(),
         }
     }
 
-    /// Registers to reset values.
+    /// Device reset: nothing pending (the registers are reset by the caller).
     pub fn reset(&mut self) {
         *self = CommandQueue::new(self.batch);
-    }
-
-    fn queue(&self) -> Queue {
-        QueueBase::decode(self.base).queue(MAX_LOG2SIZE)
-    }
-
-    /// Mask of the pointer bits (index and wrap) of PROD/CONS.
-    pub fn ptr_mask(&self) -> u32 {
-        self.queue().ptr_mask()
     }
 
     /// Consumes commands from CONS up to PROD, or up to the first error.
     pub fn consume(
         &mut self,
+        regs: &mut CmdqRegs,
         env: &InstallEnv,
         strtab: &StreamTable,
         attached: &[u32],
         ctx: &mut Ctx<'_>,
     ) -> Outcome {
-        let q = self.queue();
-        let base = QueueBase::decode(self.base);
+        let q = regs.queue();
+        let base = QueueBase::decode(regs.base);
         let mut out = Outcome::default();
-        let mut cons = self.cons & q.ptr_mask();
+        let mut cons = regs.cons & q.ptr_mask();
         let mut stop = None;
-        while !q.is_empty(self.prod, cons) {
+        while !q.is_empty(regs.prod, cons) {
             match self.execute_at(cons, &q, &base, env, strtab, attached, ctx, &mut out) {
                 Ok(()) => {
                     ctx.stats.cmds_consumed += 1;
@@ -126,11 +110,11 @@ impl CommandQueue {
         match stop {
             Some(s) => {
                 self.pending.clear();
-                self.cons = CMDQ_CONS_ERR.set32(s.ptr & q.ptr_mask(), s.cerror);
+                regs.cons = CMDQ_CONS_ERR.set32(s.ptr & q.ptr_mask(), s.cerror);
                 ctx.stats.cmd_errors += 1;
                 out.error = true;
             }
-            None => self.cons = (self.cons & CMDQ_CONS_ERR.mask32()) | cons,
+            None => regs.cons = (regs.cons & CMDQ_CONS_ERR.mask32()) | cons,
         }
         out
     }
@@ -469,6 +453,7 @@ mod tests {
     /// SMMUEN = 1 and `SID` attached.
     struct Rig {
         q: CommandQueue,
+        regs: CmdqRegs,
         host: Box<dyn TestHost>,
         mem: GuestRam,
         irqs: Irqs,
@@ -489,10 +474,13 @@ mod tests {
             nix::unistd::ftruncate(&fd, 0x10_0000).unwrap();
             let mut mem = GuestRam::new(4);
             mem.map(fd, 0, RAM, 0x10_0000, true).unwrap();
-            let mut q = CommandQueue::new(batch);
-            q.base = CMDQ | 8;
+            let regs = CmdqRegs {
+                base: CMDQ | 8,
+                ..CmdqRegs::default()
+            };
             Rig {
-                q,
+                q: CommandQueue::new(batch),
+                regs,
                 host,
                 mem,
                 irqs: Irqs::default(),
@@ -504,14 +492,14 @@ mod tests {
 
         /// Writes `cmds` at PROD, moves PROD past them and consumes.
         fn issue(&mut self, cmds: &[[u64; 2]]) -> Outcome {
-            let mask = self.q.ptr_mask();
-            let mut prod = self.q.prod;
+            let mask = self.regs.ptr_mask();
+            let mut prod = self.regs.prod;
             for c in cmds {
                 let addr = CMDQ + u64::from(prod & 0xff) * CMD_ENTRY_SIZE;
                 self.mem.write_u64s(addr, c).unwrap();
                 prod = (prod + 1) & mask;
             }
-            self.q.prod = prod;
+            self.regs.prod = prod;
             let mut ctx = Ctx {
                 mem: &self.mem,
                 host: self.host.host(),
@@ -519,8 +507,13 @@ mod tests {
                 stats: &mut self.stats,
                 notify: &mut self.notify,
             };
-            self.q
-                .consume(&self.env, &StreamTable::default(), &[SID], &mut ctx)
+            self.q.consume(
+                &mut self.regs,
+                &self.env,
+                &StreamTable::default(),
+                &[SID],
+                &mut ctx,
+            )
         }
 
         fn sim(&mut self) -> &mut SimHost {
@@ -580,8 +573,8 @@ mod tests {
         let mut rig = Rig::new(Box::new(SimHost::new(cfg)), true);
         let out = rig.issue(&[tlbi_va(0), tlbi_va(1), tlbi_vaa(), tlbi_va(2), sync()]);
         assert!(out.error);
-        assert_eq!(rig.q.cons, cons_err(2, CERROR_ILL));
-        assert_eq!(rig.q.cons, 1 << 24 | 2);
+        assert_eq!(rig.regs.cons, cons_err(2, CERROR_ILL));
+        assert_eq!(rig.regs.cons, 1 << 24 | 2);
         // The two before the refused command ran (sent again), the one
         // after it did not.
         assert_eq!(rig.host_log(), vec![tlbi_va(0), tlbi_va(1)]);
@@ -603,7 +596,7 @@ mod tests {
         let mut rig = Rig::new(Box::new(SimHost::new(cfg)), false);
         let out = rig.issue(&[tlbi_va(0), tlbi_va(1), tlbi_vaa(), tlbi_va(2), sync()]);
         assert!(out.error);
-        assert_eq!(rig.q.cons, cons_err(2, CERROR_ILL));
+        assert_eq!(rig.regs.cons, cons_err(2, CERROR_ILL));
         assert_eq!(rig.host_log(), vec![tlbi_va(0), tlbi_va(1)]);
         assert_eq!(rig.host_calls(), (3, 3));
         assert_eq!(rig.sim().invalidate_calls(), 3);
@@ -623,11 +616,11 @@ mod tests {
             let out = rig.issue(&[tlbi_va(0), atc_inv(), tlbi_va(1), sync()]);
             assert!(out.error, "batch {batch}");
             assert_eq!(
-                rig.q.cons,
+                rig.regs.cons,
                 cons_err(1, CERROR_ATC_INV_SYNC),
                 "batch {batch}"
             );
-            assert_eq!(rig.q.cons, 3 << 24 | 1, "batch {batch}");
+            assert_eq!(rig.regs.cons, 3 << 24 | 1, "batch {batch}");
             assert_eq!(rig.host_log(), vec![tlbi_va(0)], "batch {batch}");
             // Batched: one call of 3 (entry_num 2, the last), then 2 single
             // calls. Unbatched: one call per command up to the ATC_INV.
@@ -646,7 +639,7 @@ mod tests {
         let mut rig = Rig::new(Box::new(host), false);
         let out = rig.issue(&[tlbi_va(0), sync()]);
         assert!(out.error);
-        assert_eq!(rig.q.cons, cons_err(0, CERROR_ILL));
+        assert_eq!(rig.regs.cons, cons_err(0, CERROR_ILL));
     }
 
     /// A batch that fails but whose commands all succeed when sent again
@@ -658,7 +651,7 @@ mod tests {
         let mut rig = Rig::new(Box::new(host), true);
         let out = rig.issue(&[tlbi_va(0), tlbi_va(1), tlbi_va(2), sync()]);
         assert!(!out.error);
-        assert_eq!(rig.q.cons, 4);
+        assert_eq!(rig.regs.cons, 4);
         assert_eq!(rig.host_log(), vec![tlbi_va(0), tlbi_va(1), tlbi_va(2)]);
         assert_eq!(rig.host_calls(), (4, 6));
         assert_eq!((rig.stats.cmd_errors, rig.stats.cmd_syncs), (0, 1));

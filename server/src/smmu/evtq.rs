@@ -11,10 +11,10 @@
 use std::collections::VecDeque;
 
 use vsmmu_protocol::iommufd::{parse_vevents, Vevent, VEVENT_SEQ_MASK};
-use vsmmu_protocol::smmu::queue::{Queue, QueueBase, EVENT_ENTRY_SIZE};
+use vsmmu_protocol::smmu::queue::{QueueBase, EVENT_ENTRY_SIZE};
 use vsmmu_protocol::smmu::regs::*;
 
-use super::{Ctx, GlobalErrors};
+use super::{Ctx, EvtqRegs, Registers};
 use crate::irq::IRQ_EVENTQ;
 
 /// Most `read(2)` calls spent draining a vEVENTQ that is being freed
@@ -40,21 +40,11 @@ struct Veventq {
     expected: u32,
 }
 
-/// Guest EVENTQ registers, the bounded buffer, and the vEVENTQ lifetime.
+/// The bounded buffer and the vEVENTQ lifetime behind the guest EVENTQ,
+/// whose registers ([`EvtqRegs`]) the methods are handed with the rest of
+/// the register block.
 #[derive(Debug)]
 pub struct EventQueue {
-    /// SMMU_EVENTQ_BASE.
-    pub base: u64,
-    /// SMMU_EVENTQ_PROD (index, wrap, OVFLG).
-    pub prod: u32,
-    /// SMMU_EVENTQ_CONS (index, wrap, OVACKFLG).
-    pub cons: u32,
-    /// SMMU_EVENTQ_IRQ_CFG0.
-    pub irq_cfg0: u64,
-    /// SMMU_EVENTQ_IRQ_CFG1.
-    pub irq_cfg1: u32,
-    /// SMMU_EVENTQ_IRQ_CFG2.
-    pub irq_cfg2: u32,
     buffer: VecDeque<Pending>,
     buffer_override: Option<usize>,
     overflow_pending: bool,
@@ -72,12 +62,6 @@ impl EventQueue {
     /// A queue at reset; `buffer` overrides the bounded buffer's size.
     pub fn new(buffer: Option<usize>) -> Self {
         EventQueue {
-            base: EVENTQ_BASE_RESET,
-            prod: 0,
-            cons: 0,
-            irq_cfg0: 0,
-            irq_cfg1: 0,
-            irq_cfg2: 0,
             buffer: VecDeque::new(),
             buffer_override: buffer,
             overflow_pending: false,
@@ -89,18 +73,9 @@ impl EventQueue {
         }
     }
 
-    fn queue(&self) -> Queue {
-        QueueBase::decode(self.base).queue(vsmmu_protocol::smmu::queue::MAX_LOG2SIZE)
-    }
-
-    /// Mask of the pointer bits (index and wrap) of PROD/CONS.
-    pub fn ptr_mask(&self) -> u32 {
-        self.queue().ptr_mask()
-    }
-
-    fn capacity(&self) -> usize {
+    fn capacity(&self, q: &EvtqRegs) -> usize {
         self.buffer_override
-            .unwrap_or_else(|| (self.queue().entries() as usize).max(MIN_BUFFER))
+            .unwrap_or_else(|| (q.queue().entries() as usize).max(MIN_BUFFER))
     }
 
     /// Host records waiting in the buffer.
@@ -113,8 +88,8 @@ impl EventQueue {
         self.generation
     }
 
-    /// Device reset: frees the vEVENTQ; buffered host records are dropped
-    /// (and counted).
+    /// Device reset (the registers are reset by the caller): frees the
+    /// vEVENTQ; buffered host records are dropped (and counted).
     pub fn reset(&mut self, ctx: &mut Ctx<'_>) {
         // Buffered records first: the drain below must not count them.
         let dropped = self.host_buffered() as u64;
@@ -140,11 +115,10 @@ impl EventQueue {
             return;
         }
         let mut buf = vec![0u8; 64 * 1024];
-        let mut gerr = GlobalErrors::default();
-        let disabled = Regs {
-            cr0: 0,
-            irq_ctrl: 0,
-        };
+        // Read against registers at reset (EVENTQEN = 0): what is read,
+        // and what the buffer holds, is counted as dropped; nothing
+        // reaches guest RAM or the model's registers.
+        let mut disabled = Registers::default();
         // Bounded: a device that keeps faulting must not hold the server
         // here (what arrives later is dropped with the queue, as the
         // kernel drops it).
@@ -153,7 +127,7 @@ impl EventQueue {
                 Ok(0) => break,
                 Ok(n) => {
                     ctx.stats.veventq_read_calls += 1;
-                    self.host_records(&buf[..n], disabled, &mut gerr, ctx);
+                    self.host_records(&buf[..n], &mut disabled, ctx);
                 }
                 Err(e) => {
                     log::warn!("draining the vEVENTQ before freeing it: {e}");
@@ -168,10 +142,8 @@ impl EventQueue {
 
     /// EVENTQEN rose: make sure a vEVENTQ sized for the guest queue exists.
     /// It lives until device reset or a guest queue size change.
-    pub fn enable(&mut self, max_log2: u32, ctx: &mut Ctx<'_>) {
-        let log2size = QueueBase::decode(self.base)
-            .queue(max_log2 as u8)
-            .log2size();
+    pub fn enable(&mut self, q: &EvtqRegs, max_log2: u32, ctx: &mut Ctx<'_>) {
+        let log2size = QueueBase::decode(q.base).queue(max_log2 as u8).log2size();
         if self.veventq.is_some_and(|v| v.log2size == log2size) {
             return;
         }
@@ -196,13 +168,7 @@ impl EventQueue {
 
     /// Records read from the vEVENTQ: account sequence gaps, then write
     /// them into the guest queue (or the buffer while it is full).
-    pub fn host_records(
-        &mut self,
-        buf: &[u8],
-        regs: Regs,
-        gerr: &mut GlobalErrors,
-        ctx: &mut Ctx<'_>,
-    ) {
+    pub fn host_records(&mut self, buf: &[u8], regs: &mut Registers, ctx: &mut Ctx<'_>) {
         let enabled = CR0_EVTQEN.is_set32(regs.cr0);
         for rec in parse_vevents(buf) {
             let rec = match rec {
@@ -240,8 +206,8 @@ impl EventQueue {
         }
         // What fits goes into the guest queue; the rest waits in the
         // buffer, and only what exceeds its bound is dropped.
-        let written = self.write_pending(regs, gerr, ctx);
-        self.signal(written, regs, ctx);
+        let written = self.write_pending(regs, ctx);
+        self.signal(written, regs.irq_ctrl, ctx);
     }
 
     fn host_loss(&mut self, n: u64, ctx: &mut Ctx<'_>) {
@@ -257,18 +223,17 @@ impl EventQueue {
         self.burst_lost += n;
     }
 
-    /// An event raised by the model itself (e.g. C_BAD_STE at CFGI_STE).
     /// Queues an event raised by the model itself (e.g. C_BAD_STE at
     /// CFGI_STE); [`EventQueue::deliver`] writes it.
-    pub fn push_model_event(&mut self, rec: [u64; 4], ctx: &mut Ctx<'_>) {
+    pub fn push_model_event(&mut self, rec: [u64; 4], q: &EvtqRegs, ctx: &mut Ctx<'_>) {
         ctx.stats.model_events += 1;
         self.buffer.push_back(Pending { rec, host: false });
-        self.trim(ctx);
+        self.trim(q, ctx);
     }
 
     /// Drops the newest records beyond the buffer's bound, signalling overflow.
-    fn trim(&mut self, ctx: &mut Ctx<'_>) {
-        while self.buffer.len() > self.capacity() {
+    fn trim(&mut self, q: &EvtqRegs, ctx: &mut Ctx<'_>) {
+        while self.buffer.len() > self.capacity(q) {
             if let Some(p) = self.buffer.pop_back() {
                 if p.host {
                     ctx.stats.guest_events_dropped += 1;
@@ -281,12 +246,12 @@ impl EventQueue {
 
     /// Writes buffered records while the guest queue has room, signals
     /// OVFLG for pending losses and the EVENTQ interrupt for new records.
-    pub fn deliver(&mut self, regs: Regs, gerr: &mut GlobalErrors, ctx: &mut Ctx<'_>) {
-        let written = self.write_pending(regs, gerr, ctx);
-        self.signal(written, regs, ctx);
+    pub fn deliver(&mut self, regs: &mut Registers, ctx: &mut Ctx<'_>) {
+        let written = self.write_pending(regs, ctx);
+        self.signal(written, regs.irq_ctrl, ctx);
     }
 
-    fn signal(&mut self, written: u64, regs: Regs, ctx: &mut Ctx<'_>) {
+    fn signal(&mut self, written: u64, irq_ctrl: u32, ctx: &mut Ctx<'_>) {
         if written == 0 {
             return;
         }
@@ -294,14 +259,14 @@ impl EventQueue {
             log::info!("loss burst over: {} events lost in it", self.burst_lost);
             self.burst_lost = 0;
         }
-        if IRQ_CTRL_EVTQ_IRQEN.is_set32(regs.irq_ctrl) && ctx.irqs.trigger(IRQ_EVENTQ) {
+        if IRQ_CTRL_EVTQ_IRQEN.is_set32(irq_ctrl) && ctx.irqs.trigger(IRQ_EVENTQ) {
             ctx.stats.irqs[IRQ_EVENTQ] += 1;
         }
     }
 
     /// Moves records from the buffer into the guest queue while it has
     /// room; returns how many were written. Trims the buffer to its bound.
-    fn write_pending(&mut self, regs: Regs, gerr: &mut GlobalErrors, ctx: &mut Ctx<'_>) -> u64 {
+    fn write_pending(&mut self, regs: &mut Registers, ctx: &mut Ctx<'_>) -> u64 {
         if !CR0_EVTQEN.is_set32(regs.cr0) {
             for p in self.buffer.drain(..) {
                 if p.host {
@@ -314,24 +279,24 @@ impl EventQueue {
         // No guest RAM (between clients) or stopped for migration: keep
         // records for later.
         if !self.paused && ctx.mem.mappings().next().is_some() {
-            self.write_to_guest(regs, gerr, ctx)
+            self.write_to_guest(regs, ctx)
         } else {
-            self.trim(ctx);
+            self.trim(&regs.evtq, ctx);
             0
         }
     }
 
-    fn write_to_guest(&mut self, regs: Regs, gerr: &mut GlobalErrors, ctx: &mut Ctx<'_>) -> u64 {
-        let q = self.queue();
-        let base = QueueBase::decode(self.base);
+    fn write_to_guest(&mut self, regs: &mut Registers, ctx: &mut Ctx<'_>) -> u64 {
+        let q = regs.evtq.queue();
+        let base = QueueBase::decode(regs.evtq.base);
         let mut written = 0u64;
         // Contiguous runs of slots (up to the wrap or a full queue) are
         // written with one copy each.
         // `free`, not `!is_full`: a guest CONS inconsistent with PROD leaves
         // no room (fuzzing found the busy loop the other test gives).
-        while !self.buffer.is_empty() && q.free(self.prod, self.cons) > 0 {
-            let idx = q.index(self.prod);
-            let run = (q.free(self.prod, self.cons))
+        while !self.buffer.is_empty() && q.free(regs.evtq.prod, regs.evtq.cons) > 0 {
+            let idx = q.index(regs.evtq.prod);
+            let run = (q.free(regs.evtq.prod, regs.evtq.cons))
                 .min(q.entries() - idx)
                 .min(self.buffer.len() as u32) as usize;
             self.scratch.clear();
@@ -347,9 +312,9 @@ impl EventQueue {
                 }
                 log::warn!(
                     "EVENTQ write outside guest RAM at base {:#x}: EVENTQ_ABT_ERR",
-                    self.base
+                    regs.evtq.base
                 );
-                gerr.raise(GERROR_EVTQ_ABT_ERR, regs.irq_ctrl, ctx);
+                regs.gerr.raise(GERROR_EVTQ_ABT_ERR, regs.irq_ctrl, ctx);
                 break;
             }
             for p in self.buffer.drain(..run) {
@@ -357,15 +322,17 @@ impl EventQueue {
                     ctx.stats.guest_events_written += 1;
                 }
             }
-            self.prod = q.with_ptr(self.prod, self.prod.wrapping_add(run as u32));
+            let prod = regs.evtq.prod;
+            regs.evtq.prod = q.with_ptr(prod, prod.wrapping_add(run as u32));
             written += run as u64;
         }
-        self.trim(ctx);
+        self.trim(&regs.evtq, ctx);
         if self.overflow_pending {
             self.overflow_pending = false;
             // Toggle only once the previous overflow was acknowledged.
-            if (self.prod & Q_PROD_OVFLG) == (self.cons & Q_CONS_OVACKFLG) {
-                self.prod ^= Q_PROD_OVFLG;
+            let r = &mut regs.evtq;
+            if (r.prod & Q_PROD_OVFLG) == (r.cons & Q_CONS_OVACKFLG) {
+                r.prod ^= Q_PROD_OVFLG;
                 ctx.stats.evtq_overflows += 1;
             }
         }
@@ -373,15 +340,10 @@ impl EventQueue {
     }
 }
 
-/// What of the EventQueue migrates: registers and buffered records.
+/// What of the EventQueue migrates besides its registers (which travel in
+/// the register block): the buffered records.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct EventQueueState {
-    base: u64,
-    prod: u32,
-    cons: u32,
-    irq_cfg0: u64,
-    irq_cfg1: u32,
-    irq_cfg2: u32,
     buffer: Vec<Pending>,
     overflow_pending: bool,
 }
@@ -390,37 +352,17 @@ impl EventQueue {
     /// The migratable state.
     pub fn save(&self) -> EventQueueState {
         EventQueueState {
-            base: self.base,
-            prod: self.prod,
-            cons: self.cons,
-            irq_cfg0: self.irq_cfg0,
-            irq_cfg1: self.irq_cfg1,
-            irq_cfg2: self.irq_cfg2,
             buffer: self.buffer.iter().copied().collect(),
             overflow_pending: self.overflow_pending,
         }
     }
 
-    /// Loads `st` (the vEVENTQ is re-allocated by the caller when EVTQEN).
+    /// Loads `st` (the registers are loaded by the caller, which also
+    /// re-allocates the vEVENTQ when EVTQEN).
     pub fn restore(&mut self, st: EventQueueState, ctx: &mut Ctx<'_>) {
         self.free_veventq(ctx);
-        self.base = st.base;
-        self.prod = st.prod;
-        self.cons = st.cons;
-        self.irq_cfg0 = st.irq_cfg0;
-        self.irq_cfg1 = st.irq_cfg1;
-        self.irq_cfg2 = st.irq_cfg2;
         ctx.stats.events_buffered = 0;
         self.buffer = st.buffer.into_iter().collect();
         self.overflow_pending = st.overflow_pending;
     }
-}
-
-/// The registers delivery depends on.
-#[derive(Debug, Clone, Copy)]
-pub struct Regs {
-    /// CR0 (EVTQEN).
-    pub cr0: u32,
-    /// IRQ_CTRL (EVTQ_IRQEN, GERROR_IRQEN).
-    pub irq_ctrl: u32,
 }

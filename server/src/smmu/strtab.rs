@@ -17,8 +17,10 @@ use vsmmu_protocol::smmu::strtab::{L1Std, SteLocation, StrtabCaps, StrtabConfig}
 use super::Ctx;
 use crate::host::SteAction;
 
-/// STRTAB_BASE / STRTAB_BASE_CFG.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// STRTAB_BASE / STRTAB_BASE_CFG: the stream table is its two registers
+/// (part of the register block, [`super::Registers`]); its methods read
+/// guest RAM through them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct StreamTable {
     /// SMMU_STRTAB_BASE.
     pub base: u64,
