@@ -13,7 +13,9 @@ use crate::smmu::SmmuState;
 
 /// Stream magic.
 pub const MAGIC: [u8; 4] = *b"VSMU";
-/// Stream format version.
+/// Stream format version. Any change to the layout of [`SmmuState`] (the
+/// register block's fields included) needs a new one; the smmu unit test
+/// `state_stream_layout_is_version_1` holds the current layout.
 pub const VERSION: u32 = 1;
 /// Largest state stream accepted (the event buffer dominates).
 pub const MAX_STREAM: usize = 64 << 20;
