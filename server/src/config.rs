@@ -1,29 +1,67 @@
 //! Validated configuration, built from [`Args`].
+//!
+//! Descriptor numbers from the command line (`--fd`, `--iommufd-fd`) or
+//! from socket activation are held as [`InheritedFd`]s: validating a
+//! command line takes nothing (the benchmark checks the command lines of
+//! the `vsmmud`s it spawns with [`Config::try_from`], where the numbers
+//! are the child's), and [`InheritedFd::adopt`] is the one place a number
+//! becomes an [`OwnedFd`], moved from there to its user.
 
-use std::os::fd::RawFd;
+use std::io;
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
 
 use crate::args::{Args, HostKind, ReadMode, SeccompMode};
 use crate::device::Limits;
 
+/// A descriptor this process inherited from the one that started it, not
+/// taken yet: dropping it closes nothing. Not `Clone`, and
+/// [`Config::try_from`] refuses two of the same number, so each number has
+/// one owner once adopted.
+#[derive(Debug, PartialEq, Eq)]
+pub struct InheritedFd(RawFd);
+
+impl InheritedFd {
+    /// The descriptor number.
+    pub fn number(&self) -> RawFd {
+        self.0
+    }
+
+    /// Takes ownership: fails (`EBADF`) when the number is not open.
+    pub fn adopt(self) -> io::Result<OwnedFd> {
+        // SAFETY: F_GETFD reads the flags of a descriptor number, open or
+        // not, and touches no memory of this process.
+        if unsafe { libc::fcntl(self.0, libc::F_GETFD) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the number is open (just checked) and was handed to this
+        // process to own: inherited across exec from the parent that
+        // started it, or from systemd, and nothing else in this process
+        // refers to it: this is its only `InheritedFd` (`Config::try_from`
+        // refuses two of one number, and the type is not `Clone`), and
+        // adopting consumes it.
+        Ok(unsafe { OwnedFd::from_raw_fd(self.0) })
+    }
+}
+
 /// Where clients come from.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, PartialEq, Eq)]
 pub enum Listen {
     /// Bind and listen on this path; remove it on exit.
     Path(PathBuf),
     /// An inherited socket: listening (accept clients) or connected (serve one).
-    Fd(RawFd),
+    Fd(InheritedFd),
 }
 
-/// Everything `run` needs.
-#[derive(Debug, Clone)]
+/// Everything `run` needs. Not `Clone`: it holds the inherited descriptors.
+#[derive(Debug)]
 pub struct Config {
     /// Where clients come from.
     pub listen: Listen,
     /// Host backend.
     pub host: HostKind,
     /// iommufd descriptor for the iommufd host.
-    pub iommufd_fd: Option<RawFd>,
+    pub iommufd_fd: Option<InheritedFd>,
     /// sim: vEVENTQ depth override.
     pub sim_veventq_depth: Option<u32>,
     /// sim: first sequence number.
@@ -71,7 +109,7 @@ pub enum ConfigError {
 /// First fd systemd passes (SD_LISTEN_FDS_START).
 const SD_LISTEN_FDS_START: RawFd = 3;
 
-fn activation_fd() -> Result<Option<RawFd>, ConfigError> {
+fn activation_fd() -> Result<Option<InheritedFd>, ConfigError> {
     let Ok(fds) = std::env::var("LISTEN_FDS") else {
         return Ok(None);
     };
@@ -83,7 +121,7 @@ fn activation_fd() -> Result<Option<RawFd>, ConfigError> {
         )));
     }
     match fds.parse::<u32>() {
-        Ok(1) => Ok(Some(SD_LISTEN_FDS_START)),
+        Ok(1) => Ok(Some(InheritedFd(SD_LISTEN_FDS_START))),
         _ => Err(ConfigError::Activation(format!(
             "LISTEN_FDS={fds:?}: exactly one socket expected"
         ))),
@@ -96,7 +134,7 @@ impl TryFrom<Args> for Config {
     fn try_from(a: Args) -> Result<Self, ConfigError> {
         let listen = match (a.socket_path, a.fd) {
             (Some(p), None) => Listen::Path(p),
-            (None, Some(fd)) if fd >= 0 => Listen::Fd(fd),
+            (None, Some(fd)) if fd >= 0 => Listen::Fd(InheritedFd(fd)),
             (None, Some(fd)) => return Err(ConfigError::Invalid(format!("--fd {fd}: negative"))),
             (None, None) => Listen::Fd(activation_fd()?.ok_or(ConfigError::NoSocket)?),
             (Some(_), Some(_)) => {
@@ -126,6 +164,17 @@ impl TryFrom<Args> for Config {
                 "--iommufd-fd needs --host iommufd".into(),
             ));
         }
+        let iommufd_fd = match (a.iommufd_fd, &listen) {
+            (Some(n), Listen::Fd(s)) if n == s.number() => {
+                return Err(ConfigError::Invalid(format!(
+                    "--iommufd-fd {n} is the socket's descriptor"
+                )))
+            }
+            (Some(n), _) if n < 0 => {
+                return Err(ConfigError::Invalid(format!("--iommufd-fd {n}: negative")))
+            }
+            (n, _) => n.map(InheritedFd),
+        };
         if a.max_data_xfer_size < 4096 || a.max_data_xfer_size > (64 << 20) {
             return Err(ConfigError::Invalid(
                 "--max-data-xfer-size must be within 4 KiB..=64 MiB".into(),
@@ -154,7 +203,7 @@ impl TryFrom<Args> for Config {
         Ok(Config {
             listen,
             host: a.host,
-            iommufd_fd: a.iommufd_fd,
+            iommufd_fd,
             sim_veventq_depth: a.sim_veventq_depth,
             sim_first_seq: a.sim_first_seq,
             sim_reject_opcode: a.sim_reject_opcode,
@@ -195,8 +244,31 @@ mod tests {
             parse(&["--socket-path", "/tmp/x"]).unwrap().listen,
             Listen::Path("/tmp/x".into())
         );
-        assert_eq!(parse(&["--fd", "5"]).unwrap().listen, Listen::Fd(5));
+        // Validating takes no descriptor: 5 need not be open here.
+        assert_eq!(
+            parse(&["--fd", "5"]).unwrap().listen,
+            Listen::Fd(InheritedFd(5))
+        );
         assert!(parse(&["--fd", "5", "--socket-path", "/x"]).is_err());
+        // One number, one owner.
+        let both = ["--fd", "5", "--host", "iommufd", "--iommufd-fd"];
+        assert!(parse(&[&both[..], &["5"]].concat()).is_err());
+        assert_eq!(
+            parse(&[&both[..], &["6"]].concat()).unwrap().iommufd_fd,
+            Some(InheritedFd(6))
+        );
+    }
+
+    #[test]
+    fn adopting_takes_an_open_descriptor_only() {
+        use std::os::fd::{AsRawFd, IntoRawFd};
+        let (a, _b) = std::os::unix::net::UnixStream::pair().unwrap();
+        let n = a.into_raw_fd();
+        let owned = InheritedFd(n).adopt().unwrap();
+        assert_eq!(owned.as_raw_fd(), n);
+        // Above any RLIMIT_NOFILE: never open.
+        let e = InheritedFd(1 << 30).adopt().unwrap_err();
+        assert_eq!(e.raw_os_error(), Some(libc::EBADF));
     }
 
     #[test]

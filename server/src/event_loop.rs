@@ -2,7 +2,7 @@
 //! the vEVENTQ fd and the signal fd. Single-threaded; no handler blocks.
 
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::os::unix::net::{UnixListener as StdListener, UnixStream as StdStream};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -124,17 +124,14 @@ fn follow(
     }
 }
 
-fn is_listening(fd: RawFd) -> bool {
-    // SAFETY: `fd` is an open descriptor this process owns (checked by the
-    // caller with fcntl); the borrow lives only for this call.
-    let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) };
-    nix::sys::socket::getsockopt(&b, nix::sys::socket::sockopt::AcceptConn).unwrap_or(false)
+fn is_listening(fd: BorrowedFd<'_>) -> bool {
+    nix::sys::socket::getsockopt(&fd, nix::sys::socket::sockopt::AcceptConn).unwrap_or(false)
 }
 
 impl Server {
     /// Sets up the socket and registers everything with the poll.
     pub fn new(
-        listen: &Listen,
+        listen: Listen,
         signals: SignalFd,
         device: Device,
         read_mode: ReadMode,
@@ -156,11 +153,11 @@ impl Server {
         };
         match listen {
             Listen::Path(p) => {
-                if let Ok(meta) = std::fs::symlink_metadata(p) {
+                if let Ok(meta) = std::fs::symlink_metadata(&p) {
                     use std::os::unix::fs::FileTypeExt;
                     if meta.file_type().is_socket() {
                         // A stale socket of a previous run.
-                        std::fs::remove_file(p)
+                        std::fs::remove_file(&p)
                             .map_err(sock_err(format!("remove stale {}", p.display())))?;
                     } else {
                         return Err(LoopError::Socket {
@@ -172,41 +169,26 @@ impl Server {
                         });
                     }
                 }
-                let l = UnixListener::bind(p).map_err(sock_err(format!("bind {}", p.display())))?;
+                let l =
+                    UnixListener::bind(&p).map_err(sock_err(format!("bind {}", p.display())))?;
                 server.listener = Some(l);
-                server.socket_path = Some(p.clone());
+                server.socket_path = Some(p);
             }
             Listen::Fd(fd) => {
-                if nix::fcntl::fcntl(
-                    // SAFETY: only used to probe whether the number is open.
-                    unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) },
-                    nix::fcntl::FcntlArg::F_GETFD,
-                )
-                .is_err()
-                {
-                    return Err(LoopError::Socket {
-                        what: format!("--fd {fd}"),
-                        err: io::Error::from_raw_os_error(libc::EBADF),
-                    });
-                }
+                let what = format!("--fd {}", fd.number());
+                let fd = fd.adopt().map_err(sock_err(what.clone()))?;
                 let flags = nix::fcntl::OFlag::O_NONBLOCK;
-                // SAFETY: as above, a probe of an open descriptor.
-                let b = unsafe { std::os::fd::BorrowedFd::borrow_raw(*fd) };
-                nix::fcntl::fcntl(b, nix::fcntl::FcntlArg::F_SETFL(flags))
-                    .map_err(|e| sock_err(format!("--fd {fd}"))(e.into()))?;
+                nix::fcntl::fcntl(fd.as_fd(), nix::fcntl::FcntlArg::F_SETFL(flags))
+                    .map_err(|e| sock_err(what)(e.into()))?;
                 let _ = nix::fcntl::fcntl(
-                    b,
+                    fd.as_fd(),
                     nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
                 );
-                if is_listening(*fd) {
-                    // SAFETY: the caller handed us this descriptor to own.
-                    let l = unsafe { StdListener::from_raw_fd(*fd) };
-                    server.listener = Some(UnixListener::from_std(l));
+                if is_listening(fd.as_fd()) {
+                    server.listener = Some(UnixListener::from_std(StdListener::from(fd)));
                 } else {
-                    // SAFETY: the caller handed us this descriptor to own.
-                    let s = unsafe { StdStream::from_raw_fd(*fd) };
                     server.single_client = true;
-                    server.add_client(UnixStream::from_std(s))?;
+                    server.add_client(UnixStream::from_std(StdStream::from(fd)))?;
                 }
             }
         }

@@ -19,7 +19,7 @@ pub mod sandbox;
 pub mod smmu;
 pub mod stats;
 
-use std::os::fd::{FromRawFd, OwnedFd};
+use anyhow::Context;
 
 use args::HostKind;
 use config::Config;
@@ -53,6 +53,8 @@ fn jail_config(config: &Config) -> jail::JailConfig {
 
 /// Builds the device and serves until a signal.
 pub fn run(config: Config) -> anyhow::Result<()> {
+    // Before the descriptors move out of the configuration.
+    let jail = jail_config(&config);
     let signals = event_loop::block_signals()?;
     let host: Box<dyn HostIommu> = match config.host {
         HostKind::Sim => Box::new(host::sim::SimHost::new(host::sim::SimConfig {
@@ -62,10 +64,13 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             ..Default::default()
         })),
         HostKind::Iommufd => {
-            let fd = config.iommufd_fd.map(|fd| {
-                // SAFETY: --iommufd-fd hands this process the descriptor to own.
-                unsafe { OwnedFd::from_raw_fd(fd) }
-            });
+            let fd = match config.iommufd_fd {
+                Some(fd) => {
+                    let what = format!("--iommufd-fd {}", fd.number());
+                    Some(fd.adopt().context(what)?)
+                }
+                None => None,
+            };
             Box::new(host::iommufd::IommufdHost::open(fd)?)
         }
     };
@@ -77,10 +82,10 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         },
         host.hw_info(),
     );
-    let device = Device::new(smmu, host, config.limits.clone());
-    let mut server = event_loop::Server::new(&config.listen, signals, device, config.read_mode)?;
+    let device = Device::new(smmu, host, config.limits);
+    let mut server = event_loop::Server::new(config.listen, signals, device, config.read_mode)?;
     server.set_poll_max(config.poll_max);
-    jail::enter(&jail_config(&config))?;
+    jail::enter(&jail)?;
     if let Some(path) = &config.jail_selftest {
         match std::fs::File::open(path) {
             Ok(_) => log::warn!("jail selftest: open {} succeeded", path.display()),
