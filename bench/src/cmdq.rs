@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use anyhow::bail;
-use vsmmu_client::driver::{DriverOptions, SmmuDriver};
+use vsmmu_guest::driver::{DriverOptions, SmmuDriver};
 use vsmmu_protocol::smmu::command::{Command, TlbiRange};
 
 use crate::report::Report;

@@ -6,8 +6,8 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use vsmmu_client::driver::DriverOptions;
 use vsmmu_client::Client;
+use vsmmu_guest::driver::DriverOptions;
 
 use crate::report::Report;
 use crate::sample::Samples;

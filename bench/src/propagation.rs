@@ -14,7 +14,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use vsmmu_client::driver::{DriverOptions, SmmuDriver};
+use vsmmu_guest::driver::{DriverOptions, SmmuDriver};
 
 use crate::report::Report;
 use crate::sample::{median, Samples};

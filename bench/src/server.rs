@@ -5,8 +5,9 @@ use std::path::Path;
 
 use anyhow::Context;
 use clap::Parser;
-use vsmmu_client::driver::{DriverOptions, SmmuDriver};
-use vsmmu_client::{Client, GuestRam, SpawnOptions};
+use vsmmu_client::{Client, SpawnOptions};
+use vsmmu_guest::driver::{DriverOptions, SmmuDriver};
+use vsmmu_guest::GuestRam;
 use vsmmu_server::args::Args;
 use vsmmu_server::config::Config;
 

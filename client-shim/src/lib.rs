@@ -2,16 +2,14 @@
 //!
 //! - [`Client`]: connect to (or spawn) `vsmmud`, negotiate, map guest RAM,
 //!   forward MMIO, wire interrupts, attach devices.
-//! - [`GuestRam`]: guest RAM as a memfd the VMM shares with the server.
-//! - [`driver`]: a model SMMUv3 guest driver that follows Linux's
-//!   arm-smmu-v3 probe and event handling, for tests and the demo.
+//! - [`iotlb`]: the VMM's IOTLB of `VSMMU_TRANSLATE` answers, kept current
+//!   by the server's invalidation ring.
+//!
+//! The C ABI over [`Client`] is the `vsmmu-capi` crate (`client-shim/capi`);
+//! a model guest driver and guest RAM for tests and the demo are
+//! `vsmmu-guest` (`client-shim/guest`).
 
 pub mod client;
-pub mod driver;
-pub mod ffi;
-pub mod guest_ram;
 pub mod iotlb;
-pub mod pgtable;
 
 pub use client::{Client, ClientError, SpawnOptions};
-pub use guest_ram::GuestRam;

@@ -5,7 +5,7 @@
 # vsmmud emulates, through QEMU 10.2 patched with contrib/qemu/*.patch
 # (-device arm-smmuv3-remote,primary-bus=pcie.0,vsmmud=PATH|socket=PATH).
 #
-#   1. builds vsmmud and libvsmmu_client.a (cargo, release);
+#   1. builds vsmmud and libvsmmu.a (cargo, release);
 #   2. builds qemu-system-aarch64 from QEMU 10.2.2 (Debian's +ds source
 #      tarball, from the archive's pool) with the patches, cached outside
 #      the clone under
@@ -207,11 +207,11 @@ prerequisites() {
 # -------------------------------------------------------------------- cargo
 
 build_rust() {
-    log "cargo build -p vsmmu-client -p vsmmu-server --release (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
-    (cd "$REPO" && cargo build -q -p vsmmu-client -p vsmmu-server --release) ||
+    log "cargo build -p vsmmu-capi -p vsmmu-server --release (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+    (cd "$REPO" && cargo build -q -p vsmmu-capi -p vsmmu-server --release) ||
         die "cargo build failed"
     VSMMUD=$CARGO_TARGET_DIR/release/vsmmud
-    LIBVSMMU=$CARGO_TARGET_DIR/release/libvsmmu_client.a
+    LIBVSMMU=$CARGO_TARGET_DIR/release/libvsmmu.a
     [[ -x $VSMMUD && -f $LIBVSMMU ]] || die "missing $VSMMUD or $LIBVSMMU"
 }
 
@@ -268,7 +268,7 @@ build_qemu() {
             [[ -d $old && ${old##*/} =~ ^[0-9a-f]{64}$ && ${old##*/} != "$hash" ]] || continue
             flock -n -x "$old.lock" rm -rf "$old" "$old.lock" 2>/dev/null || true
         done
-        cp "$REPO/client-shim/include/vsmmu.h" "$qdir/vsmmu/include/"
+        cp "$REPO/client-shim/capi/include/vsmmu.h" "$qdir/vsmmu/include/"
         cp "$LIBVSMMU" "$qdir/vsmmu/lib/"
         if [[ ! -f $CACHE_ROOT/$QEMU_TARBALL ]]; then
             curl -sSfL -o "$CACHE_ROOT/$QEMU_TARBALL.tmp" "$QEMU_URL" ||
@@ -299,12 +299,12 @@ build_qemu() {
         log "QEMU for patch set ${hash:0:12} is cached in $qdir"
         # The library or header may have changed since: ninja relinks (or
         # recompiles the device) only then.
-        install_if_changed "$REPO/client-shim/include/vsmmu.h" "$qdir/vsmmu/include/vsmmu.h" || true
-        install_if_changed "$LIBVSMMU" "$qdir/vsmmu/lib/libvsmmu_client.a" || true
+        install_if_changed "$REPO/client-shim/capi/include/vsmmu.h" "$qdir/vsmmu/include/vsmmu.h" || true
+        install_if_changed "$LIBVSMMU" "$qdir/vsmmu/lib/libvsmmu.a" || true
         ninja -C "$qdir/build" -j "$JOBS" qemu-system-aarch64 >"$qdir/rebuild.log" 2>&1 ||
             { tail -30 "$qdir/rebuild.log"; die "QEMU relink failed (see $qdir/rebuild.log)"; }
         if grep -q 'Linking target' "$qdir/rebuild.log"; then
-            log "relinked (libvsmmu_client.a changed)"
+            log "relinked (libvsmmu.a changed)"
         fi
     fi
     [[ -x $QEMU ]] || die "no $QEMU"

@@ -1,7 +1,9 @@
 //! A booted guest: `vsmmud` + the model guest driver over fresh guest RAM.
 
-use vsmmu_client::driver::{DriverOptions, SmmuDriver};
-use vsmmu_client::GuestRam;
+use vsmmu_client::Client;
+use vsmmu_guest::driver::{DriverOptions, SmmuDriver};
+use vsmmu_guest::GuestRam;
+use vsmmu_protocol::smmu::regs::*;
 
 use crate::TestServer;
 
@@ -30,4 +32,37 @@ pub fn small(evtq_shift: u8) -> DriverOptions {
         evtq_max_shift: evtq_shift,
         ..DriverOptions::default()
     }
+}
+
+/// The 32-bit registers [`snapshot`] reads (then the three 64-bit bases).
+const MIGRATED_REGS: [u64; 16] = [
+    CR0,
+    CR1,
+    CR2,
+    GBPA,
+    IRQ_CTRL,
+    GERROR,
+    GERRORN,
+    STRTAB_BASE_CFG,
+    CMDQ_PROD,
+    CMDQ_CONS,
+    EVENTQ_PROD_PAGE1,
+    EVENTQ_CONS_PAGE1,
+    EVENTQ_IRQ_CFG1,
+    GERROR_IRQ_CFG1,
+    CR0ACK,
+    IRQ_CTRLACK,
+];
+
+/// The registers a migration carries, as the guest reads them: equal before
+/// the save and after the load when the state moved whole.
+pub fn snapshot(c: &mut Client) -> Vec<u64> {
+    let mut v: Vec<u64> = MIGRATED_REGS
+        .iter()
+        .map(|&r| c.read32(r).unwrap().into())
+        .collect();
+    for r in [STRTAB_BASE, CMDQ_BASE, EVENTQ_BASE] {
+        v.push(c.read64(r).unwrap());
+    }
+    v
 }

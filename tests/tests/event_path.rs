@@ -5,7 +5,7 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vsmmu_client::driver::SmmuDriver;
+use vsmmu_guest::driver::SmmuDriver;
 use vsmmu_protocol::smmu::regs::*;
 use vsmmu_tests::guest::{boot, small};
 

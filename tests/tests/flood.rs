@@ -7,8 +7,8 @@ use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use vsmmu_client::driver::SmmuDriver;
-use vsmmu_client::GuestRam;
+use vsmmu_guest::driver::SmmuDriver;
+use vsmmu_guest::GuestRam;
 use vsmmu_protocol::vfio_user::{
     self as vu, Command, DmaMap, DmaUnmap, IrqSet, Message, RegionAccess,
 };

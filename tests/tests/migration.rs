@@ -3,40 +3,13 @@
 //! identical registers and queue positions; bad streams are refused and
 //! leave the device as it was.
 
-use vsmmu_client::driver::{DriverOptions, SmmuDriver};
-use vsmmu_client::{Client, ClientError};
+use vsmmu_client::ClientError;
+use vsmmu_guest::driver::{DriverOptions, SmmuDriver};
 use vsmmu_protocol::smmu::command::Command;
 use vsmmu_protocol::smmu::regs::*;
 use vsmmu_protocol::vfio_user::mig_state::*;
-use vsmmu_tests::guest::{boot, small, RAM_BASE};
+use vsmmu_tests::guest::{boot, small, snapshot, RAM_BASE};
 use vsmmu_tests::TestServer;
-
-const REGS: [u64; 16] = [
-    CR0,
-    CR1,
-    CR2,
-    GBPA,
-    IRQ_CTRL,
-    GERROR,
-    GERRORN,
-    STRTAB_BASE_CFG,
-    CMDQ_PROD,
-    CMDQ_CONS,
-    EVENTQ_PROD_PAGE1,
-    EVENTQ_CONS_PAGE1,
-    EVENTQ_IRQ_CFG1,
-    GERROR_IRQ_CFG1,
-    CR0ACK,
-    IRQ_CTRLACK,
-];
-
-fn snapshot(c: &mut Client) -> Vec<u64> {
-    let mut v: Vec<u64> = REGS.iter().map(|&r| c.read32(r).unwrap().into()).collect();
-    for r in [STRTAB_BASE, CMDQ_BASE, EVENTQ_BASE] {
-        v.push(c.read64(r).unwrap());
-    }
-    v
-}
 
 fn fault(i: u64) -> [u64; 4] {
     [3 << 32 | 0x10, 0, i << 12, 0]
@@ -84,7 +57,7 @@ fn save_in_one_server_load_in_another() {
     drop(src);
 
     // The guest driver continues on the destination.
-    let ram = std::mem::replace(&mut d.ram, vsmmu_client::GuestRam::new(0, 4096).unwrap());
+    let ram = std::mem::replace(&mut d.ram, vsmmu_guest::GuestRam::new(0, 4096).unwrap());
     let mut d2 = SmmuDriver::resume(
         c,
         ram,
@@ -147,54 +120,4 @@ fn bad_streams_are_refused_and_change_nothing() {
     assert_eq!(c.mig_write_all(b"x", 64).unwrap_err().errno(), 22);
     // PRE_COPY is not offered.
     assert_eq!(c.mig_set_state(PRE_COPY).unwrap_err().errno(), 22);
-}
-
-/// The C ABI's migration calls (what QEMU's arm-smmuv3-remote uses):
-/// save stops the source and returns its state, load runs it in a fresh
-/// server, resume runs the source again; a foreign state is refused.
-#[test]
-fn c_abi_save_load_resume() {
-    use vsmmu_client::ffi::{vsmmu_free_state, vsmmu_load_state, vsmmu_resume, vsmmu_save_state};
-    let (_src, mut d) = boot(&[], 8 << 20, small(3));
-    d.client.attach_device(3, None).unwrap();
-    let before = snapshot(&mut d.client);
-    let src = Box::into_raw(Box::new(std::mem::replace(
-        &mut d.client,
-        vsmmu_client::Client::from_stream(std::os::unix::net::UnixStream::pair().unwrap().0),
-    )));
-    let mut data: *mut u8 = std::ptr::null_mut();
-    let mut len = 0usize;
-    // SAFETY: `src` is a live handle; `data` and `len` are writable.
-    assert_eq!(unsafe { vsmmu_save_state(src, &mut data, &mut len) }, 0);
-    assert!(len > 8 && !data.is_null());
-    // SAFETY: vsmmu_save_state returned `len` bytes at `data`.
-    let blob = unsafe { std::slice::from_raw_parts(data, len) }.to_vec();
-    assert_eq!(&blob[..4], b"VSMU");
-
-    let dst = TestServer::start(&[]);
-    let mut c = dst.client();
-    c.dma_map(d.ram.fd(), 0, RAM_BASE, d.ram.size() as u64)
-        .unwrap();
-    let dst_handle = Box::into_raw(Box::new(c));
-    // SAFETY: a live handle and `len` readable bytes.
-    assert_eq!(unsafe { vsmmu_load_state(dst_handle, data, len) }, 0);
-    // SAFETY: `dst_handle` came from Box::into_raw above.
-    let mut c = *unsafe { Box::from_raw(dst_handle) };
-    assert_eq!(snapshot(&mut c), before);
-    // A state from nowhere: refused, negative errno.
-    let garbage = [0u8; 16];
-    let h = Box::into_raw(Box::new(c));
-    // SAFETY: a live handle and 16 readable bytes.
-    assert!(unsafe { vsmmu_load_state(h, garbage.as_ptr(), garbage.len()) } < 0);
-    // SAFETY: `h` came from Box::into_raw above.
-    drop(unsafe { Box::from_raw(h) });
-
-    // The source runs again.
-    // SAFETY: `src` is a live handle.
-    assert_eq!(unsafe { vsmmu_resume(src) }, 0);
-    // SAFETY: `src` came from Box::into_raw above.
-    let mut back = *unsafe { Box::from_raw(src) };
-    assert_eq!(back.mig_state().unwrap(), RUNNING);
-    // SAFETY: `data`/`len` came from vsmmu_save_state.
-    unsafe { vsmmu_free_state(data, len) };
 }

@@ -7,8 +7,8 @@ use std::io::{BufRead, BufReader};
 use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 
-use vsmmu_client::driver::{DriverOptions, SmmuDriver};
-use vsmmu_client::GuestRam;
+use vsmmu_guest::driver::{DriverOptions, SmmuDriver};
+use vsmmu_guest::GuestRam;
 use vsmmu_tests::guest::RAM_BASE;
 use vsmmu_tests::TestServer;
 

@@ -6,7 +6,8 @@
 use std::os::fd::{AsFd, AsRawFd};
 use std::time::{Duration, Instant};
 
-use vsmmu_client::{Client, GuestRam};
+use vsmmu_client::Client;
+use vsmmu_guest::GuestRam;
 use vsmmu_protocol::smmu::regs::{
     CMDQ_BASE, CMDQ_CONS, CMDQ_PROD, CR0, CR0ACK, EVENTQ_BASE, EVENTQ_CONS, EVENTQ_PROD, GERROR,
     IDR0, IDR1, IRQ_CTRL, IRQ_CTRLACK,

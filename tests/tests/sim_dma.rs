@@ -4,12 +4,13 @@
 //! translations until the guest's TLBI reaches the host.
 //!
 //! The SMMU is configured by raw register writes and hand-written queue
-//! entries (no model driver), with tables from `vsmmu_client::pgtable`.
+//! entries (no model driver), with tables from `vsmmu_guest::pgtable`.
 
 use std::time::{Duration, Instant};
 
-use vsmmu_client::pgtable::{cfgi_cd, cmd_sync, tlbi_range, PageTable, Prot};
-use vsmmu_client::{Client, GuestRam};
+use vsmmu_client::Client;
+use vsmmu_guest::pgtable::{cfgi_cd, cmd_sync, tlbi_range, PageTable, Prot};
+use vsmmu_guest::GuestRam;
 use vsmmu_protocol::smmu::cd::{Cd, Granule};
 use vsmmu_protocol::smmu::command::Command;
 use vsmmu_protocol::smmu::regs::*;

@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use vsmmu_client::driver::{DriverError, SmmuDriver};
 use vsmmu_client::Client;
+use vsmmu_guest::driver::{DriverError, SmmuDriver};
 use vsmmu_protocol::smmu::command::{Command, TlbiRange};
 use vsmmu_protocol::smmu::regs::*;
 use vsmmu_protocol::smmu::ste::{S1Fmt, Ste};
@@ -325,7 +325,7 @@ fn illegal_commands_stop_the_queue_exactly() {
 fn command_outside_guest_ram_is_abort() {
     let srv = TestServer::start(&[]);
     let mut c = srv.client();
-    let ram = vsmmu_client::GuestRam::new(0x4000_0000, 0x10000).unwrap();
+    let ram = vsmmu_guest::GuestRam::new(0x4000_0000, 0x10000).unwrap();
     c.dma_map(ram.fd(), 0, 0x4000_0000, 0x10000).unwrap();
     c.write64(CMDQ_BASE, 0x8000_0000 | 4).unwrap();
     c.write32(CR0, CR0_CMDQEN.mask32()).unwrap();

@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-use vsmmu_client::driver::LoggedEvent;
-use vsmmu_client::pgtable::{tlbi_va, PageTable, Prot};
+use vsmmu_guest::driver::LoggedEvent;
+use vsmmu_guest::pgtable::{tlbi_va, PageTable, Prot};
 use vsmmu_protocol::notify::Record;
 use vsmmu_protocol::smmu::cd::Granule;
 use vsmmu_protocol::smmu::command::Command;
@@ -105,7 +105,7 @@ fn emulated_device_translations_and_faults() {
 
 /// Events in the guest's queue: waits until `want` arrived (or 5 s), then
 /// takes what else is there.
-fn drain(d: &mut vsmmu_client::driver::SmmuDriver, want: usize) -> Vec<LoggedEvent> {
+fn drain(d: &mut vsmmu_guest::driver::SmmuDriver, want: usize) -> Vec<LoggedEvent> {
     let mut seen = Vec::new();
     let t0 = Instant::now();
     while seen.len() < want && t0.elapsed() < Duration::from_secs(5) {
@@ -135,7 +135,7 @@ fn iotlb_never_serves_what_the_guest_invalidated() {
     };
     d.attach_s1(sid, cd).unwrap();
     let translations =
-        |d: &mut vsmmu_client::driver::SmmuDriver| d.client.stat("translations").unwrap();
+        |d: &mut vsmmu_guest::driver::SmmuDriver| d.client.stat("translations").unwrap();
 
     let n0 = translations(&mut d);
     let r = d.client.translate(sid, None, 0x20_0010, 0).unwrap();

@@ -3,7 +3,8 @@
 
 use std::os::fd::AsFd;
 
-use vsmmu_client::{ClientError, GuestRam};
+use vsmmu_client::ClientError;
+use vsmmu_guest::GuestRam;
 use vsmmu_protocol::vfio_user::{
     self as vu, Command, DmaMap, DmaUnmap, IrqSet, RegionAccess, VersionData,
 };

@@ -9,8 +9,9 @@
 
 use std::io::Write;
 
-use vsmmu_client::driver::{DriverOptions, SmmuDriver};
-use vsmmu_client::{Client, GuestRam};
+use vsmmu_client::Client;
+use vsmmu_guest::driver::{DriverOptions, SmmuDriver};
+use vsmmu_guest::GuestRam;
 
 fn main() {
     let a: Vec<String> = std::env::args().collect();

@@ -22,9 +22,10 @@ use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::fs::FileExt;
 use std::time::{Duration, Instant};
 
-use vsmmu_client::driver::{DriverOptions, LoggedEvent, SmmuDriver};
-use vsmmu_client::pgtable::{tlbi_va, PageTable, Prot};
-use vsmmu_client::{Client, GuestRam, SpawnOptions};
+use vsmmu_client::{Client, SpawnOptions};
+use vsmmu_guest::driver::{DriverOptions, LoggedEvent, SmmuDriver};
+use vsmmu_guest::pgtable::{tlbi_va, PageTable, Prot};
+use vsmmu_guest::GuestRam;
 use vsmmu_protocol::smmu::cd::Granule;
 use vsmmu_protocol::smmu::event::{C_BAD_STE, F_TRANSLATION};
 use vsmmu_protocol::smmu::regs::IDR5_OAS;

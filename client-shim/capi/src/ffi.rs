@@ -24,7 +24,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::Path;
 
-use crate::client::{Client, ClientError, SpawnOptions};
+use vsmmu_client::client::{Client, ClientError, SpawnOptions};
 use vsmmu_protocol::notify::Record;
 use vsmmu_protocol::vfio_user::mig_state;
 
@@ -699,7 +699,7 @@ pub unsafe extern "C" fn vsmmu_notify_set_handler(
                 // SAFETY: the caller promised `f` is callable with `opaque`
                 // while installed; `rec` lives across the call.
                 unsafe { f(opaque.get(), &rec) }
-            }) as crate::client::NotifyHandler
+            }) as vsmmu_client::client::NotifyHandler
         });
         c.set_notify_handler(cb);
         Ok(0)

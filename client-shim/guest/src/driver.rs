@@ -8,6 +8,7 @@ use std::os::fd::AsFd;
 use std::time::{Duration, Instant};
 
 use nix::sys::eventfd::{EfdFlags, EventFd};
+use vsmmu_client::{Client, ClientError};
 use vsmmu_protocol::smmu::cd::{Cd, Granule};
 use vsmmu_protocol::smmu::command::Command;
 use vsmmu_protocol::smmu::event::Event;
@@ -16,7 +17,6 @@ use vsmmu_protocol::smmu::regs::*;
 use vsmmu_protocol::smmu::ste::{S1Dss, S1Fmt, Ste};
 use vsmmu_protocol::smmu::strtab::{strtab_base_cfg_reg, L1Std, StrtabFmt, LINUX_SPLIT};
 
-use crate::client::{Client, ClientError};
 use crate::guest_ram::GuestRam;
 
 /// Linux's cap on the command queue (65536 entries, as printed at boot).

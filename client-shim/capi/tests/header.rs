@@ -10,7 +10,7 @@ fn header_is_up_to_date() {
     let checked_in = std::fs::read_to_string(&path).unwrap_or_default();
     assert!(
         generated == checked_in,
-        "{} is stale: run: cargo run -p vsmmu-client --example gen-header",
+        "{} is stale: run: cargo run -p vsmmu-capi --example gen-header",
         path.display()
     );
 }

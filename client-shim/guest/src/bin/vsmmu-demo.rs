@@ -13,9 +13,10 @@ use std::time::Instant;
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use vsmmu_client::driver::{DriverOptions, SmmuDriver};
-use vsmmu_client::pgtable::{PageTable, Prot};
-use vsmmu_client::{Client, GuestRam, SpawnOptions};
+use vsmmu_client::{Client, SpawnOptions};
+use vsmmu_guest::driver::{DriverOptions, SmmuDriver};
+use vsmmu_guest::pgtable::{PageTable, Prot};
+use vsmmu_guest::GuestRam;
 use vsmmu_protocol::smmu::cd::Granule;
 use vsmmu_protocol::smmu::event::{event_name, host_forwarded, Event};
 use vsmmu_protocol::smmu::regs::IDR5_OAS;

@@ -11,9 +11,9 @@
  * Prints one `NAME=VALUE` line per observation and `result=PASS` last;
  * exits 0 only if every value matched what it expects.
  *
- * Build (from the repository root, after `cargo build -p vsmmu-client`):
- *   cc -std=c11 -Wall -Wextra -o vmm client-shim/examples/vmm.c \
- *      -Iclient-shim/include target/debug/libvsmmu_client.a \
+ * Build (from the repository root, after `cargo build -p vsmmu-capi`):
+ *   cc -std=c11 -Wall -Wextra -o vmm client-shim/capi/examples/vmm.c \
+ *      -Iclient-shim/capi/include target/debug/libvsmmu.a \
  *      -lgcc_s -lutil -lrt -lpthread -lm -ldl -lc
  */
 #define _GNU_SOURCE

@@ -7,13 +7,8 @@ use vsmmu_tests::vsmmud_bin;
 
 #[test]
 fn demo_balances() {
-    let demo = vsmmud_bin().with_file_name("vsmmu-demo");
-    assert!(
-        demo.exists(),
-        "{} missing: cargo test --workspace builds it",
-        demo.display()
-    );
-    let out = Command::new(&demo)
+    // Cargo builds the demo for this test.
+    let out = Command::new(env!("CARGO_BIN_EXE_vsmmu-demo"))
         .args(["--dmas", "4000", "--vsmmud"])
         .arg(vsmmud_bin())
         .output()

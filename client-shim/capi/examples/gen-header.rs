@@ -1,8 +1,8 @@
-//! Regenerates `client-shim/include/vsmmu.h`, the C header of the shim's
-//! C ABI (`src/ffi.rs`), with cbindgen and `cbindgen.toml`:
+//! Regenerates `client-shim/capi/include/vsmmu.h`, the C header of the
+//! shim's C ABI (`src/ffi.rs`), with cbindgen and `cbindgen.toml`:
 //!
 //! ```text
-//! cargo run -p vsmmu-client --example gen-header
+//! cargo run -p vsmmu-capi --example gen-header
 //! ```
 //!
 //! `tests/header.rs` fails when the checked-in header differs from what
@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 
-/// The crate directory (`client-shim/`).
+/// The crate directory (`client-shim/capi/`).
 pub fn crate_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
@@ -25,10 +25,12 @@ pub fn generate(crate_dir: &Path) -> String {
     let config =
         cbindgen::Config::from_file(crate_dir.join("cbindgen.toml")).expect("read cbindgen.toml");
     // Parse the crate from lib.rs (following its `mod`s) without running
-    // `cargo metadata`: the C ABI uses no types of other crates.
+    // `cargo metadata`; the one type of another crate the C ABI names is
+    // vsmmu-client's `Client` (the opaque handle), so parse that crate too.
     let bindings = cbindgen::Builder::new()
         .with_config(config)
         .with_src(crate_dir.join("src").join("lib.rs"))
+        .with_src(crate_dir.join("../src/lib.rs"))
         .generate()
         .expect("cbindgen failed");
     let mut out = Vec::new();

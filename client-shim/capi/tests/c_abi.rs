@@ -1,21 +1,19 @@
-//! The shim's C ABI as a C VMM uses it: `client-shim/examples/vmm.c` is
-//! compiled with `cc` against the shim's libraries and run against the real
-//! `vsmmud`; its exit status and its `NAME=VALUE` lines are checked exactly.
+//! The shim's C ABI as a C VMM uses it: `examples/vmm.c` is compiled with
+//! `cc` against this crate's libraries and run against the real `vsmmud`;
+//! its exit status and its `NAME=VALUE` lines are checked exactly.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use vsmmu_client::{Client, SpawnOptions};
 use vsmmu_protocol::smmu::regs::IDR1_CMDQS;
 use vsmmu_tests::{vsmmud_bin, TempDir, TestServer};
 
-/// The repository root.
-fn repo_root() -> PathBuf {
+/// This crate's directory (`client-shim/capi`).
+fn crate_dir() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .expect("repo root")
-        .to_path_buf()
 }
 
 /// `target/<profile>/deps`, where this test binary lives.
@@ -24,48 +22,36 @@ fn deps_dir() -> PathBuf {
     exe.parent().expect("deps dir").to_path_buf()
 }
 
-fn mtime(p: &Path) -> Option<SystemTime> {
-    std::fs::metadata(p).and_then(|m| m.modified()).ok()
-}
-
-/// A library of vsmmu-client (`libvsmmu_client.a` or `.so`) as current as
-/// the rlib this test links.
+/// A library of this crate (`libvsmmu.a` or `.so`), built from the current
+/// sources.
 ///
-/// Cargo builds every crate type of a dependency's library into `deps/` in
-/// the same rustc run as the rlib (so `cargo test` always refreshes it),
-/// while `target/<profile>/` only gets a copy on `cargo build -p
-/// vsmmu-client`; take the newer. If neither exists, build the crate into
-/// a separate target dir (the one in use is locked while tests run).
+/// Cargo builds no staticlib or cdylib for a crate's own integration tests
+/// (only an rlib, which this crate has not), so build the crate here,
+/// once per test run, with the profile of this test, into a separate
+/// target dir (so it never waits on a lock of the one in use).
 fn shim_lib(file: &str) -> PathBuf {
-    let deps = deps_dir();
-    let candidates = [
-        deps.join(file),
-        deps.parent().expect("profile dir").join(file),
-    ];
-    if let Some(p) = candidates
-        .iter()
-        .filter(|p| p.exists())
-        .max_by_key(|p| mtime(p))
-    {
-        return p.clone();
-    }
-    let target = deps
-        .parent()
-        .and_then(Path::parent)
-        .expect("target dir")
-        .join("c-abi");
-    let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .arg("build")
-        .arg("-p")
-        .arg("vsmmu-client")
-        .arg("--manifest-path")
-        .arg(repo_root().join("Cargo.toml"))
-        .arg("--target-dir")
-        .arg(&target)
-        .status()
-        .expect("run cargo build -p vsmmu-client");
-    assert!(status.success(), "cargo build -p vsmmu-client failed");
-    let p = target.join("debug").join(file);
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    let out = BUILT.get_or_init(|| {
+        let deps = deps_dir();
+        let profile_dir = deps.parent().expect("profile dir");
+        let profile = profile_dir
+            .file_name()
+            .and_then(|n| n.to_str())
+            .expect("profile name");
+        let target = profile_dir.parent().expect("target dir").join("c-abi");
+        let mut cargo = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+        cargo
+            .args(["build", "-p", "vsmmu-capi", "--profile"])
+            .arg(if profile == "debug" { "dev" } else { profile })
+            .arg("--manifest-path")
+            .arg(crate_dir().join("Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target);
+        let status = cargo.status().expect("run cargo build -p vsmmu-capi");
+        assert!(status.success(), "cargo build -p vsmmu-capi failed");
+        target.join(profile)
+    });
+    let p = out.join(file);
     assert!(p.exists(), "{} is missing after cargo build", p.display());
     p
 }
@@ -78,19 +64,19 @@ enum Link {
     Dynamic,
 }
 
-/// Compiles `client-shim/examples/vmm.c` into `dir` and returns the program.
+/// Compiles `examples/vmm.c` into `dir` and returns the program.
 fn build_vmm(dir: &Path, link: Link) -> PathBuf {
-    let root = repo_root();
+    let root = crate_dir();
     let out = dir.join("vmm");
     let mut cc = Command::new(std::env::var_os("CC").unwrap_or_else(|| "cc".into()));
     cc.args(["-std=c11", "-Wall", "-Wextra", "-Werror", "-g", "-o"])
         .arg(&out)
-        .arg(root.join("client-shim/examples/vmm.c"))
+        .arg(root.join("examples/vmm.c"))
         .arg("-I")
-        .arg(root.join("client-shim/include"));
+        .arg(root.join("include"));
     match link {
         Link::Static => {
-            cc.arg(shim_lib("libvsmmu_client.a"));
+            cc.arg(shim_lib("libvsmmu.a"));
             // `rustc --print native-static-libs` for linux-gnu.
             cc.args([
                 "-lgcc_s",
@@ -103,10 +89,10 @@ fn build_vmm(dir: &Path, link: Link) -> PathBuf {
             ]);
         }
         Link::Dynamic => {
-            let lib = shim_lib("libvsmmu_client.so");
+            let lib = shim_lib("libvsmmu.so");
             let lib_dir = lib.parent().expect("lib dir");
             cc.arg(format!("-L{}", lib_dir.display()))
-                .arg("-lvsmmu_client")
+                .arg("-lvsmmu")
                 .arg(format!("-Wl,-rpath,{}", lib_dir.display()));
         }
     }
