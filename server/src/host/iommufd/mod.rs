@@ -42,6 +42,22 @@
 //! already probed. Each device's SMMU is checked against the profile at
 //! attach ([`super::check_nesting_host`]), and every device of one vsmmud
 //! must sit behind the same physical SMMU (one vIOMMU).
+//!
+//! ## Where the code is
+//!
+//! This file holds [`IommufdHost`], its [`HostIommu`] implementation and
+//! its teardown; the steps they take are split by concern:
+//!
+//! - `device.rs`: binding a device (or reusing its binding), its vDEVICE,
+//!   its teardown, and the VMM's iommufd context for devices the VMM bound;
+//! - `viommu.rs`: the vIOMMU, its nesting parent and shared HWPTs, and the
+//!   vEVENTQ record;
+//! - `vste.rs`: a guest vSTE to the HWPT that carries it, and invalidation
+//!   in batches the kernel accepts;
+//! - `hw_info.rs`: what `IOMMU_GET_HW_INFO` must report for a device to
+//!   join;
+//! - `memlock.rs`: RLIMIT_MEMLOCK, checked before the kernel pins guest RAM;
+//! - `sys.rs`: the ioctls.
 
 use std::collections::BTreeMap;
 use std::fs::OpenOptions;
@@ -50,14 +66,22 @@ use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::path::Path;
 
 use nix::errno::Errno;
-use vsmmu_protocol::smmu::ste::{check_vste, VsteConfig};
 
 use super::{
     DeviceChange, HostError, HostIommu, HwInfo, InvalidateError, SteAction, VmmDevice,
     MAX_INVALIDATION_ENTRIES,
 };
+use device::{Config, Device, VmmContext};
+use memlock::{check_memlock, memlock_hint, memlock_limit};
+use viommu::{Veventq, Viommu};
+use vste::{invalidate_in_chunks, resolve, Target};
 
+mod device;
+mod hw_info;
+mod memlock;
 mod sys;
+mod viommu;
+mod vste;
 
 /// Where the iommufd character device lives.
 pub const IOMMUFD_PATH: &str = "/dev/iommu";
@@ -73,78 +97,6 @@ pub const GUEST_PROFILE: HwInfo = HwInfo {
     iidr: 0,
     aidr: 1,
 };
-
-/// What a device is attached to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Config {
-    /// The shared abort HWPT.
-    Abort,
-    /// The shared bypass HWPT.
-    Bypass,
-    /// Its own nested HWPT (stage-1 translate vSTE), by id.
-    Nested(u32),
-}
-
-/// One attached device.
-#[derive(Debug)]
-struct Device {
-    /// The VFIO cdev fd; closing it unbinds the device from the iommufd.
-    cdev: OwnedFd,
-    /// Its id in the iommufd (`VFIO_DEVICE_BIND_IOMMUFD`).
-    dev_id: u32,
-    /// The cdev's device number: the key under which a detach remembers
-    /// `dev_id` (see [`IommufdHost::bind_or_reuse`]).
-    rdev: u64,
-    /// Its vDEVICE (virt_id = vSID).
-    vdevice_id: u32,
-    /// The HWPT it is attached to.
-    config: Config,
-    /// Bound by the VMM in its iommufd ([`VmmContext`]); vsmmud neither
-    /// bound it nor unbinds it.
-    vmm_bound: bool,
-}
-
-/// The VMM's iommufd context, while devices the VMM bound are attached
-/// (see the module documentation).
-#[derive(Debug)]
-struct VmmContext {
-    /// vsmmud's copy of the VMM's iommufd.
-    iommufd: OwnedFd,
-    /// The VMM's nesting parent over its IOAS of guest RAM.
-    parent_hwpt_id: u32,
-}
-
-/// Where the vIOMMU's nesting parent comes from.
-#[derive(Debug, Clone, Copy)]
-enum Parent {
-    /// Allocated by vsmmud over its IOAS (by id).
-    Own(u32),
-    /// The VMM's HWPT (by id).
-    Vmm(u32),
-}
-
-/// The vIOMMU and the objects allocated with it.
-#[derive(Debug, Clone, Copy)]
-struct Viommu {
-    /// The nesting parent (stage 2 over the IOAS).
-    parent_hwpt_id: u32,
-    /// True when vsmmud allocated the parent (its own IOAS), false when it
-    /// is the VMM's.
-    own_parent: bool,
-    /// The vIOMMU.
-    viommu_id: u32,
-    /// Shared nested HWPT with vSTE `{V=1, Config=abort}`.
-    abort_hwpt_id: u32,
-    /// Shared nested HWPT with vSTE `{V=1, Config=bypass}`.
-    bypass_hwpt_id: u32,
-}
-
-/// The vEVENTQ.
-#[derive(Debug)]
-struct Veventq {
-    fd: OwnedFd,
-    id: u32,
-}
 
 /// The real host backend over iommufd (see the module documentation).
 #[derive(Debug)]
@@ -221,50 +173,6 @@ impl IommufdHost {
         })
     }
 
-    /// Binds `cdev` to the iommufd, or — when its open file is still bound
-    /// from an earlier attach (EINVAL) — takes the device id it had.
-    fn bind_or_reuse(
-        &mut self,
-        vsid: u32,
-        cdev: BorrowedFd<'_>,
-        rdev: u64,
-    ) -> Result<(u32, bool), HostError> {
-        match sys::bind(cdev, self.iommufd.as_fd()) {
-            Ok(dev_id) => {
-                // The kernel reuses freed ids: a remembered one is stale now.
-                self.released.retain(|_, id| *id != dev_id);
-                self.released.remove(&rdev);
-                Ok((dev_id, false))
-            }
-            Err(e) if e.errno == Errno::EINVAL as i32 => {
-                let reusable = self.released.get(&rdev).copied().filter(|id| {
-                    !self.devices.values().any(|d| d.dev_id == *id)
-                        && sys::get_hw_info(self.iommufd.as_fd(), *id).is_ok()
-                });
-                match reusable {
-                    Some(dev_id) => {
-                        self.released.remove(&rdev);
-                        log::info!(
-                            "vSID {vsid:#x}: the device is still bound from its last attach \
-                             (device id {dev_id}): reused"
-                        );
-                        Ok((dev_id, true))
-                    }
-                    None => Err(HostError::new(
-                        e.op,
-                        Errno::EBUSY as i32,
-                        format!(
-                            "vSID {vsid:#x}: the VFIO cdev is already bound to an iommufd \
-                             (another open file of this device, or another iommufd, holds it): \
-                             vsmmud binds the cdev itself; the VMM must not bind it"
-                        ),
-                    )),
-                }
-            }
-            Err(e) => Err(e),
-        }
-    }
-
     /// The iommufd the vIOMMU and its objects live in.
     fn ctx(&self) -> BorrowedFd<'_> {
         match &self.vmm {
@@ -272,301 +180,6 @@ impl IommufdHost {
             None => self.iommufd.as_fd(),
         }
     }
-
-    /// Forgets a device whose cdev this process is closing: its open file
-    /// may stay bound while the VMM holds a copy.
-    fn release(&mut self, rdev: u64, dev_id: u32) {
-        self.released.insert(rdev, dev_id);
-    }
-
-    /// GET_HW_INFO for a newly bound device: the profile must fit, and a
-    /// second device must be behind the vIOMMU's SMMU.
-    fn check_device(&self, vsid: u32, dev_id: u32) -> Result<HwInfo, HostError> {
-        let hw = sys::get_hw_info(self.ctx(), dev_id)
-            .map_err(|e| HostError::new(e.op, e.errno, format!("vSID {vsid:#x}: {}", e.msg)))?;
-        log::info!(
-            "vSID {vsid:#x}: host SMMU IDR0 {:#010x} IDR1 {:#010x} IDR3 {:#010x} IDR5 {:#010x} \
-             IIDR {:#x} AIDR {:#x}",
-            hw.idr[0],
-            hw.idr[1],
-            hw.idr[3],
-            hw.idr[5],
-            hw.iidr,
-            hw.aidr
-        );
-        super::check_nesting_host(&hw, &GUEST_PROFILE).map_err(|why| {
-            HostError::new(
-                "IOMMU_GET_HW_INFO",
-                Errno::EOPNOTSUPP as i32,
-                format!("vSID {vsid:#x}: cannot back this vSMMU: {why}"),
-            )
-        })?;
-        if self.viommu.is_some() {
-            same_smmu(vsid, self.hw_info, &hw)?;
-        }
-        Ok(hw)
-    }
-
-    /// Allocates the nesting parent, the vIOMMU and the shared abort and
-    /// bypass HWPTs for the device `dev_id`, after checking that its IOMMU
-    /// is an ARM SMMUv3. Everything allocated is destroyed on failure.
-    fn create_viommu(&self, dev_id: u32) -> Result<Viommu, HostError> {
-        let fd = self.ctx();
-        let mut created = Vec::with_capacity(4);
-        let parent = match &self.vmm {
-            Some(vmm) => Parent::Vmm(vmm.parent_hwpt_id),
-            None => Parent::Own(self.ioas_id),
-        };
-        let result = create_viommu_objects(fd, parent, dev_id, &mut created);
-        if result.is_err() {
-            for id in created.iter().rev() {
-                destroy_logged(fd, *id, "vIOMMU setup rollback");
-            }
-        }
-        result.map_err(|e| memlock_hint(e, self.mapped, (self.memlock_limit)()))
-    }
-
-    /// The rest of an attach once `dev_id` is bound: checks, the vIOMMU for
-    /// the first device, the vDEVICE, the abort HWPT.
-    fn attach_bound(
-        &mut self,
-        vsid: u32,
-        dev_id: u32,
-        rdev: u64,
-        cdev: OwnedFd,
-    ) -> Result<u32, HostError> {
-        let hw = self.check_device(vsid, dev_id)?;
-        let created = match self.viommu {
-            Some(_) => false,
-            None => {
-                let v = self.create_viommu(dev_id)?;
-                self.viommu = Some(v);
-                self.hw_info = Some(hw);
-                true
-            }
-        };
-        match self.setup_vdevice(vsid, dev_id, cdev.as_fd()) {
-            Ok(vdevice_id) => {
-                self.devices.insert(
-                    vsid,
-                    Device {
-                        cdev,
-                        dev_id,
-                        rdev,
-                        vdevice_id,
-                        config: Config::Abort,
-                        vmm_bound: self.vmm.is_some(),
-                    },
-                );
-                Ok(dev_id)
-            }
-            Err(e) => {
-                if created {
-                    self.destroy_viommu();
-                }
-                Err(e)
-            }
-        }
-    }
-
-    /// Destroys the vIOMMU and its HWPTs (no device or vEVENTQ may use them).
-    fn destroy_viommu(&mut self) {
-        if let Some(v) = self.viommu.take() {
-            let fd = self.ctx();
-            destroy_logged(fd, v.bypass_hwpt_id, "bypass HWPT");
-            destroy_logged(fd, v.abort_hwpt_id, "abort HWPT");
-            destroy_logged(fd, v.viommu_id, "vIOMMU");
-            // The VMM's nesting parent is the VMM's to free.
-            if v.own_parent {
-                destroy_logged(fd, v.parent_hwpt_id, "nesting parent HWPT");
-            }
-        }
-    }
-
-    /// Allocates the vDEVICE of `vsid` and attaches the device to the abort
-    /// HWPT; undoes the vDEVICE if the attach fails.
-    fn setup_vdevice(
-        &self,
-        vsid: u32,
-        dev_id: u32,
-        cdev: BorrowedFd<'_>,
-    ) -> Result<u32, HostError> {
-        let v = self.viommu_ref()?;
-        let fd = self.ctx();
-        let vdevice_id = sys::vdevice_alloc(fd, v.viommu_id, dev_id, vsid).map_err(|e| {
-            if e.errno == Errno::EINVAL as i32 {
-                // arm_vsmmu_vdevice_init / iommufd_vdevice_alloc_ioctl: the
-                // device's SMMU is not the vIOMMU's.
-                other_smmu(vsid, &e.to_string())
-            } else {
-                e
-            }
-        })?;
-        if let Err(e) = sys::attach_pt(cdev, v.abort_hwpt_id) {
-            destroy_logged(fd, vdevice_id, "vDEVICE rollback");
-            return Err(e);
-        }
-        Ok(vdevice_id)
-    }
-
-    fn viommu_ref(&self) -> Result<Viommu, HostError> {
-        self.viommu.ok_or_else(|| {
-            HostError::new(
-                "IOMMU_VIOMMU_ALLOC",
-                Errno::ENODEV as i32,
-                "no vIOMMU yet: it is allocated when the first device is attached",
-            )
-        })
-    }
-
-    /// Attaches the device of `vsid` to `hwpt_id` (now `config`), then
-    /// destroys the nested HWPT it leaves. Attaching to the shared HWPT it
-    /// already uses is a no-op. On failure the device keeps its old HWPT.
-    fn switch(&mut self, vsid: u32, config: Config, hwpt_id: u32) -> Result<(), HostError> {
-        let fd = match &self.vmm {
-            Some(vmm) => vmm.iommufd.as_fd(),
-            None => self.iommufd.as_fd(),
-        };
-        let dev = self.devices.get_mut(&vsid).ok_or_else(|| no_device(vsid))?;
-        if dev.config == config {
-            return Ok(());
-        }
-        sys::attach_pt(dev.cdev.as_fd(), hwpt_id)
-            .map_err(|e| HostError::new(e.op, e.errno, format!("vSID {vsid:#x}: {}", e.msg)))?;
-        let old = std::mem::replace(&mut dev.config, config);
-        if let Config::Nested(old_id) = old {
-            destroy_logged(fd, old_id, "previous nested HWPT");
-        }
-        Ok(())
-    }
-
-    /// Leaves the device of `vsid` aborting after a refused configuration.
-    fn fall_back_to_abort(&mut self, vsid: u32, abort_hwpt_id: u32) {
-        if let Err(e) = self.switch(vsid, Config::Abort, abort_hwpt_id) {
-            log::warn!("vSID {vsid:#x}: cannot fall back to the abort HWPT: {e}");
-        }
-    }
-
-    /// Detaches a device and frees what it owns, in the kernel's order:
-    /// detach, destroy its nested HWPT, destroy its vDEVICE, close its cdev.
-    /// Every step runs; the first error is returned.
-    fn teardown_device(&self, vsid: u32, dev: Device) -> Result<(), HostError> {
-        let fd = self.ctx();
-        let mut first: Option<HostError> = None;
-        let mut note = |r: Result<(), HostError>, what: &str| {
-            if let Err(e) = r {
-                log::warn!("vSID {vsid:#x}: {what}: {e}");
-                first.get_or_insert(e);
-            }
-        };
-        match (&self.vmm, dev.vmm_bound) {
-            // Back where the VMM had it: on its nesting parent (stage 2
-            // only), which the VMM detaches and frees itself.
-            (Some(vmm), true) => note(
-                sys::attach_pt(dev.cdev.as_fd(), vmm.parent_hwpt_id),
-                "re-attach to the VMM's nesting parent",
-            ),
-            _ => note(sys::detach_pt(dev.cdev.as_fd()), "detach"),
-        }
-        if let Config::Nested(id) = dev.config {
-            note(sys::destroy(fd, id), "destroy nested HWPT");
-        }
-        note(sys::destroy(fd, dev.vdevice_id), "destroy vDEVICE");
-        drop(dev.cdev);
-        first.map_or(Ok(()), Err)
-    }
-}
-
-/// The objects of [`IommufdHost::create_viommu`], each id pushed to
-/// `created` as soon as it exists.
-fn create_viommu_objects(
-    fd: BorrowedFd<'_>,
-    parent: Parent,
-    dev_id: u32,
-    created: &mut Vec<u32>,
-) -> Result<Viommu, HostError> {
-    let (parent_hwpt_id, own_parent) = match parent {
-        Parent::Own(ioas_id) => {
-            let id = sys::hwpt_alloc_parent(fd, dev_id, ioas_id)?;
-            created.push(id);
-            (id, true)
-        }
-        Parent::Vmm(id) => (id, false),
-    };
-    let viommu_id = sys::viommu_alloc(fd, dev_id, parent_hwpt_id)?;
-    created.push(viommu_id);
-    let abort_hwpt_id = sys::hwpt_alloc_nested(fd, dev_id, viommu_id, ABORT_VSTE)?;
-    created.push(abort_hwpt_id);
-    let bypass_hwpt_id = sys::hwpt_alloc_nested(fd, dev_id, viommu_id, BYPASS_VSTE)?;
-    created.push(bypass_hwpt_id);
-    Ok(Viommu {
-        parent_hwpt_id,
-        own_parent,
-        viommu_id,
-        abort_hwpt_id,
-        bypass_hwpt_id,
-    })
-}
-
-/// The shared abort vSTE: V = 1, Config = abort (0b000).
-const ABORT_VSTE: [u64; 2] = [1, 0];
-/// The shared bypass vSTE: V = 1, Config = bypass (0b100).
-const BYPASS_VSTE: [u64; 2] = [1 | (0b100 << 1), 0];
-
-/// Where a requested configuration goes.
-enum Target {
-    Abort,
-    Bypass,
-    Nested([u64; 2]),
-}
-
-/// Maps an [`SteAction`] to a target, refusing (before any ioctl) the vSTEs
-/// the kernel would refuse. Non-valid, abort and bypass vSTEs use the shared
-/// HWPTs: the kernel builds the same physical STE for them whatever their
-/// other fields.
-fn resolve(vsid: u32, action: SteAction) -> Result<Target, HostError> {
-    match action {
-        SteAction::Abort => Ok(Target::Abort),
-        SteAction::Bypass => Ok(Target::Bypass),
-        SteAction::Nested { ste } => match check_vste(&ste) {
-            Ok(VsteConfig::NotValid | VsteConfig::Abort) => Ok(Target::Abort),
-            Ok(VsteConfig::Bypass) => Ok(Target::Bypass),
-            Ok(VsteConfig::S1Translate) => Ok(Target::Nested(ste)),
-            Err(e) => Err(HostError::new(
-                "IOMMU_HWPT_ALLOC",
-                Errno::EINVAL as i32,
-                format!(
-                    "vSID {vsid:#x}: vSTE [{:#018x}, {:#018x}] refused: {e}",
-                    ste[0], ste[1]
-                ),
-            )),
-        },
-    }
-}
-
-/// Sends `cmds` in calls of at most `max` entries. `call` returns, on
-/// failure, how many entries of its chunk the kernel handled (its
-/// `entry_num` out) with the error; the result's `handled` is that plus
-/// every entry of the chunks before.
-fn invalidate_in_chunks<F>(
-    cmds: &[[u64; 2]],
-    max: usize,
-    mut call: F,
-) -> Result<(), InvalidateError>
-where
-    F: FnMut(&[[u64; 2]]) -> Result<(), (usize, HostError)>,
-{
-    let mut handled = 0usize;
-    for chunk in cmds.chunks(max.max(1)) {
-        if let Err((n, error)) = call(chunk) {
-            return Err(InvalidateError {
-                handled: handled + n.min(chunk.len()),
-                error,
-            });
-        }
-        handled += chunk.len();
-    }
-    Ok(())
 }
 
 fn open_error(path: &Path, e: &io::Error) -> HostError {
@@ -588,112 +201,6 @@ fn open_error(path: &Path, e: &io::Error) -> HostError {
             format!("cannot open {}: {e}", path.display()),
         )
     }
-}
-
-/// A device for an existing vIOMMU must report the registers of the SMMU
-/// the vIOMMU was made on (two identical SMMUs still differ at
-/// `IOMMU_VDEVICE_ALLOC`, which [`other_smmu`] explains too).
-fn same_smmu(vsid: u32, viommu_hw: Option<HwInfo>, hw: &HwInfo) -> Result<(), HostError> {
-    match viommu_hw {
-        Some(first) if first != *hw => Err(other_smmu(
-            vsid,
-            &format!(
-                "its SMMU reports IDR0 {:#010x} IDR1 {:#010x} IDR3 {:#010x} IDR5 {:#010x}, \
-                 the vIOMMU's IDR0 {:#010x} IDR1 {:#010x} IDR3 {:#010x} IDR5 {:#010x}",
-                hw.idr[0],
-                hw.idr[1],
-                hw.idr[3],
-                hw.idr[5],
-                first.idr[0],
-                first.idr[1],
-                first.idr[3],
-                first.idr[5]
-            ),
-        )),
-        _ => Ok(()),
-    }
-}
-
-fn other_smmu(vsid: u32, why: &str) -> HostError {
-    HostError::new(
-        "IOMMU_VDEVICE_ALLOC",
-        Errno::EINVAL as i32,
-        format!(
-            "vSID {vsid:#x}: the device is behind another physical SMMU than the vIOMMU's \
-             ({why}); one vsmmud serves the devices of one host SMMU: start one per SMMU"
-        ),
-    )
-}
-
-/// RLIMIT_MEMLOCK as iommufd applies it when it pins: `None` when the
-/// kernel does not account (CAP_IPC_LOCK, `iopt_alloc_pages`) or the limit
-/// is infinite. Read at each mapping (capget, prlimit64): the jail drops
-/// CAP_IPC_LOCK after the backend opened.
-fn memlock_limit() -> Option<u64> {
-    if caps::has_cap(
-        None,
-        caps::CapSet::Effective,
-        caps::Capability::CAP_IPC_LOCK,
-    )
-    .unwrap_or(false)
-    {
-        return None;
-    }
-    memlock_rlimit().ok().flatten()
-}
-
-/// The soft RLIMIT_MEMLOCK, `None` when infinite.
-fn memlock_rlimit() -> Result<Option<u64>, nix::Error> {
-    use nix::sys::resource::{getrlimit, Resource, RLIM_INFINITY};
-    getrlimit(Resource::RLIMIT_MEMLOCK).map(|(soft, _)| (soft != RLIM_INFINITY).then_some(soft))
-}
-
-/// The up-front check of a guest RAM mapping against RLIMIT_MEMLOCK.
-fn check_memlock(mapped: u64, size: u64, limit: Option<u64>) -> Result<(), HostError> {
-    match limit {
-        Some(limit) if mapped.saturating_add(size) > limit => Err(HostError::new(
-            "IOMMU_IOAS_MAP",
-            Errno::ENOMEM as i32,
-            format!(
-                "mapping {} KiB more guest RAM ({} KiB mapped) exceeds RLIMIT_MEMLOCK ({} KiB): \
-                 iommufd pins guest RAM for device DMA against it; raise it (systemd \
-                 LimitMEMLOCK=, prlimit --memlock) or give vsmmud CAP_IPC_LOCK",
-                size >> 10,
-                mapped >> 10,
-                limit >> 10
-            ),
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// RLIMIT_MEMLOCK as it stands, even where the up-front check trusted a
-/// capability the kernel does not count (one held only in a user
-/// namespace); `fallback` if it cannot be read.
-fn memlock_text(fallback: Option<u64>) -> String {
-    match memlock_rlimit() {
-        Ok(Some(soft)) => format!("{} KiB", soft >> 10),
-        Ok(None) => "unlimited".to_string(),
-        Err(_) => fallback.map_or("unknown".to_string(), |l| format!("{} KiB", l >> 10)),
-    }
-}
-
-/// ENOMEM from a pinning ioctl, explained.
-fn memlock_hint(e: HostError, mapped: u64, limit: Option<u64>) -> HostError {
-    if e.errno != Errno::ENOMEM as i32 {
-        return e;
-    }
-    let limit = memlock_text(limit);
-    HostError::new(
-        e.op,
-        e.errno,
-        format!(
-            "{}: pinning {} KiB of guest RAM failed; RLIMIT_MEMLOCK: {limit} (counted per user, \
-             across processes)",
-            e.msg,
-            mapped >> 10
-        ),
-    )
 }
 
 fn no_device(vsid: u32) -> HostError {

@@ -2,8 +2,12 @@
 
 use std::fs::File;
 
+use super::hw_info::same_smmu;
+use super::memlock::memlock_text;
+use super::viommu::{ABORT_VSTE, BYPASS_VSTE};
 use super::*;
 use vsmmu_protocol::iommufd as uapi;
+use vsmmu_protocol::smmu::ste::{check_vste, VsteConfig};
 use zerocopy::IntoBytes;
 
 fn dev_null() -> OwnedFd {
