@@ -6,9 +6,9 @@
 use std::os::fd::{AsFd, BorrowedFd};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use vsmmu_guest::driver::SmmuDriver;
 use vsmmu_guest::GuestRam;
+use vsmmu_protocol::stats::Stats;
 use vsmmu_protocol::vfio_user::{
     self as vu, Command, DmaMap, DmaUnmap, IrqSet, Message, RegionAccess,
 };
@@ -254,15 +254,9 @@ fn dma_storm(srv: &TestServer, max: u64, rounds: usize) {
     }
 }
 
-fn n(s: &Value, k: &str) -> u64 {
-    s.get(k)
-        .and_then(Value::as_u64)
-        .unwrap_or_else(|| panic!("no counter {k} in {s}"))
-}
-
 /// (c) 500,000 events at a guest that never consumes: the server keeps at
 /// most `buffer` of them and drops the rest, accounting for each.
-fn event_storm(d: &mut SmmuDriver, buffer: u64) -> Value {
+fn event_storm(d: &mut SmmuDriver, buffer: u64) -> Stats {
     d.client.attach_device(5, None).unwrap();
     let total = 500_000u64;
     let chunk = 16_384u64;
@@ -284,33 +278,33 @@ fn event_storm(d: &mut SmmuDriver, buffer: u64) -> Value {
     let t0 = Instant::now();
     let s = loop {
         let s = d.client.stats().unwrap();
-        if n(&s, "host_events_read") + n(&s, "host_events_lost") >= total {
+        if s.host_events_read + s.host_events_lost >= total {
             break s;
         }
         assert!(t0.elapsed() < Duration::from_secs(10), "not drained: {s}");
         std::thread::sleep(Duration::from_millis(5));
     };
-    assert_eq!(n(&s, "host_events_read") + n(&s, "host_events_lost"), total);
-    assert_eq!(n(&s, "host_events_lost"), host_dropped, "{s}");
+    assert_eq!(s.host_events_read + s.host_events_lost, total);
+    assert_eq!(s.host_events_lost, host_dropped, "{s}");
     assert_eq!(
-        n(&s, "host_events_read"),
-        n(&s, "guest_events_written")
-            + n(&s, "guest_events_dropped")
-            + n(&s, "events_dropped_disabled")
-            + n(&s, "events_buffered"),
+        s.host_events_read,
+        s.guest_events_written
+            + s.guest_events_dropped
+            + s.events_dropped_disabled
+            + s.events_buffered,
         "accounting identity broken: {s}"
     );
     // The guest queue filled once, the buffer is full, the rest dropped.
     let entries = 1u64 << d.evtq_layout().1;
-    assert_eq!(n(&s, "guest_events_written"), entries, "{s}");
-    assert_eq!(n(&s, "events_buffered"), buffer, "{s}");
-    assert_eq!(n(&s, "events_dropped_disabled"), 0, "{s}");
+    assert_eq!(s.guest_events_written, entries, "{s}");
+    assert_eq!(s.events_buffered, buffer, "{s}");
+    assert_eq!(s.events_dropped_disabled, 0, "{s}");
     assert_eq!(
-        n(&s, "guest_events_dropped") + n(&s, "host_events_lost"),
+        s.guest_events_dropped + s.host_events_lost,
         total - entries - buffer,
         "{s}"
     );
-    assert!(n(&s, "evtq_overflows") >= 1, "{s}");
+    assert!(s.evtq_overflows >= 1, "{s}");
     s
 }
 

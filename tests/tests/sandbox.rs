@@ -99,7 +99,7 @@ fn full_session(srv: &TestServer) {
     // and signals the EVENTQ interrupt.
     let vsid = 0x10u64;
     c.attach_device(vsid as u32, None).unwrap();
-    let read_before = c.stat("host_events_read").unwrap();
+    let read_before = c.stats().unwrap().host_events_read;
     let event = [0x10 | (vsid << 32), 0, 0x1234_5000, 0];
     assert_eq!(c.sim_inject(&[event]).unwrap(), (1, 0));
     let t0 = Instant::now();
@@ -113,7 +113,7 @@ fn full_session(srv: &TestServer) {
     assert_eq!(ram.read_u64(EVTQ) & 0xff, 0x10, "event record in guest RAM");
     assert!(wait_eventfd(&evtq_irq) >= 1, "EVENTQ interrupt");
     c.write32(EVENTQ_CONS, 1).unwrap();
-    assert_eq!(c.stat("host_events_read").unwrap(), read_before + 1);
+    assert_eq!(c.stats().unwrap().host_events_read, read_before + 1);
     c.detach_device(vsid as u32).unwrap();
 
     c.dma_unmap(RAM_BASE, RAM_SIZE as u64).expect("DMA_UNMAP");

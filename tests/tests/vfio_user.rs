@@ -272,7 +272,7 @@ fn posted_writes_get_no_reply_and_errors_are_counted() {
     c.mmio_write(0x20, 4, 0x8, true).unwrap();
     // The next acknowledged request proves both were handled in order.
     assert_eq!(c.read32(0x24).unwrap(), 0x8);
-    assert_eq!(c.stat("posted_errors").unwrap(), 1);
+    assert_eq!(c.stats().unwrap().posted_errors, 1);
     assert!(srv.log_text().contains("posted RegionWrite"));
 }
 
@@ -604,9 +604,9 @@ fn extension_commands() {
     );
     let stats = c.stats().unwrap();
     // EEXIST, ENOENT, ENODEV; nothing reached the event path.
-    assert_eq!(stats["error_replies"].as_u64(), Some(3));
-    assert_eq!(stats["host_events_read"].as_u64(), Some(0));
-    assert_eq!(stats["clients"].as_u64(), Some(1));
+    assert_eq!(stats.error_replies, 3);
+    assert_eq!(stats.host_events_read, 0);
+    assert_eq!(stats.clients, 1);
 }
 
 #[test]
