@@ -112,6 +112,7 @@ fn bad_streams_are_refused_and_change_nothing() {
         assert_eq!(c.mig_state().unwrap(), RUNNING);
         c.write32(CR1, 0xd75).unwrap();
     }
+    // The client sees EINVAL for each; the log tells an operator why.
     assert!(srv
         .log_text()
         .contains("state stream version 2, this vsmmud reads version 1"));

@@ -536,6 +536,7 @@ fn garbage_header_closes_only_that_connection() {
     // The server still works.
     let mut c = srv.client();
     assert_eq!(c.read32(0x1c).unwrap(), 1);
+    // A closed connection carries no reason; the log has it.
     assert!(srv
         .log_text()
         .contains("message size 8 is smaller than the 16-byte header"));
@@ -574,6 +575,7 @@ fn second_client_is_refused_while_one_is_served() {
     let mut b = srv.raw_now();
     assert!(b.closed_by_server());
     assert_eq!(a.read32(0x1c).unwrap(), 1);
+    // The refused client only sees the close; the log says why.
     assert!(srv.log_text().contains("refusing a second client"));
 }
 
@@ -621,6 +623,7 @@ fn vmm_bound_attach_needs_an_iommufd_host() {
         .unwrap_err();
     assert_eq!(err.errno(), libc::EOPNOTSUPP);
     assert_eq!(c.detach_device(0x10).unwrap_err().errno(), libc::ENOENT);
+    // The errno cannot say what to do about it; the log does.
     assert!(
         srv.log_text().contains(
             "vSID 0x10: device id 3 was bound by the VMM to its iommufd; the sim host has none \
