@@ -91,6 +91,17 @@ impl Stats {
         serde_json::to_vec(self).unwrap_or_else(|_| b"{}".to_vec())
     }
 
+    /// Where the host records read so far went: into the guest EVENTQ,
+    /// dropped (guest queue and buffer full, or EVENTQEN = 0), or still
+    /// buffered. Always `host_events_read` (docs/design.md, "Event
+    /// accounting").
+    pub fn host_events_accounted(&self) -> u64 {
+        self.guest_events_written
+            .saturating_add(self.guest_events_dropped)
+            .saturating_add(self.events_dropped_disabled)
+            .saturating_add(self.events_buffered)
+    }
+
     /// Reads the counters from a `VSMMU_GET_STATS` reply's JSON object.
     pub fn from_json(json: &[u8]) -> Result<Stats, serde_json::Error> {
         serde_json::from_slice(json)
@@ -119,6 +130,14 @@ mod tests {
             ..Stats::default()
         };
         assert_eq!(Stats::from_json(&s.to_json()).unwrap(), s);
+        let placed = Stats {
+            guest_events_written: 1,
+            guest_events_dropped: 2,
+            events_dropped_disabled: 4,
+            events_buffered: 8,
+            ..s
+        };
+        assert_eq!(placed.host_events_accounted(), 15);
         assert_eq!(s.to_string().as_bytes(), s.to_json());
     }
 
