@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use vsmmu_guest::driver::SmmuDriver;
 use vsmmu_guest::GuestRam;
 use vsmmu_protocol::stats::Stats;
-use vsmmu_protocol::vfio_user::{
-    self as vu, Command, DmaMap, DmaUnmap, IrqSet, Message, RegionAccess,
-};
+use vsmmu_protocol::vfio_user::{self as vu, Command, DmaMap, DmaUnmap, Message, RegionAccess};
 use vsmmu_tests::guest::{boot_on, small};
 use vsmmu_tests::*;
+use vsmmu_testutil::msg::irq_eventfds;
+use vsmmu_testutil::Rng;
 use zerocopy::IntoBytes;
 
 /// Resident set the server must stay under after the floods. Measured
@@ -29,24 +29,6 @@ const RSS_GROWTH_KIB: u64 = 16 * 1024;
 const EINVAL: i32 = 22;
 const ENOSYS: i32 = 38;
 const ENOSPC: i32 = 28;
-
-/// xorshift64*: deterministic pseudo-random bytes.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| self.next() as u8).collect()
-    }
-}
 
 /// Fixed payload size and where `argsz` sits, per command with a fixed
 /// part: (command, size, exact size required, argsz: Some(minimum)).
@@ -186,18 +168,12 @@ fn negotiated(srv: &TestServer) -> Raw {
 /// (a) 5,000 malformed messages: each gets its error reply; every bad
 /// header closes the connection and a new one is served.
 fn malformed_flood(srv: &TestServer) {
-    let mut rng = Rng(0x5eed_f100d);
+    let mut rng = Rng::new(0x5eed_f100d);
     let mut r = negotiated(srv);
     // 9 fds with SET_IRQS over the default --max-msg-fds 8.
     let efds: Vec<_> = (0..9).map(|_| eventfd()).collect();
     let fds: Vec<BorrowedFd<'_>> = efds.iter().map(|e| e.as_fd()).collect();
-    let set = IrqSet {
-        argsz: IrqSet::SIZE,
-        flags: vu::VFIO_IRQ_SET_ACTION_TRIGGER | vu::VFIO_IRQ_SET_DATA_EVENTFD,
-        index: 0,
-        start: 0,
-        count: 1,
-    };
+    let set = irq_eventfds(0, 1);
     let c = Command::DeviceSetIrqs as u16;
     assert_error(&r.call(1, c, set.as_bytes(), &fds), c, EINVAL);
     let mut closes = 0;
@@ -399,13 +375,7 @@ fn max_msg_fds_is_enforced() {
     let mut r = negotiated(&srv);
     let efds: Vec<_> = (0..5).map(|_| eventfd()).collect();
     let fds: Vec<BorrowedFd<'_>> = efds.iter().map(|e| e.as_fd()).collect();
-    let set = IrqSet {
-        argsz: IrqSet::SIZE,
-        flags: vu::VFIO_IRQ_SET_ACTION_TRIGGER | vu::VFIO_IRQ_SET_DATA_EVENTFD,
-        index: 0,
-        start: 0,
-        count: 1,
-    };
+    let set = irq_eventfds(0, 1);
     let c = Command::DeviceSetIrqs as u16;
     // Each refusal is EINVAL on the wire; only the log, written before the
     // error reply, says which check refused.

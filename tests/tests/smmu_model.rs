@@ -11,115 +11,31 @@ use vsmmu_protocol::smmu::regs::*;
 use vsmmu_protocol::smmu::ste::{S1Fmt, Ste};
 use vsmmu_tests::guest::{boot, boot_on, small};
 use vsmmu_tests::TestServer;
+use vsmmu_testutil::regs::REGISTER_WORDS;
 
 /// What the sim host's defaults give the guest (see server/src/smmu/ids.rs).
 const SIM_IDR: [u32; 6] = [0x0d48_101a, 0x0273_0510, 0, 0x1400, 0, 0x75];
 
 fn all_regs(c: &mut Client) -> Vec<(u64, u32)> {
-    let offs = [
-        IDR0,
-        IDR1,
-        IDR2,
-        IDR3,
-        IDR4,
-        IDR5,
-        IIDR,
-        AIDR,
-        CR0,
-        CR0ACK,
-        CR1,
-        CR2,
-        STATUSR,
-        GBPA,
-        IRQ_CTRL,
-        IRQ_CTRLACK,
-        GERROR,
-        GERRORN,
-        GERROR_IRQ_CFG0,
-        GERROR_IRQ_CFG0 + 4,
-        GERROR_IRQ_CFG1,
-        GERROR_IRQ_CFG2,
-        STRTAB_BASE,
-        STRTAB_BASE + 4,
-        STRTAB_BASE_CFG,
-        CMDQ_BASE,
-        CMDQ_BASE + 4,
-        CMDQ_PROD,
-        CMDQ_CONS,
-        EVENTQ_BASE,
-        EVENTQ_BASE + 4,
-        EVENTQ_PROD_PAGE1,
-        EVENTQ_CONS_PAGE1,
-        EVENTQ_IRQ_CFG0,
-        EVENTQ_IRQ_CFG1,
-        EVENTQ_IRQ_CFG2,
-        PRIQ_BASE,
-        PRIQ_PROD_PAGE1,
-        PRIQ_CONS_PAGE1,
-    ];
-    offs.iter().map(|&o| (o, c.read32(o).unwrap())).collect()
+    REGISTER_WORDS
+        .iter()
+        .map(|&o| (o, c.read32(o).unwrap()))
+        .collect()
 }
 
+/// Every register word at reset: 0 but for these.
 fn reset_values() -> Vec<(u64, u32)> {
-    let mut v = vec![
+    let value = |o| match o {
         // IDR0.MSI is advertised by default.
-        (IDR0, SIM_IDR[0] | 1 << 13),
-        (IDR1, SIM_IDR[1]),
-        (IDR2, 0),
-        (IDR3, SIM_IDR[3]),
-        (IDR4, 0),
-        (IDR5, SIM_IDR[5]),
-        (IIDR, 0),
-        (AIDR, 1),
-    ];
-    for o in [
-        CR0,
-        CR0ACK,
-        CR1,
-        CR2,
-        STATUSR,
-        GBPA,
-        IRQ_CTRL,
-        IRQ_CTRLACK,
-        GERROR,
-        GERRORN,
-    ] {
-        v.push((o, 0));
-    }
-    for o in [
-        GERROR_IRQ_CFG0,
-        GERROR_IRQ_CFG0 + 4,
-        GERROR_IRQ_CFG1,
-        GERROR_IRQ_CFG2,
-        STRTAB_BASE,
-        STRTAB_BASE + 4,
-        STRTAB_BASE_CFG,
-    ] {
-        v.push((o, 0));
-    }
-    v.extend([
-        (CMDQ_BASE, 0x13),
-        (CMDQ_BASE + 4, 0),
-        (CMDQ_PROD, 0),
-        (CMDQ_CONS, 0),
-    ]);
-    v.extend([
-        (EVENTQ_BASE, 0x13),
-        (EVENTQ_BASE + 4, 0),
-        (EVENTQ_PROD_PAGE1, 0),
-        (EVENTQ_CONS_PAGE1, 0),
-    ]);
-    for o in [
-        EVENTQ_IRQ_CFG0,
-        EVENTQ_IRQ_CFG1,
-        EVENTQ_IRQ_CFG2,
-        PRIQ_BASE,
-        PRIQ_PROD_PAGE1,
-        PRIQ_CONS_PAGE1,
-    ] {
-        v.push((o, 0));
-    }
-    v
+        IDR0 => SIM_IDR[0] | 1 << 13,
+        IDR1 => SIM_IDR[1],
+        IDR3 => SIM_IDR[3],
+        IDR5 => SIM_IDR[5],
+        AIDR => 1,
+        CMDQ_BASE | EVENTQ_BASE => 0x13,
+        _ => 0,
+    };
+    REGISTER_WORDS.iter().map(|&o| (o, value(o))).collect()
 }
 
 #[test]

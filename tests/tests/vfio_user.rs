@@ -9,6 +9,7 @@ use vsmmu_protocol::vfio_user::{
     self as vu, Command, DmaMap, DmaUnmap, IrqSet, RegionAccess, VersionData,
 };
 use vsmmu_tests::*;
+use vsmmu_testutil::msg::irq_eventfds;
 use zerocopy::IntoBytes;
 
 const C_VERSION: u16 = Command::Version as u16;
@@ -400,13 +401,7 @@ fn set_irqs() {
     let srv = TestServer::start(&[]);
     let mut c = srv.client();
     let efd = eventfd();
-    let base = IrqSet {
-        argsz: IrqSet::SIZE,
-        flags: vu::VFIO_IRQ_SET_DATA_EVENTFD | vu::VFIO_IRQ_SET_ACTION_TRIGGER,
-        index: 3,
-        start: 0,
-        count: 1,
-    };
+    let base = irq_eventfds(3, 1);
     c.set_irqs(&base, &[], &[efd.as_fd()]).unwrap();
     // The client triggers it itself: DATA_NONE | TRIGGER.
     let trig = IrqSet {
