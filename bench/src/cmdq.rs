@@ -10,10 +10,11 @@ use std::time::Instant;
 use anyhow::bail;
 use vsmmu_guest::driver::{DriverOptions, SmmuDriver};
 use vsmmu_protocol::smmu::command::{Command, TlbiRange};
+use vsmmu_protocol::stats::Stats;
 
 use crate::report::Report;
 use crate::sample::median;
-use crate::server::{boot, counter};
+use crate::server::boot;
 use crate::Plan;
 
 /// Unmeasured syncs first.
@@ -111,18 +112,18 @@ fn flood(d: &mut SmmuDriver, n: usize, total: u64) -> anyhow::Result<Flood> {
     }
     let secs = t0.elapsed().as_secs_f64();
     let s1 = d.client.stats()?;
-    let delta = |k: &str| counter(&s1, k).saturating_sub(counter(&s0, k));
+    let delta = |counter: fn(&Stats) -> u64| counter(&s1).saturating_sub(counter(&s0));
     let sent = syncs * n as u64;
-    if delta("host_invalidate_entries") != sent || delta("cmd_errors") != 0 {
+    if delta(|s| s.host_invalidate_entries) != sent || delta(|s| s.cmd_errors) != 0 {
         bail!(
             "{sent} TLBIs issued, {} reached the host, {} command errors",
-            delta("host_invalidate_entries"),
-            delta("cmd_errors")
+            delta(|s| s.host_invalidate_entries),
+            delta(|s| s.cmd_errors)
         );
     }
     Ok(Flood {
         cmds_per_s: sent as f64 / secs,
-        host_calls_per_cmd: delta("host_invalidate_calls") as f64 / sent as f64,
-        host_entries_per_cmd: delta("host_invalidate_entries") as f64 / sent as f64,
+        host_calls_per_cmd: delta(|s| s.host_invalidate_calls) as f64 / sent as f64,
+        host_entries_per_cmd: delta(|s| s.host_invalidate_entries) as f64 / sent as f64,
     })
 }

@@ -18,7 +18,7 @@ use vsmmu_protocol::vfio_user::{Command, Message, RegionAccess};
 use crate::echo::{EchoPeer, ECHO_DATA, REPLY, REQUEST};
 use crate::report::Report;
 use crate::sample::Samples;
-use crate::server::{client, counter};
+use crate::server::client;
 use crate::Plan;
 
 /// Round trips per alternating round.
@@ -64,7 +64,7 @@ pub fn run(bin: &Path, plan: &Plan, r: &mut Report) -> anyhow::Result<()> {
             bail!("the echo server's reply did not parse");
         }
     }
-    let sleeps0 = counter(&c.stats()?, "loop_sleeps");
+    let sleeps0 = c.stats()?.loop_sleeps;
     let mut mmio = Samples::with_capacity(plan.rtt_samples);
     let mut raw = Samples::with_capacity(plan.rtt_samples);
     let mut raw_ep = Samples::with_capacity(plan.rtt_samples);
@@ -94,7 +94,7 @@ pub fn run(bin: &Path, plan: &Plan, r: &mut Report) -> anyhow::Result<()> {
     }
     // Times the server went to sleep, per round trip (the rounds of the
     // other kinds in between add one each, a few dozen in all).
-    let sleeps = counter(&c.stats()?, "loop_sleeps").saturating_sub(sleeps0);
+    let sleeps = c.stats()?.loop_sleeps.saturating_sub(sleeps0);
     r.set(
         "mmio_server_sleeps_per_rtt",
         sleeps as f64 / mmio.len() as f64,

@@ -15,10 +15,11 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use vsmmu_guest::driver::{DriverOptions, SmmuDriver};
+use vsmmu_protocol::stats::Stats;
 
 use crate::report::Report;
 use crate::sample::{median, Samples};
-use crate::server::{boot, counter};
+use crate::server::boot;
 use crate::{proc, Plan};
 
 /// Records per `VSMMU_SIM_INJECT`.
@@ -206,19 +207,19 @@ fn storm(d: &mut SmmuDriver, total: u64) -> anyhow::Result<Storm> {
     let c1 = proc::cpu_ns(pid);
     let g1 = proc::cpu_ns(std::process::id());
     let s1 = d.client.stats()?;
-    let delta = |k: &str| counter(&s1, k).saturating_sub(counter(&s0, k));
-    if delta("guest_events_written") != total {
+    let delta = |counter: fn(&Stats) -> u64| counter(&s1).saturating_sub(counter(&s0));
+    if delta(|s| s.guest_events_written) != total {
         bail!(
             "the guest saw {seen} events but the server wrote {}",
-            delta("guest_events_written")
+            delta(|s| s.guest_events_written)
         );
     }
     Ok(Storm {
         events_per_s: total as f64 / secs,
-        read_calls: delta("veventq_read_calls"),
+        read_calls: delta(|s| s.veventq_read_calls),
         server_cpu_ns: c0.zip(c1).map(|(a, b)| b.saturating_sub(a)),
         guest_cpu_ns: g0.zip(g1).map(|(a, b)| b.saturating_sub(a)),
-        lost: delta("host_events_lost") + delta("guest_events_dropped"),
+        lost: delta(|s| s.host_events_lost) + delta(|s| s.guest_events_dropped),
     })
 }
 

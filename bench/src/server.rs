@@ -62,14 +62,6 @@ pub fn boot(
     SmmuDriver::probe(c, ram, TABLE_BASE, opts).context("driver probe")
 }
 
-/// One counter of a stats object (0 when absent).
-pub fn counter(stats: &serde_json::Value, name: &str) -> u64 {
-    stats
-        .get(name)
-        .and_then(serde_json::Value::as_u64)
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use vsmmu_protocol::notify::Record;
 use vsmmu_protocol::poll_window::PollWindow;
+use vsmmu_protocol::stats::Stats;
 use vsmmu_protocol::vfio_user::{
     self as vu, Capabilities, Command, DeviceInfo, DmaMap, DmaUnmap, Header, IrqInfo, IrqSet,
     Message, RegionAccess, RegionInfo, SimDma, SimDmaReply, SimInjectHeader, SimInjectReply,
@@ -902,23 +903,15 @@ impl Client {
         self.iotlb.as_ref().map(|t| t.stats)
     }
 
-    /// VSMMU_GET_STATS as JSON.
-    pub fn stats(&mut self) -> Result<serde_json::Value> {
+    /// VSMMU_GET_STATS: the server's counters.
+    pub fn stats(&mut self) -> Result<Stats> {
         let req = StatsRequest {
             argsz: 1 << 16,
             flags: 0,
         };
         let r = self.request(Command::VsmmuGetStats, req.as_bytes(), &[])?;
-        serde_json::from_slice(r.get(8..).unwrap_or(&[]))
+        Stats::from_json(r.get(8..).unwrap_or(&[]))
             .map_err(|e| ClientError::Protocol(e.to_string()))
-    }
-
-    /// One counter from VSMMU_GET_STATS.
-    pub fn stat(&mut self, name: &str) -> Result<u64> {
-        let s = self.stats()?;
-        s.get(name)
-            .and_then(|v| v.as_u64())
-            .ok_or_else(|| ClientError::Protocol(format!("no counter {name}")))
     }
 
     /// Moves the device's migration state machine (`vfio_device_mig_state`).

@@ -11,10 +11,10 @@ use vsmmu_protocol::smmu::cd::{Cd, Granule};
 use vsmmu_protocol::smmu::command::Command as SmmuCmd;
 use vsmmu_protocol::smmu::ste::{S1Fmt, Ste};
 use vsmmu_protocol::vfio_user::{
-    Command, DmaMap, IrqSet, Message, RegionAccess, SimInjectHeader, VsmmuDevice, WriteMultiEntry,
-    WriteMultiHeader, DMA_MAP_READ, DMA_MAP_WRITE, VFIO_IRQ_SET_ACTION_TRIGGER,
-    VFIO_IRQ_SET_DATA_EVENTFD,
+    Command, DmaMap, Message, RegionAccess, SimInjectHeader, VsmmuDevice, WriteMultiEntry,
+    WriteMultiHeader, DMA_MAP_READ, DMA_MAP_WRITE,
 };
+use vsmmu_testutil::msg::irq_eventfds;
 use zerocopy::IntoBytes;
 
 fn write(target: &str, name: &str, bytes: &[u8]) {
@@ -79,13 +79,7 @@ fn vfio_user() {
             .push(&e)
             .finish(),
     );
-    let s = IrqSet {
-        argsz: IrqSet::SIZE,
-        flags: VFIO_IRQ_SET_ACTION_TRIGGER | VFIO_IRQ_SET_DATA_EVENTFD,
-        index: 0,
-        start: 0,
-        count: 1,
-    };
+    let s = irq_eventfds(0, 1);
     write(
         t,
         "set-irqs",

@@ -29,7 +29,6 @@ use std::sync::OnceLock;
 
 use libfuzzer_sys::fuzz_target;
 use nix::sys::eventfd::{EfdFlags, EventFd};
-use nix::sys::memfd::{memfd_create, MFdFlags};
 use vsmmu_protocol::smmu::cd::{cd_lookup, l2_cd_addr, Cd, CdLocation, CdLookup, Granule, L1Cd};
 use vsmmu_protocol::smmu::command::{Command as SmmuCmd, SyncCs, TlbiRange};
 use vsmmu_protocol::smmu::regs::*;
@@ -45,6 +44,9 @@ use vsmmu_server::device::{Device, Limits, Outcome, Session};
 use vsmmu_server::host::sim::{SimConfig, SimHost};
 use vsmmu_server::host::HostIommu;
 use vsmmu_server::smmu::{Smmu, SmmuConfig};
+use vsmmu_testutil::memfd;
+use vsmmu_testutil::msg::irq_eventfds;
+use vsmmu_testutil::regs::REGISTER_WORDS;
 use zerocopy::IntoBytes;
 
 /// Guest RAM base (QEMU virt's).
@@ -55,38 +57,6 @@ const RAM_SIZE: u64 = 0x1_0000;
 const FILE_SIZE: u64 = 2 * RAM_SIZE;
 /// Operations per input.
 const MAX_OPS: usize = 256;
-/// Registers a program writes and reads most.
-const REGS: &[u64] = &[
-    CR0,
-    CR1,
-    CR2,
-    GBPA,
-    IRQ_CTRL,
-    GERRORN,
-    GERROR,
-    GERROR_IRQ_CFG0,
-    GERROR_IRQ_CFG1,
-    GERROR_IRQ_CFG2,
-    STRTAB_BASE,
-    STRTAB_BASE_CFG,
-    CMDQ_BASE,
-    CMDQ_PROD,
-    CMDQ_CONS,
-    EVENTQ_BASE,
-    EVENTQ_PROD,
-    EVENTQ_CONS,
-    EVENTQ_PROD_PAGE1,
-    EVENTQ_CONS_PAGE1,
-    EVENTQ_IRQ_CFG0,
-    EVENTQ_IRQ_CFG1,
-    EVENTQ_IRQ_CFG2,
-    PRIQ_BASE,
-    IDR0,
-    IDR1,
-    IDR5,
-    CR0ACK,
-];
-
 /// Descriptors made once per process; each message gets duplicates.
 struct Fds {
     mem: File,
@@ -96,8 +66,7 @@ struct Fds {
 fn fds() -> &'static Fds {
     static FDS: OnceLock<Fds> = OnceLock::new();
     FDS.get_or_init(|| {
-        let mem = File::from(memfd_create("vsmmu-fuzz-ram", MFdFlags::MFD_CLOEXEC).unwrap());
-        mem.set_len(FILE_SIZE).unwrap();
+        let mem = File::from(memfd(FILE_SIZE));
         let irq = EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)
             .unwrap();
         Fds { mem, irq }
@@ -166,7 +135,7 @@ impl<'a> Input<'a> {
     }
     fn reg(&mut self) -> u64 {
         match self.u8() {
-            b @ 0..=0xef => REGS[b as usize % REGS.len()],
+            b @ 0..=0xef => REGISTER_WORDS[b as usize % REGISTER_WORDS.len()],
             _ => (u64::from(self.u32()) % REGION_SIZE) & !3,
         }
     }
@@ -623,11 +592,8 @@ impl Harness {
                 };
                 let nfds = inp.u8() % 3;
                 let s = IrqSet {
-                    argsz: IrqSet::SIZE,
                     flags,
-                    index: u32::from(inp.u8() % 5),
-                    start: 0,
-                    count: u32::from(nfds.max(1)),
+                    ..irq_eventfds(u32::from(inp.u8() % 5), u32::from(nfds.max(1)))
                 };
                 let fds = (0..nfds).map(|_| irq_fd()).collect();
                 self.call(Command::DeviceSetIrqs, s.as_bytes(), fds);

@@ -7,7 +7,8 @@
 //!   events, stream table and context descriptors);
 //! - [`iommufd`]: iommufd uAPI records (ioctl structs, vEVENTQ records);
 //! - [`notify`]: the invalidation ring vsmmud shares with a VMM that caches
-//!   translations.
+//!   translations;
+//! - [`stats`]: the counters `VSMMU_GET_STATS` reports.
 //!
 //! and one piece of logic both ends of the socket share, with no I/O:
 //! - [`poll_window`]: how long to poll for the peer's next message before
@@ -22,5 +23,6 @@ pub mod iommufd;
 pub mod notify;
 pub mod poll_window;
 pub mod smmu;
+pub mod stats;
 pub mod vfio_user;
 mod wire;

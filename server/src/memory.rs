@@ -269,13 +269,7 @@ impl GuestRam {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use nix::sys::memfd::{memfd_create, MFdFlags};
-
-    fn memfd(size: u64) -> OwnedFd {
-        let fd = memfd_create("t", MFdFlags::MFD_CLOEXEC).unwrap();
-        nix::unistd::ftruncate(&fd, size as i64).unwrap();
-        fd
-    }
+    use vsmmu_testutil::memfd;
 
     #[test]
     fn map_read_write_unmap() {

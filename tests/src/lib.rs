@@ -2,6 +2,8 @@
 //! socket in a private temp dir, talk to it raw or through `client-shim`,
 //! and clean up the process and the directory afterwards.
 
+use std::io::{ErrorKind, Read, Write};
+use std::net::Shutdown;
 use std::os::fd::BorrowedFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -110,9 +112,9 @@ impl TestServer {
             );
             std::thread::sleep(Duration::from_millis(5));
         }
-        // That probe connection was refused as a second client or served
-        // and closed; wait until the server noticed it left.
-        s.wait_log("client disconnected");
+        // Listening comes before the jail and seccomp; a connection the
+        // event loop served comes after them.
+        s.wait_clients_gone();
         s
     }
 
@@ -131,25 +133,8 @@ impl TestServer {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Waits (up to 10 s) until the log contains `needle`.
-    pub fn wait_log(&self, needle: &str) {
-        self.wait_log_n(needle, 1);
-    }
-
-    /// Waits (up to 10 s) until the log contains `needle` at least `n` times.
-    pub fn wait_log_n(&self, needle: &str, n: usize) {
-        let t0 = Instant::now();
-        while self.log_count(needle) < n {
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "log never said {needle:?}: {}",
-                self.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    }
-
-    /// Counts occurrences of `needle` in the log.
+    /// Counts occurrences of `needle` in the log. For tests whose point is
+    /// what the log says; to wait for the server, wait on its state.
     pub fn log_count(&self, needle: &str) -> usize {
         self.log_text().matches(needle).count()
     }
@@ -165,10 +150,49 @@ impl TestServer {
         Raw::new(UnixStream::connect(&self.socket).expect("connect"))
     }
 
-    /// Waits until the server noticed that every client so far left.
+    /// Waits (up to 10 s) until the server serves no client, so that the
+    /// next connection is accepted: every client so far has left (or was
+    /// refused) and the server has noticed.
+    ///
+    /// It asks with probe connections that the server can only answer by
+    /// closing them. A probe sends one byte, never a whole message (the
+    /// server handles and counts nothing), and shuts down its sending side.
+    /// A server busy with another client refuses the probe unread, and the
+    /// kernel reports the byte's loss as ECONNRESET (or EPIPE, had the
+    /// refusal come first): try again. A free server accepts it, reads the
+    /// byte and the end of the stream, drops it as any client that left,
+    /// and the probe reads its end.
     pub fn wait_clients_gone(&self) {
-        let n = self.log_count("client connected");
-        self.wait_log_n("client disconnected", n);
+        let t0 = Instant::now();
+        while !self.probe_accepted() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "vsmmud kept serving an earlier client: {}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+    }
+
+    /// One probe of [`TestServer::wait_clients_gone`]: true when the server
+    /// accepted it, read it to its end and closed it.
+    fn probe_accepted(&self) -> bool {
+        let mut probe = UnixStream::connect(&self.socket)
+            .unwrap_or_else(|e| panic!("connect: {e}: {}", self.log_text()));
+        probe
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("read timeout");
+        if probe.write_all(&[0]).is_err() {
+            return false;
+        }
+        probe.shutdown(Shutdown::Write).ok();
+        let mut rest = [0u8; 1];
+        match probe.read(&mut rest) {
+            Ok(0) => true,
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => false,
+            Ok(_) => panic!("vsmmud answered a probe that sent no message"),
+            Err(e) => panic!("probe connection: {e}: {}", self.log_text()),
+        }
     }
 
     /// A `client-shim` client, negotiated with the vsmmu extension.

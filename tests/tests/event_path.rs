@@ -4,9 +4,9 @@
 
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
 use vsmmu_guest::driver::SmmuDriver;
 use vsmmu_protocol::smmu::regs::*;
+use vsmmu_protocol::stats::Stats;
 use vsmmu_tests::guest::{boot, small};
 
 /// An F_TRANSLATION record for `vsid` at `iova`, as the kernel delivers it.
@@ -14,24 +14,15 @@ fn fault(vsid: u32, iova: u64) -> [u64; 4] {
     [u64::from(vsid) << 32 | 0x10, 1 << 35, iova, iova & !0xfff]
 }
 
-fn stats(d: &mut SmmuDriver) -> Value {
+fn stats(d: &mut SmmuDriver) -> Stats {
     d.client.stats().unwrap()
 }
 
-fn n(s: &Value, k: &str) -> u64 {
-    s.get(k)
-        .and_then(Value::as_u64)
-        .unwrap_or_else(|| panic!("no counter {k}"))
-}
-
 /// Every host record is accounted exactly once.
-fn assert_identity(s: &Value) {
+fn assert_identity(s: &Stats) {
     assert_eq!(
-        n(s, "host_events_read"),
-        n(s, "guest_events_written")
-            + n(s, "guest_events_dropped")
-            + n(s, "events_dropped_disabled")
-            + n(s, "events_buffered"),
+        s.host_events_read,
+        s.host_events_accounted(),
         "accounting identity broken: {s}"
     );
 }
@@ -51,13 +42,11 @@ fn drain(d: &mut SmmuDriver, want: usize) -> (Vec<[u64; 4]>, u64) {
 }
 
 /// Waits until the server has read `k` host records.
-fn wait_read(d: &mut SmmuDriver, k: u64) -> Value {
+fn wait_read(d: &mut SmmuDriver, k: u64) -> Stats {
     let t0 = Instant::now();
     loop {
         let s = stats(d);
-        if n(&s, "host_events_read") + n(&s, "host_events_lost") >= k
-            || t0.elapsed() > Duration::from_secs(10)
-        {
+        if s.host_events_read + s.host_events_lost >= k || t0.elapsed() > Duration::from_secs(10) {
             return s;
         }
         std::thread::sleep(Duration::from_millis(2));
@@ -81,10 +70,10 @@ fn records_reach_the_guest_byte_for_byte() {
     // The page-0 alias reads the same register.
     assert_eq!(d.client.read32(EVENTQ_PROD).unwrap(), 3);
     let s = stats(&mut d);
-    assert_eq!(n(&s, "host_events_read"), 3);
-    assert_eq!(n(&s, "guest_events_written"), 3);
-    assert_eq!(n(&s, "host_events_lost"), 0);
-    assert!(s["irqs"][0].as_u64().unwrap() >= 1);
+    assert_eq!(s.host_events_read, 3);
+    assert_eq!(s.guest_events_written, 3);
+    assert_eq!(s.host_events_lost, 0);
+    assert!(s.irqs[0] >= 1);
     assert_identity(&s);
 }
 
@@ -111,9 +100,9 @@ fn kernel_selftest_scenario_seen_by_the_guest() {
     assert_eq!(d.client.sim_inject(&[fault(1, 4)]).unwrap(), (1, 0));
     assert_eq!(drain(&mut d, 1).0, [fault(1, 4)]);
     let s = stats(&mut d);
-    assert_eq!(n(&s, "host_events_read"), 4);
-    assert_eq!(n(&s, "host_events_lost"), 1);
-    assert_eq!(n(&s, "evtq_overflows"), 1);
+    assert_eq!(s.host_events_read, 4);
+    assert_eq!(s.host_events_lost, 1);
+    assert_eq!(s.evtq_overflows, 1);
     assert_identity(&s);
 }
 
@@ -128,8 +117,8 @@ fn int_max_wrap_has_no_phantom_loss() {
     assert_eq!(got, recs);
     assert_eq!(ovf, 0);
     let s = stats(&mut d);
-    assert_eq!(n(&s, "host_events_lost"), 0);
-    assert_eq!(n(&s, "evtq_overflows"), 0);
+    assert_eq!(s.host_events_lost, 0);
+    assert_eq!(s.evtq_overflows, 0);
 }
 
 /// A loss across the wrap is counted exactly: depth 2, first sequence
@@ -151,8 +140,8 @@ fn loss_across_the_wrap_is_counted_exactly() {
     assert_eq!(d.client.sim_inject(&[fault(7, 0x9000)]).unwrap(), (1, 0));
     assert_eq!(drain(&mut d, 1).0, [fault(7, 0x9000)]);
     let s = stats(&mut d);
-    assert_eq!(n(&s, "host_events_lost"), 2);
-    assert_eq!(n(&s, "host_events_read"), 3);
+    assert_eq!(s.host_events_lost, 2);
+    assert_eq!(s.host_events_read, 3);
 }
 
 /// A guest queue of 2 entries receives 1,000 events while the guest
@@ -182,30 +171,24 @@ fn tiny_guest_queue_accounts_for_every_event() {
         let pass = d.evtq_pass().unwrap();
         delivered.extend(pass.events.iter().map(|e| e.raw));
         let st = stats(&mut d);
-        if pass.events.is_empty() && n(&st, "events_buffered") == 0 {
+        if pass.events.is_empty() && st.events_buffered == 0 {
             break st;
         }
     };
     assert_eq!(injected, 1000);
+    assert_eq!(s2.host_events_read + s2.host_events_lost, injected, "{s}");
+    assert_eq!(s2.guest_events_written as usize, delivered.len());
     assert_eq!(
-        n(&s2, "host_events_read") + n(&s2, "host_events_lost"),
-        injected,
-        "{s}"
-    );
-    assert_eq!(n(&s2, "guest_events_written") as usize, delivered.len());
-    assert_eq!(
-        n(&s2, "guest_events_written")
-            + n(&s2, "guest_events_dropped")
-            + n(&s2, "host_events_lost"),
+        s2.guest_events_written + s2.guest_events_dropped + s2.host_events_lost,
         injected
     );
     assert_identity(&s2);
-    assert_eq!(n(&s2, "events_buffered"), 0);
+    assert_eq!(s2.events_buffered, 0);
     // Order is preserved among what was delivered.
     let iovas: Vec<u64> = delivered.iter().map(|r| r[2]).collect();
     assert!(iovas.windows(2).all(|w| w[0] < w[1]), "out of order");
     assert!(overflows >= 1 && d.overflows_seen >= 1);
-    assert!(n(&s2, "evtq_overflows") >= 1);
+    assert!(s2.evtq_overflows >= 1);
 }
 
 /// Events arriving while EVENTQEN = 0 are counted and dropped, no GERROR;
@@ -223,7 +206,7 @@ fn eventqen_zero_drops_without_gerror() {
         (2, 0)
     );
     let s = wait_read(&mut d, 2);
-    assert_eq!(n(&s, "events_dropped_disabled"), 2);
+    assert_eq!(s.events_dropped_disabled, 2);
     assert_eq!(d.client.read32(GERROR).unwrap(), 0);
     assert_eq!(d.client.read32(EVENTQ_PROD_PAGE1).unwrap(), 0);
     d.client.write32(CR0, cr0).unwrap();
@@ -258,10 +241,10 @@ fn storm_is_drained_in_few_reads() {
         }
     }
     let s = stats(&mut d);
-    assert_eq!(n(&s, "guest_events_written"), total);
-    assert_eq!(n(&s, "host_events_lost"), 0);
+    assert_eq!(s.guest_events_written, total);
+    assert_eq!(s.host_events_lost, 0);
     assert_eq!(overflows, 0);
-    let reads = n(&s, "veventq_read_calls");
+    let reads = s.veventq_read_calls;
     assert!(reads * 100 < total, "{reads} read calls for {total} events");
     assert_identity(&s);
 }

@@ -13,11 +13,12 @@ fn linux_probe_boots_the_smmu() {
     assert_eq!(c.read32(CR2).unwrap(), 0x6);
     assert_eq!(c.read32(IRQ_CTRLACK).unwrap(), 0x5);
     assert_eq!(c.read32(GERROR).unwrap(), 0);
+    let s = c.stats().unwrap();
     // CFGI_ALL + sync, TLBI_NSNH_ALL + sync: four commands.
-    assert_eq!(c.stat("cmds_consumed").unwrap(), 4);
-    assert_eq!(c.stat("cmd_syncs").unwrap(), 2);
+    assert_eq!(s.cmds_consumed, 4);
+    assert_eq!(s.cmd_syncs, 2);
     // TLBI_NSNH_ALL reached the host in one call.
-    assert_eq!(c.stat("host_invalidate_calls").unwrap(), 1);
+    assert_eq!(s.host_invalidate_calls, 1);
     let (cmdq, shift) = d.cmdq_layout();
     assert_eq!(shift, 8);
     assert_eq!(d.client.read64(CMDQ_BASE).unwrap(), 1 << 62 | cmdq | 8);

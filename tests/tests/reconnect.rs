@@ -46,19 +46,20 @@ fn sigkill_mid_storm_then_a_new_client_continues() {
     // they are buffered, not lost.
     let mut c = srv.client();
     let before = c.stats().unwrap();
-    let injected_before =
-        before["host_events_read"].as_u64().unwrap() + before["host_events_lost"].as_u64().unwrap();
+    let injected_before = before.host_events_read + before.host_events_lost;
     let extra: Vec<[u64; 4]> = (0..500u64)
         .map(|i| [1 << 32 | 0x10, 0, (1 << 40) + (i << 12), 0])
         .collect();
     assert_eq!(c.sim_inject(&extra).unwrap(), (500, 0));
     let t0 = std::time::Instant::now();
-    while c.stat("host_events_read").unwrap() + c.stat("host_events_lost").unwrap()
-        < injected_before + 500
-    {
+    loop {
+        let s = c.stats().unwrap();
+        if s.host_events_read + s.host_events_lost >= injected_before + 500 {
+            break;
+        }
         assert!(t0.elapsed() < std::time::Duration::from_secs(10));
     }
-    assert!(c.stat("events_buffered").unwrap() >= 500);
+    assert!(c.stats().unwrap().events_buffered >= 500);
 
     // The guest driver resumes on the same RAM and drains everything.
     let opts = DriverOptions {
@@ -72,19 +73,18 @@ fn sigkill_mid_storm_then_a_new_client_continues() {
         let pass = d.evtq_pass().unwrap();
         iovas.extend(pass.events.iter().map(|e| e.raw[2]));
         let s = d.client.stats().unwrap();
-        if pass.events.is_empty() && s["events_buffered"].as_u64() == Some(0) {
+        if pass.events.is_empty() && s.events_buffered == 0 {
             break;
         }
     }
     let s = d.client.stats().unwrap();
-    let n = |k: &str| s[k].as_u64().unwrap();
     // Nothing dropped: the buffer was large enough, the sim vEVENTQ was
     // drained promptly.
-    assert_eq!(n("guest_events_dropped"), 0);
-    assert_eq!(n("host_events_lost"), 0);
+    assert_eq!(s.guest_events_dropped, 0);
+    assert_eq!(s.host_events_lost, 0);
     assert_eq!(
-        n("host_events_read"),
-        n("guest_events_written") + n("events_dropped_disabled")
+        s.host_events_read,
+        s.guest_events_written + s.events_dropped_disabled
     );
     // What the new driver saw continues exactly where the dead one stopped:
     // consecutive storm records, then the 500 injected while no RAM was mapped.
@@ -97,7 +97,7 @@ fn sigkill_mid_storm_then_a_new_client_continues() {
     assert_eq!(storm, expect, "storm records contiguous and in order");
     assert_eq!(tail, extra.iter().map(|r| r[2]).collect::<Vec<_>>());
     // And together with what the dead driver consumed they are all of them.
-    let injected_total = n("host_events_read");
+    let injected_total = s.host_events_read;
     assert_eq!(
         storm.last().map(|l| (l >> 12) + 1),
         Some(injected_total - 500)

@@ -15,6 +15,7 @@ use vsmmu_protocol::smmu::cd::{Cd, Granule};
 use vsmmu_protocol::smmu::command::Command;
 use vsmmu_protocol::smmu::regs::*;
 use vsmmu_protocol::smmu::ste::{S1Fmt, Ste};
+use vsmmu_protocol::stats::Stats;
 use vsmmu_tests::TestServer;
 
 const BASE: u64 = 0x4000_0000;
@@ -170,8 +171,8 @@ impl Guest {
         status
     }
 
-    fn stat(&mut self, name: &str) -> u64 {
-        self.c.stat(name).unwrap()
+    fn stats(&mut self) -> Stats {
+        self.c.stats().unwrap()
     }
 }
 
@@ -294,7 +295,7 @@ fn faults_reach_the_guest_eventq_exactly() {
     assert_eq!(status, 0x02);
     assert_eq!(g.read(0x6000, 4).0, 0x10);
     assert_eq!(g.next_event(), [d0(0x10), RD_IN, 0x6000, 0]);
-    assert_eq!(g.stat("host_events_read"), 5);
+    assert_eq!(g.stats().host_events_read, 5);
 }
 
 #[test]
@@ -352,9 +353,9 @@ fn stale_translation_until_the_guest_invalidates() {
     });
     assert_eq!(g.read(0x7000, 4), (0, b"old!".to_vec()));
     // The driver's TLBI (range form, as with IDR3.RIL) reaches the host.
-    let before = g.stat("host_invalidate_entries");
+    let before = g.stats().host_invalidate_entries;
     g.issue(&tlbi_range(ASID, 0x7000, 0x1000, Granule::K4, true, true));
-    assert!(g.stat("host_invalidate_entries") > before);
+    assert!(g.stats().host_invalidate_entries > before);
     assert_eq!(g.read(0x7000, 4), (0, b"new!".to_vec()));
     // Unmapped without a TLBI: still translates; TLBI_NH_ASID ends it.
     spec.edit(&g.ram, |pt| pt.unmap(0x7000, 0x1000).unwrap());

@@ -11,115 +11,31 @@ use vsmmu_protocol::smmu::regs::*;
 use vsmmu_protocol::smmu::ste::{S1Fmt, Ste};
 use vsmmu_tests::guest::{boot, boot_on, small};
 use vsmmu_tests::TestServer;
+use vsmmu_testutil::regs::REGISTER_WORDS;
 
 /// What the sim host's defaults give the guest (see server/src/smmu/ids.rs).
 const SIM_IDR: [u32; 6] = [0x0d48_101a, 0x0273_0510, 0, 0x1400, 0, 0x75];
 
 fn all_regs(c: &mut Client) -> Vec<(u64, u32)> {
-    let offs = [
-        IDR0,
-        IDR1,
-        IDR2,
-        IDR3,
-        IDR4,
-        IDR5,
-        IIDR,
-        AIDR,
-        CR0,
-        CR0ACK,
-        CR1,
-        CR2,
-        STATUSR,
-        GBPA,
-        IRQ_CTRL,
-        IRQ_CTRLACK,
-        GERROR,
-        GERRORN,
-        GERROR_IRQ_CFG0,
-        GERROR_IRQ_CFG0 + 4,
-        GERROR_IRQ_CFG1,
-        GERROR_IRQ_CFG2,
-        STRTAB_BASE,
-        STRTAB_BASE + 4,
-        STRTAB_BASE_CFG,
-        CMDQ_BASE,
-        CMDQ_BASE + 4,
-        CMDQ_PROD,
-        CMDQ_CONS,
-        EVENTQ_BASE,
-        EVENTQ_BASE + 4,
-        EVENTQ_PROD_PAGE1,
-        EVENTQ_CONS_PAGE1,
-        EVENTQ_IRQ_CFG0,
-        EVENTQ_IRQ_CFG1,
-        EVENTQ_IRQ_CFG2,
-        PRIQ_BASE,
-        PRIQ_PROD_PAGE1,
-        PRIQ_CONS_PAGE1,
-    ];
-    offs.iter().map(|&o| (o, c.read32(o).unwrap())).collect()
+    REGISTER_WORDS
+        .iter()
+        .map(|&o| (o, c.read32(o).unwrap()))
+        .collect()
 }
 
+/// Every register word at reset: 0 but for these.
 fn reset_values() -> Vec<(u64, u32)> {
-    let mut v = vec![
+    let value = |o| match o {
         // IDR0.MSI is advertised by default.
-        (IDR0, SIM_IDR[0] | 1 << 13),
-        (IDR1, SIM_IDR[1]),
-        (IDR2, 0),
-        (IDR3, SIM_IDR[3]),
-        (IDR4, 0),
-        (IDR5, SIM_IDR[5]),
-        (IIDR, 0),
-        (AIDR, 1),
-    ];
-    for o in [
-        CR0,
-        CR0ACK,
-        CR1,
-        CR2,
-        STATUSR,
-        GBPA,
-        IRQ_CTRL,
-        IRQ_CTRLACK,
-        GERROR,
-        GERRORN,
-    ] {
-        v.push((o, 0));
-    }
-    for o in [
-        GERROR_IRQ_CFG0,
-        GERROR_IRQ_CFG0 + 4,
-        GERROR_IRQ_CFG1,
-        GERROR_IRQ_CFG2,
-        STRTAB_BASE,
-        STRTAB_BASE + 4,
-        STRTAB_BASE_CFG,
-    ] {
-        v.push((o, 0));
-    }
-    v.extend([
-        (CMDQ_BASE, 0x13),
-        (CMDQ_BASE + 4, 0),
-        (CMDQ_PROD, 0),
-        (CMDQ_CONS, 0),
-    ]);
-    v.extend([
-        (EVENTQ_BASE, 0x13),
-        (EVENTQ_BASE + 4, 0),
-        (EVENTQ_PROD_PAGE1, 0),
-        (EVENTQ_CONS_PAGE1, 0),
-    ]);
-    for o in [
-        EVENTQ_IRQ_CFG0,
-        EVENTQ_IRQ_CFG1,
-        EVENTQ_IRQ_CFG2,
-        PRIQ_BASE,
-        PRIQ_PROD_PAGE1,
-        PRIQ_CONS_PAGE1,
-    ] {
-        v.push((o, 0));
-    }
-    v
+        IDR0 => SIM_IDR[0] | 1 << 13,
+        IDR1 => SIM_IDR[1],
+        IDR3 => SIM_IDR[3],
+        IDR5 => SIM_IDR[5],
+        AIDR => 1,
+        CMDQ_BASE | EVENTQ_BASE => 0x13,
+        _ => 0,
+    };
+    REGISTER_WORDS.iter().map(|&o| (o, value(o))).collect()
 }
 
 #[test]
@@ -317,7 +233,7 @@ fn illegal_commands_stop_the_queue_exactly() {
             "ERR stays until the next error"
         );
     }
-    assert_eq!(d.client.stat("cmd_errors").unwrap(), illegal.len() as u64);
+    assert_eq!(d.client.stats().unwrap().cmd_errors, illegal.len() as u64);
 }
 
 /// A command queue outside guest RAM: CERROR_ABT.
@@ -339,7 +255,7 @@ fn command_outside_guest_ram_is_abort() {
     c.write32(CR0, CR0_CMDQEN.mask32()).unwrap();
     c.write32(GERRORN, GERROR_CMDQ_ERR).unwrap();
     assert_eq!(c.read32(CMDQ_CONS).unwrap() & 0xff, 1);
-    assert_eq!(c.stat("cmd_syncs").unwrap(), 1);
+    assert_eq!(c.stats().unwrap().cmd_syncs, 1);
 }
 
 /// CMD_SYNC with CS = IRQ signals the CMD_SYNC line; with --msi and an
@@ -361,9 +277,9 @@ fn cmd_sync_completion_signals() {
 
     let (_srv2, mut m) = boot(&["--msi"], 8 << 20, small(6));
     assert!(m.features.msi);
-    let before = m.client.stat("msi_writes").unwrap();
+    let before = m.client.stats().unwrap().msi_writes;
     m.issue(&[Command::TlbiNsnhAll], true).unwrap();
-    assert_eq!(m.client.stat("msi_writes").unwrap(), before + 1);
+    assert_eq!(m.client.stats().unwrap().msi_writes, before + 1);
     assert_eq!(m.irq_count(2), 0);
 }
 
@@ -373,8 +289,7 @@ fn cmd_sync_completion_signals() {
 fn invalidations_are_batched() {
     for (args, calls) in [(&[][..], 1u64), (&["--no-batch"][..], 64)] {
         let (_srv, mut d) = boot(args, 8 << 20, small(6));
-        let c0 = d.client.stat("host_invalidate_calls").unwrap();
-        let e0 = d.client.stat("host_invalidate_entries").unwrap();
+        let s0 = d.client.stats().unwrap();
         let cmds: Vec<Command> = (0..64)
             .map(|i| Command::TlbiNhVa {
                 vmid: 0,
@@ -383,8 +298,9 @@ fn invalidations_are_batched() {
             })
             .collect();
         d.issue(&cmds, true).unwrap();
-        assert_eq!(d.client.stat("host_invalidate_calls").unwrap() - c0, calls);
-        assert_eq!(d.client.stat("host_invalidate_entries").unwrap() - e0, 64);
+        let s = d.client.stats().unwrap();
+        assert_eq!(s.host_invalidate_calls - s0.host_invalidate_calls, calls);
+        assert_eq!(s.host_invalidate_entries - s0.host_invalidate_entries, 64);
     }
 }
 
@@ -393,7 +309,7 @@ fn invalidations_are_batched() {
 #[test]
 fn host_rejection_mid_batch() {
     let (_srv, mut d) = boot(&["--sim-reject-opcode", "0x13"], 8 << 20, small(6));
-    let e0 = d.client.stat("host_invalidate_entries").unwrap();
+    let e0 = d.client.stats().unwrap().host_invalidate_entries;
     let start = cons(&mut d) & 0xff;
     let mut cmds: Vec<Command> = (0..10)
         .map(|i| Command::TlbiNhVa {
@@ -419,7 +335,7 @@ fn host_rejection_mid_batch() {
     // converts a whole block before issuing it); the 7 up to the rejected
     // one sent again one by one; after the driver put a CMD_SYNC in place
     // of the rejected command and acknowledged, the 4 after it.
-    assert_eq!(d.client.stat("host_invalidate_entries").unwrap() - e0, 22);
+    assert_eq!(d.client.stats().unwrap().host_invalidate_entries - e0, 22);
 }
 
 /// An STE this SMMU refuses (stage 2 Config) raises C_BAD_STE for that
@@ -451,7 +367,7 @@ fn refused_ste_raises_c_bad_ste() {
     let cd = d.linux_cd(1, 0x4000_0000);
     d.attach_s1(0x21, cd).unwrap();
     assert!(d.evtq_pass().unwrap().events.is_empty());
-    assert_eq!(d.client.stat("model_events").unwrap(), 2);
+    assert_eq!(d.client.stats().unwrap().model_events, 2);
 }
 
 /// An STE that cannot be fetched (its L2 table outside guest RAM): F_STE_FETCH
@@ -510,7 +426,7 @@ fn event_queue_wraps_for_every_size() {
             let prod = d.client.read32(EVENTQ_PROD_PAGE1).unwrap();
             let mask = (2u32 << shift) - 1;
             assert_eq!(prod & mask, (total as u32) & mask, "shift {shift}");
-            assert_eq!(d.client.stat("guest_events_dropped").unwrap(), 0);
+            assert_eq!(d.client.stats().unwrap().guest_events_dropped, 0);
             d.client.detach_device(1).unwrap();
             d.client.reset().unwrap();
         }
@@ -533,15 +449,15 @@ fn overflow_flag_and_acknowledgement() {
         .sim_inject(&(0..5).map(rec).collect::<Vec<_>>())
         .unwrap();
     let t0 = std::time::Instant::now();
-    while d.client.stat("guest_events_dropped").unwrap() < 2 {
+    while d.client.stats().unwrap().guest_events_dropped < 2 {
         assert!(t0.elapsed() < Duration::from_secs(5));
     }
     let prod = d.client.read32(EVENTQ_PROD_PAGE1).unwrap();
     assert_eq!(prod, Q_PROD_OVFLG | 2, "full, wrapped once, OVFLG set");
-    assert_eq!(d.client.stat("evtq_overflows").unwrap(), 1);
+    assert_eq!(d.client.stats().unwrap().evtq_overflows, 1);
     // More drops before the acknowledgement do not toggle again.
     d.client.sim_inject(&[rec(9)]).unwrap();
-    while d.client.stat("guest_events_dropped").unwrap() < 3 {
+    while d.client.stats().unwrap().guest_events_dropped < 3 {
         assert!(t0.elapsed() < Duration::from_secs(5));
     }
     assert_eq!(
@@ -563,7 +479,7 @@ fn overflow_flag_and_acknowledgement() {
     d.client
         .sim_inject(&(10..14).map(rec).collect::<Vec<_>>())
         .unwrap();
-    while d.client.stat("evtq_overflows").unwrap() < 2 {
+    while d.client.stats().unwrap().evtq_overflows < 2 {
         assert!(t0.elapsed() < Duration::from_secs(5));
     }
     assert_eq!(

@@ -78,10 +78,7 @@ fn emulated_device_translations_and_faults() {
         (0x13, sid, 0x30_0010, false)
     );
     let s = d.client.stats().unwrap();
-    assert_eq!(
-        (s["translations"].as_u64(), s["translation_faults"].as_u64()),
-        (Some(6), Some(3))
-    );
+    assert_eq!((s.translations, s.translation_faults), (6, 3));
 
     // Another StreamID of the same level-2 table: the driver's abort STE
     // terminates silently; an STE with V = 0 is C_BAD_STE, every time.
@@ -135,7 +132,7 @@ fn iotlb_never_serves_what_the_guest_invalidated() {
     };
     d.attach_s1(sid, cd).unwrap();
     let translations =
-        |d: &mut vsmmu_guest::driver::SmmuDriver| d.client.stat("translations").unwrap();
+        |d: &mut vsmmu_guest::driver::SmmuDriver| d.client.stats().unwrap().translations;
 
     let n0 = translations(&mut d);
     let r = d.client.translate(sid, None, 0x20_0010, 0).unwrap();
@@ -150,7 +147,7 @@ fn iotlb_never_serves_what_the_guest_invalidated() {
     );
     // The miss brought the mapping's next page along (TRANSLATE_AHEAD),
     // and stopped at the unmapped one after it, without an event.
-    assert_eq!(d.client.stat("translations_ahead").unwrap(), 1);
+    assert_eq!(d.client.stats().unwrap().translations_ahead, 1);
     let r = d.client.translate(sid, None, 0x20_1008, 0).unwrap();
     assert_eq!((r.status, r.addr, r.perm), (0, buf + 0x1008, 1));
     // A write was never granted from the cache: one more round trip.
@@ -198,8 +195,8 @@ fn iotlb_never_serves_what_the_guest_invalidated() {
     );
     let s = d.client.stats().unwrap();
     // CFGI_STE of the attach, then the TLBI_NH_VA; no kick without a handler.
-    assert_eq!(s["notify_records"].as_u64(), Some(2));
-    assert_eq!(s["notify_kicks"].as_u64(), Some(0));
+    assert_eq!(s.notify_records, 2);
+    assert_eq!(s.notify_kicks, 0);
 }
 
 /// With a notify handler (IOMMU notifiers), a CMD_SYNC after an
@@ -223,7 +220,7 @@ fn cmd_sync_waits_for_the_vmm_to_drain_invalidations() {
     assert_eq!(d.client.read32(CMDQ_CONS).unwrap(), sync_ptr);
     assert!(rx.try_recv().is_err());
     let s = d.client.stats().unwrap();
-    assert_eq!(s["notify_kicks"].as_u64(), Some(1));
+    assert_eq!(s.notify_kicks, 1);
 
     d.client.notify_drain();
     assert_eq!(rx.try_recv().unwrap(), Record::addresses(0x40_0000, 1));
@@ -233,7 +230,7 @@ fn cmd_sync_waits_for_the_vmm_to_drain_invalidations() {
         std::thread::sleep(Duration::from_millis(1));
     }
     assert_eq!(d.client.read32(CMDQ_CONS).unwrap(), sync_ptr + 1);
-    assert_eq!(d.client.stat("cmd_errors").unwrap(), 0);
+    assert_eq!(d.client.stats().unwrap().cmd_errors, 0);
 }
 
 fn wait_readable(fd: std::os::fd::RawFd, timeout: Duration) -> bool {

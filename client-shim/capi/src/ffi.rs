@@ -811,8 +811,7 @@ pub unsafe extern "C" fn vsmmu_get_stats(c: *mut Client, buf: *mut c_char, len: 
                 "{WHAT}: buf is NULL with len {len}"
             )));
         }
-        let stats = c.stats().map_err(|e| Failure::client(WHAT, &e))?;
-        let text = stats.to_string();
+        let text = c.stats().map_err(|e| Failure::client(WHAT, &e))?.to_json();
         let needed = c_int::try_from(text.len())
             .map_err(|_| Failure::new(libc::EOVERFLOW, format!("{WHAT}: {} bytes", text.len())))?;
         if len > 0 {

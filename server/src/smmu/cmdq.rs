@@ -321,8 +321,8 @@ fn cerror_name(cerror: u32) -> &'static str {
 mod tests {
     use std::os::fd::{OwnedFd, RawFd};
 
-    use nix::sys::memfd::{memfd_create, MFdFlags};
     use vsmmu_protocol::smmu::command::{opcode, TlbiRange};
+    use vsmmu_testutil::memfd;
 
     use super::*;
     use crate::host::sim::{SimConfig, SimHost};
@@ -470,10 +470,8 @@ mod tests {
                 smmu_enabled: true,
                 gbpa_abort: false,
             };
-            let fd: OwnedFd = memfd_create("t", MFdFlags::MFD_CLOEXEC).unwrap();
-            nix::unistd::ftruncate(&fd, 0x10_0000).unwrap();
             let mut mem = GuestRam::new(4);
-            mem.map(fd, 0, RAM, 0x10_0000, true).unwrap();
+            mem.map(memfd(0x10_0000), 0, RAM, 0x10_0000, true).unwrap();
             let regs = CmdqRegs {
                 base: CMDQ | 8,
                 ..CmdqRegs::default()

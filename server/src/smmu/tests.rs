@@ -1,10 +1,8 @@
 //! Model unit tests over a memfd-backed guest RAM and the sim host.
 
-use std::os::fd::OwnedFd;
-
-use nix::sys::memfd::{memfd_create, MFdFlags};
 use vsmmu_protocol::smmu::command::{Command, TlbiRange};
 use vsmmu_protocol::smmu::regs::*;
+use vsmmu_testutil::memfd;
 
 use super::*;
 use crate::host::sim::{SimConfig, SimHost};
@@ -20,12 +18,6 @@ struct Rig {
     irqs: Irqs,
     stats: Stats,
     notify: Notifier,
-}
-
-fn memfd(size: u64) -> OwnedFd {
-    let fd = memfd_create("t", MFdFlags::MFD_CLOEXEC).unwrap();
-    nix::unistd::ftruncate(&fd, size as i64).unwrap();
-    fd
 }
 
 impl Rig {

@@ -30,6 +30,7 @@ use vsmmu_protocol::smmu::cd::Granule;
 use vsmmu_protocol::smmu::event::{C_BAD_STE, F_TRANSLATION};
 use vsmmu_protocol::smmu::regs::IDR5_OAS;
 use vsmmu_protocol::smmu::ste::Ste;
+use vsmmu_protocol::stats::Stats;
 use vsmmu_protocol::vfio_user::RegionInfo;
 
 /// Guest RAM: below edu's 28-bit DMA mask, so bypass DMA reaches it too.
@@ -350,16 +351,14 @@ fn describe(events: &[LoggedEvent]) -> String {
         .join(" ")
 }
 
-fn stat(d: &mut SmmuDriver, name: &str) -> u64 {
-    d.client.stat(name).unwrap_or(u64::MAX)
+/// One counter of vsmmud's (`u64::MAX` when the stats cannot be read).
+fn stat(d: &mut SmmuDriver, counter: fn(&Stats) -> u64) -> u64 {
+    d.client.stats().map(|s| counter(&s)).unwrap_or(u64::MAX)
 }
 
 /// EVTQ interrupts vsmmud has signalled.
 fn evtq_irqs(d: &mut SmmuDriver) -> u64 {
-    d.client
-        .stats()
-        .map(|s| s["irqs"][0].as_u64().unwrap_or(0))
-        .unwrap_or(0)
+    d.client.stats().map(|s| s.irqs[0]).unwrap_or(0)
 }
 
 fn main() {
@@ -450,17 +449,12 @@ fn run(vsmmud: &str, cdev_path: &str) -> Result<Report, String> {
         format!("host device id {dev_id}"),
     );
     let stats = d.client.stats().map_err(|e| e.to_string())?;
-    let host_idr: Vec<u64> = stats["host_idr"]
-        .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_u64()).collect())
-        .unwrap_or_default();
+    let host_idr = stats.host_idr;
     println!("# GET_HW_INFO (host SMMU, L0 QEMU): IDR0..5 {host_idr:#010x?}");
     r.check(
         "a. host IDRs reported (nested: S1P and S2P), guest IDRs unchanged by the attach",
-        host_idr.len() == 6
-            && host_idr[0] & 3 == 3
-            && (0..6).all(|i| d.client.read32(4 * i as u64).ok() == Some(idr[i])),
-        format!("host IDR0 {:#x}", host_idr.first().copied().unwrap_or(0)),
+        host_idr[0] & 3 == 3 && (0..6).all(|i| d.client.read32(4 * i as u64).ok() == Some(idr[i])),
+        format!("host IDR0 {:#x}", host_idr[0]),
     );
 
     let cdev_dup = cdev.try_clone().map_err(|e| e.to_string())?;
@@ -501,11 +495,11 @@ fn run(vsmmud: &str, cdev_path: &str) -> Result<Report, String> {
     );
 
     // c. A write to an unmapped IOVA: F_TRANSLATION through the real vEVENTQ.
-    let read0 = stat(&mut d, "host_events_read");
+    let read0 = stat(&mut d, |s| s.host_events_read);
     let evtq_irqs0 = evtq_irqs(&mut d);
     edu.dma(true, IOVA_UNMAPPED, 4)?;
     let (ev, _) = collect_events(&mut d, 1);
-    let read1 = stat(&mut d, "host_events_read");
+    let read1 = stat(&mut d, |s| s.host_events_read);
     let evtq_irqs1 = evtq_irqs(&mut d);
     r.check(
         "c. F_TRANSLATION, vSID 8, the IOVA, a write, through the vEVENTQ",
@@ -531,7 +525,7 @@ fn run(vsmmud: &str, cdev_path: &str) -> Result<Report, String> {
 
     // d. Unmap IOVA_DST in the guest tables, TLBI_NH_VA + CMD_SYNC: the
     //    next DMA there faults (the invalidation reached the host SMMU).
-    let inv0 = stat(&mut d, "host_invalidate_calls");
+    let inv0 = stat(&mut d, |s| s.host_invalidate_calls);
     {
         let mut pt = PageTable::from_root(
             &d.ram,
@@ -546,7 +540,7 @@ fn run(vsmmud: &str, cdev_path: &str) -> Result<Report, String> {
     }
     d.issue_raw(&[tlbi_va(ASID, IOVA_DST, true)], true)
         .map_err(|e| format!("TLBI: {e}"))?;
-    let inv1 = stat(&mut d, "host_invalidate_calls");
+    let inv1 = stat(&mut d, |s| s.host_invalidate_calls);
     d.ram.zero(GPA_DST, 4096);
     edu.dma(true, IOVA_DST, 4)?;
     let (ev, _) = collect_events(&mut d, 1);
@@ -567,27 +561,26 @@ fn run(vsmmud: &str, cdev_path: &str) -> Result<Report, String> {
 
     // e. More faults at once than the vEVENTQ holds (depth 8): the kernel's
     //    LOST record becomes the guest's EVENTQ_PROD.OVFLG.
-    let lost0 = stat(&mut d, "host_events_lost");
-    let read0 = stat(&mut d, "host_events_read");
+    let lost0 = stat(&mut d, |s| s.host_events_lost);
+    let read0 = stat(&mut d, |s| s.host_events_read);
     let faults = 64 / 4 * per_word_events.max(1);
     edu.dma(true, IOVA_UNMAPPED, 64)?;
     let (ev, overflow) = collect_events(&mut d, 8);
-    let lost = stat(&mut d, "host_events_lost") - lost0;
-    let read = stat(&mut d, "host_events_read") - read0;
+    let lost = stat(&mut d, |s| s.host_events_lost) - lost0;
+    let read = stat(&mut d, |s| s.host_events_read) - read0;
     let s = d.client.stats().map_err(|e| e.to_string())?;
-    let n = |k: &str| s[k].as_u64().unwrap_or(u64::MAX);
-    let balanced = n("host_events_read")
-        == n("guest_events_written")
-            + n("guest_events_dropped")
-            + n("events_dropped_disabled")
-            + n("events_buffered");
+    let balanced = s.host_events_read
+        == s.guest_events_written
+            + s.guest_events_dropped
+            + s.events_dropped_disabled
+            + s.events_buffered;
     r.check(
         "e. the kernel dropped events past depth 8: LOST counted, OVFLG seen by the guest",
-        lost > 0 && read + lost == faults && overflow && n("evtq_overflows") >= 1,
+        lost > 0 && read + lost == faults && overflow && s.evtq_overflows >= 1,
         format!(
             "{faults} faults: read {read}, lost {lost}, guest saw {} records, overflow {overflow}, evtq_overflows {}",
             ev.len(),
-            n("evtq_overflows")
+            s.evtq_overflows
         ),
     );
     r.check(
@@ -595,11 +588,11 @@ fn run(vsmmud: &str, cdev_path: &str) -> Result<Report, String> {
         balanced,
         format!(
             "host_events_read {} = written {} + dropped {} + disabled {} + buffered {}",
-            n("host_events_read"),
-            n("guest_events_written"),
-            n("guest_events_dropped"),
-            n("events_dropped_disabled"),
-            n("events_buffered")
+            s.host_events_read,
+            s.guest_events_written,
+            s.guest_events_dropped,
+            s.events_dropped_disabled,
+            s.events_buffered
         ),
     );
 
@@ -817,10 +810,10 @@ fn vmm_bound(
     );
 
     // The vEVENTQ lives in the VMM's iommufd too.
-    let read0 = stat(&mut d, "host_events_read");
+    let read0 = stat(&mut d, |s| s.host_events_read);
     edu.dma(true, IOVA_UNMAPPED, 4)?;
     let (ev, _) = collect_events(&mut d, 1);
-    let read1 = stat(&mut d, "host_events_read");
+    let read1 = stat(&mut d, |s| s.host_events_read);
     r.check(
         "h. F_TRANSLATION through the vEVENTQ allocated in the VMM's iommufd",
         ev.len() == 1

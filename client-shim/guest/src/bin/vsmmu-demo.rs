@@ -369,13 +369,12 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
             t.seen_by_type[usize::from(e.event.event_type)] += 1;
         }
         let s = d.client.stats()?;
-        if pass.events.is_empty() && s["events_buffered"].as_u64() == Some(0) {
+        if pass.events.is_empty() && s.events_buffered == 0 {
             break;
         }
     }
     let secs = t0.elapsed().as_secs_f64();
     let s = d.client.stats()?;
-    let n = |k: &str| s[k].as_u64().unwrap_or(u64::MAX);
     println!();
     println!("summary");
     println!(
@@ -395,35 +394,31 @@ fn run(args: &Args) -> Result<bool, Box<dyn std::error::Error>> {
         }
     }
     println!("  events raised by walks {:>10}", t.generated);
-    println!("  delivered to the guest {:>10}", n("guest_events_written"));
+    println!("  delivered to the guest {:>10}", s.guest_events_written);
     println!(
         "  lost in the host queue {:>10}  (LOST records and sequence gaps)",
-        n("host_events_lost")
+        s.host_events_lost
     );
-    println!("  dropped, guest full    {:>10}", n("guest_events_dropped"));
+    println!("  dropped, guest full    {:>10}", s.guest_events_dropped);
     println!(
         "  overflows signalled    {:>10}  (EVENTQ_PROD.OVFLG toggles; the guest noticed {})",
-        n("evtq_overflows"),
-        t.overflows
+        s.evtq_overflows, t.overflows
     );
     println!(
         "  events/s               {:>10.0}",
         t.generated as f64 / secs
     );
-    println!(
-        "  EVTQ interrupts        {:>10}",
-        s["irqs"][0].as_u64().unwrap_or(0)
-    );
-    println!("  vEVENTQ read syscalls  {:>10}", n("veventq_read_calls"));
+    println!("  EVTQ interrupts        {:>10}", s.irqs[0]);
+    println!("  vEVENTQ read syscalls  {:>10}", s.veventq_read_calls);
 
-    let lost = n("host_events_lost") + n("guest_events_dropped");
-    let balanced = t.generated == n("host_events_read") + n("host_events_lost")
-        && n("host_events_read")
-            == n("guest_events_written")
-                + n("guest_events_dropped")
-                + n("events_dropped_disabled")
-                + n("events_buffered")
-        && t.seen == n("guest_events_written")
+    let lost = s.host_events_lost + s.guest_events_dropped;
+    let balanced = t.generated == s.host_events_read + s.host_events_lost
+        && s.host_events_read
+            == s.guest_events_written
+                + s.guest_events_dropped
+                + s.events_dropped_disabled
+                + s.events_buffered
+        && t.seen == s.guest_events_written
         && (lost == 0 || t.overflows > 0);
     if balanced {
         println!("accounting balances: every event was delivered, or counted as lost and signalled to the guest");

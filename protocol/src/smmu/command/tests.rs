@@ -1,5 +1,7 @@
 //! Tests of command queue entries.
 
+use vsmmu_testutil::Rng;
+
 use super::super::regs::{IDR0_RESET, IDR3_RESET};
 use super::*;
 
@@ -7,17 +9,6 @@ const ALL_OPCODES: [u8; 25] = [
     0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x10, 0x11, 0x12, 0x13, 0x18, 0x1a, 0x20, 0x21, 0x22,
     0x23, 0x28, 0x2a, 0x30, 0x40, 0x41, 0x44, 0x45, 0x46,
 ];
-
-/// xorshift64*: deterministic pseudo-random words for the fuzz tests.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-}
 
 #[test]
 fn linux_cmd_sync_sev() {
@@ -414,13 +405,13 @@ fn tlbi_granules() {
 
 #[test]
 fn random_words_never_panic() {
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let mut rng = Rng::new(0x9e37_79b9_7f4a_7c15);
     for op in 0..=255u8 {
         for _ in 0..2000 {
-            let mut d0 = rng.next();
-            let d1 = rng.next();
+            let mut d0 = rng.next_u64();
+            let d1 = rng.next_u64();
             // Sparse variants reach the accepting paths more often.
-            if rng.next() & 1 == 0 {
+            if rng.next_u64() & 1 == 0 {
                 if let Some((ok0, _)) = defined_bits(op) {
                     d0 &= ok0;
                 }

@@ -2,8 +2,6 @@
 
 use super::*;
 use crate::host::HostIommu;
-use nix::sys::memfd::{memfd_create, MFdFlags};
-use std::os::fd::OwnedFd;
 use vsmmu_protocol::iommufd::{parse_vevents, Vevent};
 use vsmmu_protocol::smmu::cd::{Granule, CD_0_EPD0, CD_0_R, CD_0_TG0, CD_0_V};
 use vsmmu_protocol::smmu::command::{Command, TlbiRange};
@@ -12,6 +10,7 @@ use vsmmu_protocol::smmu::pgtable::{
     block_desc, page_desc, table_desc, Geometry, PteAttrs, PTE_AF, PTE_AP_RDONLY,
 };
 use vsmmu_protocol::smmu::ste::{S1Dss, S1Fmt};
+use vsmmu_testutil::memfd;
 
 const VSID: u32 = 0x10;
 const RAM: u64 = 0x4000_0000;
@@ -24,12 +23,6 @@ const CD_TABLE: u64 = RAM;
 const L1CD_TABLE: u64 = RAM + 0x1_0000;
 const TABLES: u64 = RAM + 0x10_0000;
 const DATA: u64 = RAM + 0x100_0000;
-
-fn memfd(size: u64) -> OwnedFd {
-    let fd = memfd_create("t", MFdFlags::MFD_CLOEXEC).unwrap();
-    nix::unistd::ftruncate(&fd, size as i64).unwrap();
-    fd
-}
 
 struct Env {
     sim: SimHost,
