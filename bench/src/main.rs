@@ -11,6 +11,9 @@
 //! 3. Command queue TLBI floods with a CMD_SYNC every N commands, batched
 //!    host invalidations against `vsmmud --no-batch`.
 //! 4. Idle RSS of a serving `vsmmud` and its startup time.
+//! 5. What a Linux guest's disk does behind vsmmud against QEMU's built-in
+//!    SMMUv3: read from the last `tests/e2e/linux-boot.sh` run
+//!    (`vsmmu-guest-bench.json`, `--guest-bench`), with its date.
 //!
 //! Every figure is measured twice: idle (nothing added), then contended,
 //! with busy threads oversubscribing the CPUs (one per online CPU unless
@@ -22,6 +25,7 @@ mod cmdq;
 mod contend;
 mod echo;
 mod footprint;
+mod guest;
 mod locate;
 mod mmio;
 mod proc;
@@ -57,6 +61,11 @@ struct Args {
     /// at the workspace root).
     #[arg(long)]
     out: Option<PathBuf>,
+
+    /// The Linux e2e's guest benchmark figures to include (default:
+    /// `vsmmu-guest-bench.json` in `$CARGO_TARGET_DIR`, else `target/`).
+    #[arg(long)]
+    guest_bench: Option<PathBuf>,
 
     /// Busy threads of the contended pass (default: one per online CPU;
     /// 0 skips the pass).
@@ -169,6 +178,12 @@ fn main() -> anyhow::Result<()> {
         r.set("contend_threads", c.threads() as f64);
     }
     r.set("bench_wall_s", t0.elapsed().as_secs_f64());
+    let guest_path = args
+        .guest_bench
+        .unwrap_or_else(|| guest::default_path(&locate::workspace_root()));
+    if let Some(g) = guest::read(&guest_path)? {
+        r.set_guest(g);
+    }
 
     print!("{}", r.table());
     let out = args.out.unwrap_or_else(locate::default_json_path);

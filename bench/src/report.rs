@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
 
+use crate::guest::GuestBench;
 use crate::Plan;
 
 /// Key suffix of the figures of the contended pass.
@@ -30,7 +31,7 @@ struct Target {
     bound: f64,
 }
 
-const TARGETS: [Target; 9] = [
+const TARGETS: [Target; 11] = [
     Target {
         name: "propagation >= 20x the seed-style read",
         key: "propagation_ratio",
@@ -80,6 +81,18 @@ const TARGETS: [Target; 9] = [
         bound: 1.0 / 32.0,
     },
     Target {
+        name: "guest: 4 KiB IOPS >= 0.8x built-in, iommu.strict=1",
+        key: "guest_blk_iops_ratio_strict",
+        cmp: Cmp::AtLeast,
+        bound: 0.8,
+    },
+    Target {
+        name: "guest: 4 KiB IOPS >= 0.8x built-in, iommu.strict=0",
+        key: "guest_blk_iops_ratio_lazy",
+        cmp: Cmp::AtLeast,
+        bound: 0.8,
+    },
+    Target {
         name: "idle RSS <= 8 MiB",
         key: "idle_rss_kib",
         cmp: Cmp::AtMost,
@@ -98,6 +111,10 @@ impl Target {
     fn contended(&self) -> bool {
         self.key.ends_with(CONTENDED)
     }
+
+    fn guest(&self) -> bool {
+        self.key.starts_with("guest_")
+    }
 }
 
 /// Figures of one run.
@@ -112,6 +129,8 @@ pub struct Report {
     contend: usize,
     /// `/proc/loadavg` (1, 5, 15 minutes) at named points of the run.
     loads: Vec<(&'static str, [f64; 3])>,
+    /// The last Linux e2e run's guest benchmark, if there was one.
+    guest: Option<GuestBench>,
 }
 
 impl Report {
@@ -125,7 +144,16 @@ impl Report {
             suffix: "",
             contend,
             loads: Vec::new(),
+            guest: None,
         }
+    }
+
+    /// Adds the guest benchmark's ratios (their keys as the e2e wrote them).
+    pub fn set_guest(&mut self, g: GuestBench) {
+        for (k, v) in &g.ratios {
+            self.values.insert((*k).to_string(), *v);
+        }
+        self.guest = Some(g);
     }
 
     /// From now on, figures belong to the contended pass (`true`) or not.
@@ -159,6 +187,7 @@ impl Report {
         TARGETS
             .iter()
             .filter(move |t| self.contend > 0 || !t.contended())
+            .filter(move |t| self.guest.is_some() || !t.guest())
     }
 
     /// The JSON document: every figure at the top level (NaN as null),
@@ -189,6 +218,16 @@ impl Report {
             json!(if self.quick { "quick" } else { "full" }),
         );
         m.insert("vsmmud".into(), json!(self.vsmmud.display().to_string()));
+        if let Some(g) = &self.guest {
+            m.insert(
+                "guest_bench".into(),
+                json!({
+                    "file": g.path.display().to_string(),
+                    "date": g.date,
+                    "seconds_per_phase": g.seconds_per_phase,
+                }),
+            );
+        }
         let mut mach = machine();
         let loads: serde_json::Map<String, Value> = self
             .loads
@@ -380,6 +419,27 @@ impl Report {
             );
             out.push_str(&self.pass_table(CONTENDED).render(head));
         }
+        match &self.guest {
+            Some(g) => {
+                let _ = writeln!(
+                    out,
+                    "\nguest (Linux e2e of {}, {}: virtio-blk behind vsmmud / behind QEMU's \
+                     arm-smmuv3,\ngeometric means of reads and writes, {} s per phase)\n",
+                    g.date,
+                    g.path.display(),
+                    g.seconds_per_phase
+                );
+                for (k, v) in &g.ratios {
+                    let _ = writeln!(out, "  {k:<36} {}", ratio(*v));
+                }
+            }
+            None => {
+                let _ = writeln!(
+                    out,
+                    "\nguest: no figures (tests/e2e/linux-boot.sh writes vsmmu-guest-bench.json)"
+                );
+            }
+        }
         let _ = writeln!(
             out,
             "\nnote: the sim's vEVENTQ read and host invalidation run in-process (the kernel's \
@@ -569,5 +629,32 @@ mod tests {
         assert!(j["targets"].get("mmio_rtt_ratio_contended").is_none());
         let t = r.table();
         assert!(!t.contains("contended"));
+    }
+
+    #[test]
+    fn guest_figures_only_when_the_e2e_wrote_them() {
+        let plan = crate::Plan::new(true);
+        let mut r = Report::new(&plan, Path::new("/x/vsmmud"), 0);
+        let j = r.json();
+        assert!(j["targets"].get("guest_blk_iops_ratio_strict").is_none());
+        assert!(j.get("guest_bench").is_none());
+        assert!(r.table().contains("guest: no figures"));
+        r.set_guest(GuestBench {
+            path: "/t/vsmmu-guest-bench.json".into(),
+            date: "2026-11-30 08:28".into(),
+            seconds_per_phase: 2.0,
+            ratios: vec![
+                ("guest_blk_iops_ratio_strict", 0.75),
+                ("guest_blk_iops_ratio_lazy", 0.85),
+            ],
+        });
+        let j = r.json();
+        assert_eq!(j["guest_blk_iops_ratio_lazy"], 0.85);
+        assert_eq!(j["targets"]["guest_blk_iops_ratio_strict"]["met"], false);
+        assert_eq!(j["targets"]["guest_blk_iops_ratio_lazy"]["met"], true);
+        assert_eq!(j["guest_bench"]["date"], "2026-11-30 08:28");
+        let t = r.table();
+        assert!(t.contains("guest (Linux e2e of 2026-11-30 08:28"));
+        assert!(t.contains("guest_blk_iops_ratio_lazy            0.85x"));
     }
 }

@@ -101,9 +101,9 @@ pub struct Client {
     iotlb: Option<Iotlb>,
     /// Called with every invalidation record applied (IOMMU notifiers).
     notify_handler: Option<Handler>,
-    /// (StreamID, SubstreamID, page) just past the last translation
-    /// read ahead: a miss there is sequential.
-    ahead_end: Option<(u32, u32, u64)>,
+    /// What the last cache miss brought: a miss just past either end of
+    /// it is a sequential transfer.
+    fetched: Option<Fetched>,
     /// How long the next reply is awaited by polling before sleeping.
     reply_poll: PollWindow,
 }
@@ -120,11 +120,24 @@ impl std::fmt::Debug for Handler {
     }
 }
 
-/// Granules a cache miss right past the last read-ahead asks vsmmud to
-/// translate ahead (128 KiB of 4 KiB pages with the one asked for).
-const TRANSLATE_AHEAD_PAGES: usize = 31;
-/// Granules any other cache miss asks for ahead.
-const TRANSLATE_AHEAD_START: usize = 3;
+/// The pages `[low, high)` of one StreamID and SubstreamID that a cache
+/// miss brought along.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Fetched {
+    sid: u32,
+    ssid: u32,
+    low: u64,
+    high: u64,
+}
+
+/// Granules a cache miss just past either end of what the last one brought
+/// asks vsmmud to translate: as many as a reply carries (256 KiB of 4 KiB
+/// pages with the one asked for; a 1 MiB transfer then misses 4 times).
+const TRANSLATE_AHEAD_PAGES: usize = vu::TRANSLATE_AHEAD_MAX;
+/// Granules any other cache miss asks for, around it: the other buffers
+/// of one I/O request (Linux maps them one after another, top down, so
+/// they are usually a few pages apart on either side).
+const TRANSLATE_AROUND_START: usize = 7;
 
 /// The longest a reply is awaited by polling before sleeping.
 const REPLY_POLL_MAX: Duration = Duration::from_micros(50);
@@ -149,7 +162,7 @@ impl Client {
             chunk: vec![0u8; 8192].into_boxed_slice(),
             iotlb: None,
             notify_handler: None,
-            ahead_end: None,
+            fetched: None,
             reply_poll: PollWindow::new(REPLY_POLL_MAX),
         }
     }
@@ -792,14 +805,25 @@ impl Client {
             }
             None => None,
         };
-        // With a cache, the granules that follow come along: a few after
-        // any miss, TRANSLATE_AHEAD_PAGES after a miss right past what the
-        // last one brought (a sequential transfer), as a readahead window.
-        // Walking ahead costs vsmmud time that a random access never uses.
-        let sequential = self.ahead_end == Some((sid, ssid, iova >> 12));
+        // With a cache, neighbouring granules come along: a few around any
+        // miss; TRANSLATE_AHEAD_PAGES after a miss just past the top of
+        // what the last one brought (a sequential transfer), or before a
+        // miss just below it (one mapped top down), as a readahead window.
+        // Walking more costs vsmmud time that a random access never uses.
+        let page = iova >> 12;
+        let (up, down) = match self.fetched {
+            Some(f) if (f.sid, f.ssid) == (sid, ssid) => {
+                (f.high == page, f.low.checked_sub(1) == Some(page))
+            }
+            _ => (false, false),
+        };
         let (flags_sent, ahead) = match head {
-            Some(_) if sequential => (flags | vu::TRANSLATE_AHEAD, TRANSLATE_AHEAD_PAGES),
-            Some(_) => (flags | vu::TRANSLATE_AHEAD, TRANSLATE_AHEAD_START),
+            Some(_) if up => (flags | vu::TRANSLATE_AHEAD, TRANSLATE_AHEAD_PAGES),
+            Some(_) if down => (flags | vu::TRANSLATE_BEHIND, TRANSLATE_AHEAD_PAGES),
+            Some(_) => (
+                flags | vu::TRANSLATE_AHEAD | vu::TRANSLATE_BEHIND,
+                TRANSLATE_AROUND_START,
+            ),
             None => (flags, 0),
         };
         let head_size = vu::TranslateReply::SIZE as usize;
@@ -817,7 +841,8 @@ impl Client {
         if let (Some(t), Some(head)) = (self.iotlb.as_mut(), head) {
             if t.head() == head {
                 t.insert(sid, ssid, iova, &reply);
-                let mut end = (iova & !reply.mask).wrapping_add(reply.mask.wrapping_add(1));
+                let mut low = iova & !reply.mask;
+                let mut high = low.wrapping_add(reply.mask.wrapping_add(1));
                 let extra = r.get(head_size..).unwrap_or(&[]);
                 for rec in extra.chunks_exact(rec_size) {
                     if let Ok(a) = vu::TranslateAhead::read_from_bytes(rec) {
@@ -828,10 +853,16 @@ impl Client {
                             ..reply
                         };
                         t.insert(sid, ssid, a.iova, &as_reply);
-                        end = a.iova.wrapping_add(a.mask.wrapping_add(1));
+                        low = low.min(a.iova & !a.mask);
+                        high = high.max((a.iova & !a.mask).wrapping_add(a.mask.wrapping_add(1)));
                     }
                 }
-                self.ahead_end = (reply.status == 0).then_some((sid, ssid, end >> 12));
+                self.fetched = (reply.status == 0).then_some(Fetched {
+                    sid,
+                    ssid,
+                    low: low >> 12,
+                    high: high >> 12,
+                });
             }
         }
         Ok(vu::TranslateReply {

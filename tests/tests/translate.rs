@@ -47,7 +47,7 @@ fn emulated_device_translations_and_faults() {
         .unwrap();
     assert_eq!(
         (r.status, r.addr, r.mask, r.perm),
-        (0, buf + 0x1234, 0xfff, 2)
+        (0, buf + 0x1234, 0xfff, 3)
     );
     let r = d.client.translate(sid, None, 0x30_0010, 0).unwrap();
     assert_eq!((r.status, r.addr, r.perm), (0, buf + 0x2010, 1));
@@ -135,30 +135,31 @@ fn iotlb_never_serves_what_the_guest_invalidated() {
         |d: &mut vsmmu_guest::driver::SmmuDriver| d.client.stats().unwrap().translations;
 
     let n0 = translations(&mut d);
+    // perm is what the page allows (read and write), not the access.
     let r = d.client.translate(sid, None, 0x20_0010, 0).unwrap();
     assert_eq!(
         (r.status, r.addr, r.mask, r.perm),
-        (0, buf + 0x10, 0xfff, 1)
+        (0, buf + 0x10, 0xfff, 3)
     );
     let r = d.client.translate(sid, None, 0x20_0ff0, 0).unwrap();
     assert_eq!(
         (r.status, r.addr, r.mask, r.perm),
-        (0, buf + 0xff0, 0xfff, 1)
+        (0, buf + 0xff0, 0xfff, 3)
     );
     // The miss brought the mapping's next page along (TRANSLATE_AHEAD),
     // and stopped at the unmapped one after it, without an event.
     assert_eq!(d.client.stats().unwrap().translations_ahead, 1);
     let r = d.client.translate(sid, None, 0x20_1008, 0).unwrap();
-    assert_eq!((r.status, r.addr, r.perm), (0, buf + 0x1008, 1));
-    // A write was never granted from the cache: one more round trip.
+    assert_eq!((r.status, r.addr, r.perm), (0, buf + 0x1008, 3));
+    // The page is writable: a write is served from the cache as well.
     let r = d
         .client
         .translate(sid, None, 0x20_0020, TRANSLATE_WRITE)
         .unwrap();
-    assert_eq!((r.status, r.addr, r.perm), (0, buf + 0x20, 2));
-    assert_eq!(translations(&mut d), n0 + 2);
+    assert_eq!((r.status, r.addr, r.perm), (0, buf + 0x20, 3));
+    assert_eq!(translations(&mut d), n0 + 1);
     let s = d.client.iotlb_stats().unwrap();
-    assert_eq!((s.hits, s.misses), (2, 2));
+    assert_eq!((s.hits, s.misses), (3, 1));
 
     // Unmapped in the guest's tables but not invalidated: like the SMMU's
     // own TLB, the IOTLB may still answer (the architecture allows it).
@@ -197,6 +198,72 @@ fn iotlb_never_serves_what_the_guest_invalidated() {
     // CFGI_STE of the attach, then the TLBI_NH_VA; no kick without a handler.
     assert_eq!(s.notify_records, 2);
     assert_eq!(s.notify_kicks, 0);
+}
+
+/// What a cache miss brings along: the neighbours on both sides of a
+/// random miss (one I/O's buffers, mapped top down), then 63 granules in
+/// the direction a transfer walks once a miss lands just past the last.
+#[test]
+fn iotlb_fetches_around_a_miss_then_in_the_transfer_direction() {
+    let (_srv, mut d) = boot(&[], 8 << 20, small(6));
+    let sid = 0x08;
+    d.client.attach_device(sid, None).unwrap();
+    d.client.enable_iotlb(6).unwrap();
+    let tables = d.alloc(1 << 20, 4096).unwrap();
+    let buf = RAM_BASE + (5 << 20);
+    let ips = IDR5_OAS.get32(d.features.idr[5]) as u8;
+    let cd = {
+        let mut pt = PageTable::new(&d.ram, Granule::K4, 25, tables, tables + (1 << 20)).unwrap();
+        // One request: a read-only header page, two data pages, a status
+        // page; and a 512 KiB transfer of 128 pages.
+        pt.map(0x40_0000, buf, 0x1000, Prot::RO).unwrap();
+        pt.map(0x40_1000, buf + 0x1000, 0x3000, Prot::RW).unwrap();
+        pt.map(0x60_0000, buf, 0x8_0000, Prot::RW).unwrap();
+        pt.cd(ips, 9)
+    };
+    d.attach_s1(sid, cd).unwrap();
+    let stat = |d: &mut vsmmu_client::driver::SmmuDriver, k| d.client.stat(k).unwrap();
+
+    // A random miss in the middle: the page after, the one before, the
+    // next after; both sides stop at their first unmapped page.
+    let r = d.client.translate(sid, None, 0x40_1800, 0).unwrap();
+    assert_eq!((r.status, r.addr, r.perm), (0, buf + 0x1800, 3));
+    assert_eq!(stat(&mut d, "translations_ahead"), 3);
+    for (iova, flags, addr, perm) in [
+        (0x40_0010, 0, buf + 0x10, 1),
+        (0x40_2000, TRANSLATE_WRITE, buf + 0x2000, 3),
+        (0x40_3ff0, TRANSLATE_WRITE, buf + 0x3ff0, 3),
+    ] {
+        let r = d.client.translate(sid, None, iova, flags).unwrap();
+        assert_eq!((r.status, r.addr, r.perm), (0, addr, perm), "{iova:#x}");
+    }
+    // The read-only page was cached as such: a write misses and faults.
+    let r = d
+        .client
+        .translate(sid, None, 0x40_0020, TRANSLATE_WRITE | TRANSLATE_NO_EVENT)
+        .unwrap();
+    assert_eq!((r.status, r.perm), (0x13, 0));
+    assert_eq!(stat(&mut d, "translations"), 2);
+
+    // A transfer walked top down: its top page brings the 7 below it (none
+    // above: unmapped); a miss just below those brings the 63 below it, and
+    // the next one just below those the 55 that are left.
+    let (t0, a0) = (
+        stat(&mut d, "translations"),
+        stat(&mut d, "translations_ahead"),
+    );
+    for page in (0..128u64).rev() {
+        let iova = 0x60_0000 + page * 0x1000;
+        let r = d
+            .client
+            .translate(sid, None, iova, TRANSLATE_WRITE)
+            .unwrap();
+        assert_eq!((r.status, r.addr), (0, buf + page * 0x1000), "{iova:#x}");
+    }
+    assert_eq!(stat(&mut d, "translations") - t0, 3);
+    assert_eq!(stat(&mut d, "translations_ahead") - a0, 7 + 63 + 55);
+    let s = d.client.iotlb_stats().unwrap();
+    assert_eq!((s.hits, s.misses), (3 + 125, 2 + 3));
 }
 
 /// With a notify handler (IOMMU notifiers), a CMD_SYNC after an

@@ -632,7 +632,10 @@ impl<'a> Request<'a> {
                     t.argsz,
                     std::mem::size_of::<TranslateReply>(),
                 )?;
-                if t.flags & !(TRANSLATE_WRITE | TRANSLATE_NO_EVENT | TRANSLATE_AHEAD) != 0 {
+                if t.flags
+                    & !(TRANSLATE_WRITE | TRANSLATE_NO_EVENT | TRANSLATE_AHEAD | TRANSLATE_BEHIND)
+                    != 0
+                {
                     return Err(DecodeError::Invalid(format!(
                         "translate flags {:#x}",
                         t.flags

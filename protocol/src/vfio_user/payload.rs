@@ -364,6 +364,13 @@ pub const TRANSLATE_NO_EVENT: u32 = 1 << 1;
 /// fault). A VMM caching translations saves a round trip per page of a
 /// sequential transfer; an SMMU may fill its TLB ahead alike.
 pub const TRANSLATE_AHEAD: u32 = 1 << 2;
+/// `VSMMU_TRANSLATE` flag: as [`TRANSLATE_AHEAD`], for the granules before
+/// the access, nearest first. With both, the two sides alternate (the one
+/// after, the one before, ...), each stopping at its first fault. Linux
+/// allocates IOVAs top down, so the buffers of one request, or the
+/// segments of one transfer, often lie below the first one a device
+/// touches.
+pub const TRANSLATE_BEHIND: u32 = 1 << 3;
 /// Most [`TranslateAhead`] records in one reply.
 pub const TRANSLATE_AHEAD_MAX: usize = 63;
 /// `TranslateReply::perm`: reads allowed.
@@ -396,7 +403,8 @@ wire_struct!(
         flags: u32,
         /// 0, the event code raised, or `SIM_DMA_ABORTED`.
         status: u32,
-        /// `TRANSLATE_PERM_*` granted (the access checked).
+        /// `TRANSLATE_PERM_*`: what the translation allows, for any access
+        /// (write only once the page is writable without a dirty update).
         perm: u32,
         /// Translated address of `iova` (stage 2 is the identity).
         addr: u64,
@@ -431,7 +439,8 @@ wire_struct!(
         addr: u64,
         /// Size of the granule minus one.
         mask: u64,
-        /// `TRANSLATE_PERM_*` granted (the access checked).
+        /// `TRANSLATE_PERM_*`: what the translation allows, for any access
+        /// (write only once the page is writable without a dirty update).
         perm: u32,
         /// Zero.
         reserved: u32,

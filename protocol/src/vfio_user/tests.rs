@@ -544,17 +544,20 @@ fn translate_bytes() {
         Request::decode(&hdr(Command::VsmmuTranslate, 24), t.as_bytes()),
         Ok(Request::VsmmuTranslate(t))
     );
-    // TRANSLATE_AHEAD (bit 2) is known; bit 3 is not.
-    let ahead = Translate {
-        flags: TRANSLATE_AHEAD,
-        argsz: 32 + 2 * 32,
-        ..t
-    };
-    assert_eq!(
-        Request::decode(&hdr(Command::VsmmuTranslate, 24), ahead.as_bytes()),
-        Ok(Request::VsmmuTranslate(ahead))
-    );
-    let bad = Translate { flags: 8, ..t };
+    // TRANSLATE_AHEAD (bit 2) and TRANSLATE_BEHIND (bit 3) are known;
+    // bit 4 is not.
+    for flags in [TRANSLATE_AHEAD, TRANSLATE_BEHIND] {
+        let ahead = Translate {
+            flags,
+            argsz: 32 + 2 * 32,
+            ..t
+        };
+        assert_eq!(
+            Request::decode(&hdr(Command::VsmmuTranslate, 24), ahead.as_bytes()),
+            Ok(Request::VsmmuTranslate(ahead))
+        );
+    }
+    let bad = Translate { flags: 16, ..t };
     assert_eq!(
         Request::decode(&hdr(Command::VsmmuTranslate, 24), bad.as_bytes())
             .unwrap_err()

@@ -80,6 +80,7 @@ impl Device {
             status,
             addr: 0,
             mask: 0,
+            perm: 0,
         };
         let r = match (verdict, self.host.sim_controls()) {
             (TxnCheck::Proceed, Some(sim)) => {
@@ -93,63 +94,79 @@ impl Device {
         if r.status != 0 {
             self.stats.translation_faults += 1;
         }
-        let perm = match (r.status, write) {
-            (0, true) => vu::TRANSLATE_PERM_WRITE,
-            (0, false) => vu::TRANSLATE_PERM_READ,
-            _ => 0,
-        };
-        let ahead = self.translate_ahead(t, ssid, write, perm, &r);
+        let ahead = self.translate_ahead(t, ssid, &r);
         let head = vu::TranslateReply::SIZE as usize;
         let reply = reply.push(&vu::TranslateReply {
             argsz: (head + ahead.len() * vu::TranslateAhead::SIZE as usize) as u32,
             flags: t.flags,
             status: r.status,
-            perm,
+            perm: r.perm,
             addr: r.addr,
             mask: r.mask,
         });
         Ok(ahead.iter().fold(reply, |m, a| m.push(a)).finish())
     }
 
-    /// [`vu::TRANSLATE_AHEAD`]: the granules after a translated access,
-    /// for the same access, without events, up to the first that faults.
+    /// [`vu::TRANSLATE_AHEAD`]: the granules after a translated access;
+    /// [`vu::TRANSLATE_BEHIND`]: those before it; both: the two sides
+    /// alternately. Nearest first, walked as reads (a speculative walk must
+    /// not mark a page dirty), without events, each side up to its first
+    /// fault; each record with what its granule allows.
     fn translate_ahead(
         &mut self,
         t: &Translate,
         ssid: Option<u32>,
-        write: bool,
-        perm: u32,
         first: &VmmTranslation,
     ) -> Vec<vu::TranslateAhead> {
         let room = (t.argsz as usize).saturating_sub(vu::TranslateReply::SIZE as usize)
             / vu::TranslateAhead::SIZE as usize;
         let n = room.min(vu::TRANSLATE_AHEAD_MAX);
         let mut out = Vec::new();
-        if t.flags & vu::TRANSLATE_AHEAD == 0 || first.status != 0 || n == 0 {
+        if first.status != 0 {
             return out;
         }
         let Some(sim) = self.host.sim_controls() else {
             return out;
         };
-        let mut next = t.iova & !first.mask;
-        let mut granule = first.mask.wrapping_add(1);
-        while out.len() < n {
-            let Some(iova) = next.checked_add(granule) else {
-                break;
-            };
-            let r = sim.translate_for_vmm(&self.mem, t.sid, ssid, iova, write, false);
-            if r.status != 0 {
-                break;
+        let base = t.iova & !first.mask;
+        // The next granule up starts at `high`; the next one down ends
+        // just below `low`. `None`: that side is done.
+        let mut high = base
+            .checked_add(first.mask.wrapping_add(1))
+            .filter(|_| t.flags & vu::TRANSLATE_AHEAD != 0);
+        let mut low = base
+            .checked_sub(1)
+            .map(|_| base)
+            .filter(|_| t.flags & vu::TRANSLATE_BEHIND != 0);
+        while out.len() < n && (high.is_some() || low.is_some()) {
+            for up in [true, false] {
+                if out.len() == n {
+                    break;
+                }
+                let side = if up { &mut high } else { &mut low };
+                let Some(edge) = *side else {
+                    continue;
+                };
+                let iova = if up { edge } else { edge - 1 };
+                let r = sim.translate_for_vmm(&self.mem, t.sid, ssid, iova, false, false);
+                if r.status != 0 {
+                    *side = None;
+                    continue;
+                }
+                let start = iova & !r.mask;
+                *side = if up {
+                    start.checked_add(r.mask.wrapping_add(1))
+                } else {
+                    start.checked_sub(1).map(|_| start)
+                };
+                out.push(vu::TranslateAhead {
+                    iova: start,
+                    addr: r.addr & !r.mask,
+                    mask: r.mask,
+                    perm: r.perm,
+                    reserved: 0,
+                });
             }
-            out.push(vu::TranslateAhead {
-                iova,
-                addr: r.addr,
-                mask: r.mask,
-                perm,
-                reserved: 0,
-            });
-            next = iova;
-            granule = r.mask.wrapping_add(1);
         }
         self.stats.translations_ahead += out.len() as u64;
         out

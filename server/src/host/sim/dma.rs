@@ -50,10 +50,13 @@ use vsmmu_protocol::smmu::event::{
 };
 use vsmmu_protocol::smmu::regs::{oas_bits, IDR0_TTF, IDR5_OAS};
 use vsmmu_protocol::smmu::ste::{S1Config, Ste, SteCaps, SteConfig, STE_DWORDS};
-use vsmmu_protocol::vfio_user::{SimDma, SIM_DMA_MAX_LEN, SIM_DMA_NO_SSID, SIM_DMA_WRITE};
+use vsmmu_protocol::vfio_user::{
+    SimDma, SIM_DMA_MAX_LEN, SIM_DMA_NO_SSID, SIM_DMA_WRITE, TRANSLATE_PERM_READ,
+    TRANSLATE_PERM_WRITE,
+};
 
 use super::tlb::{CachedCd, TlbEntry};
-use super::walk::{self, Access, FaultKind, FetchError, Stage1, WalkError};
+use super::walk::{self, Access, FaultKind, FetchError, Perms, Stage1, WalkError};
 use super::SimHost;
 use crate::host::{HostError, HwInfo, SimControls, SteAction};
 use crate::memory::GuestRam;
@@ -126,6 +129,11 @@ pub struct VmmTranslation {
     pub addr: u64,
     /// The translation granule minus one (4 KiB pages: the TLB's unit).
     pub mask: u64,
+    /// `TRANSLATE_PERM_*`: what the translation allows without another
+    /// walk, for any access (not only the one asked for), so the VMM's
+    /// cache can serve both. Write is left out of a writable-clean
+    /// descriptor (CD.HD): the first write must walk to mark it dirty.
+    pub perm: u32,
 }
 
 /// One transaction's identity.
@@ -224,6 +232,18 @@ fn fetch_desc(mem: &GuestRam, ipa: u64) -> Result<u64, FetchError> {
 }
 
 /// Stage 2 on the output of stage 1: the identity over DMA-mapped RAM.
+/// [`VmmTranslation::perm`] of a translation's permissions.
+fn translate_perm(p: Perms) -> u32 {
+    let mut perm = 0;
+    if p.read {
+        perm |= TRANSLATE_PERM_READ;
+        if p.write {
+            perm |= TRANSLATE_PERM_WRITE;
+        }
+    }
+    perm
+}
+
 fn stage2(mem: &GuestRam, t: &Txn, va: u64, ipa: u64, len: usize) -> Result<u64, Fault> {
     if t.s2_all {
         return Ok(ipa);
@@ -363,7 +383,7 @@ impl SimControls for SimHost {
             let in_page = (SIM_DMA_PAGE - (va & (SIM_DMA_PAGE - 1))) as usize;
             let n = in_page.min(len - off);
             match self.translate(mem, &caps, &t, va, n) {
-                Ok(ipa) => chunks.push((ipa, off, n)),
+                Ok((ipa, _)) => chunks.push((ipa, off, n)),
                 Err(f) => return self.report(f, &t, va),
             }
             off += n;
@@ -416,9 +436,10 @@ impl SimControls for SimHost {
         };
         let caps = Caps::new(&self.config().hw_info);
         match self.translate(mem, &caps, &t, iova, 1) {
-            Ok(addr) => VmmTranslation {
+            Ok((addr, perms)) => VmmTranslation {
                 status: 0,
                 addr,
+                perm: translate_perm(perms),
                 mask: SIM_DMA_PAGE - 1,
             },
             Err(f) => {
@@ -431,6 +452,7 @@ impl SimControls for SimHost {
                     status,
                     addr: 0,
                     mask: 0,
+                    perm: 0,
                 }
             }
         }
@@ -472,7 +494,7 @@ impl SimHost {
         t: &Txn,
         va: u64,
         len: usize,
-    ) -> Result<u64, Fault> {
+    ) -> Result<(u64, Perms), Fault> {
         let Some(action) = self.ste_of(t.vsid) else {
             return Err(Fault {
                 status: u32::from(C_BAD_STREAMID),
@@ -481,7 +503,7 @@ impl SimHost {
         };
         let s1 = match action {
             SteAction::Abort => return Err(Fault::abort()),
-            SteAction::Bypass => return bypass(mem, caps, t, va, len),
+            SteAction::Bypass => return bypass(mem, caps, t, va, len).map(|a| (a, Perms::ALL)),
             SteAction::Nested { ste } => {
                 let mut words = [0u64; STE_DWORDS];
                 words[0] = ste[0];
@@ -492,14 +514,16 @@ impl SimHost {
                         return Err(Fault::event(Event::c_bad_ste(t.vsid, t.ssid)));
                     }
                     Ok(SteConfig::Abort) => return Err(Fault::abort()),
-                    Ok(SteConfig::Bypass) => return bypass(mem, caps, t, va, len),
+                    Ok(SteConfig::Bypass) => {
+                        return bypass(mem, caps, t, va, len).map(|a| (a, Perms::ALL))
+                    }
                     Ok(SteConfig::S1Translate(s1)) => s1,
                 }
             }
         };
         let (location, index) = match cd_lookup(&s1, t.ssid) {
             Err(e) => return Err(t.cd_lookup_fault(e)),
-            Ok(CdLookup::Bypass) => return bypass(mem, caps, t, va, len),
+            Ok(CdLookup::Bypass) => return bypass(mem, caps, t, va, len).map(|a| (a, Perms::ALL)),
             Ok(CdLookup::Cd { location, index }) => (location, index),
         };
         let cd = match self.tlb_mut().cd(t.vsid, index) {
@@ -514,7 +538,7 @@ impl SimHost {
         let (_, eff) = walk::select(&cd.s1, va).map_err(|k| t.s1_fault(k, va, cd.record_faults))?;
         if let Some(e) = self.tlb_mut().lookup(t.vsid, index, cd.asid, eff) {
             match e.perms.check(t.access) {
-                Ok(false) => return stage2(mem, t, va, e.output(eff), len),
+                Ok(false) => return stage2(mem, t, va, e.output(eff), len).map(|a| (a, e.perms)),
                 Err(kind) => return Err(t.s1_fault(kind, va, cd.record_faults)),
                 // A write to a writable-clean entry: walk again to update
                 // the descriptor's dirty state.
@@ -543,7 +567,7 @@ impl SimHost {
         }
         self.tlb_mut()
             .insert(t.vsid, index, cd.asid, eff, TlbEntry::from_translation(&tr));
-        stage2(mem, t, va, tr.output(eff), len)
+        stage2(mem, t, va, tr.output(eff), len).map(|a| (a, tr.perms))
     }
 }
 

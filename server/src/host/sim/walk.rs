@@ -147,6 +147,13 @@ pub struct Perms {
 }
 
 impl Perms {
+    /// Reads and writes (bypass).
+    pub const ALL: Perms = Perms {
+        read: true,
+        write: true,
+        dirty_on_write: false,
+    };
+
     /// Checks `access`: `Ok(false)` allowed, `Ok(true)` allowed after a
     /// dirty-state update (re-walk), `Err` a Permission fault.
     pub const fn check(&self, access: Access) -> Result<bool, FaultKind> {

@@ -396,6 +396,24 @@ fn access_flag_and_httu() {
         [page_desc(DATA + 0x1000, Granule::K4, &clean) & !PTE_AP_RDONLY]
     );
     assert_eq!(e.mem.read_u64s::<1>(DATA + 0x1000).unwrap()[0] & 0xff, 5);
+    // What a VMM may cache (VSMMU_TRANSLATE's perm): a writable-clean page
+    // is readable only, until a write has walked and marked it dirty.
+    pt.page(&e.mem, 0x4000, DATA + 0x2000, &clean);
+    let perm = |e: &mut Env, write| {
+        let r = e
+            .sim
+            .translate_for_vmm(&e.mem, VSID, None, 0x4000, write, true);
+        (r.status, r.perm)
+    };
+    assert_eq!(perm(&mut e, false), (0, TRANSLATE_PERM_READ));
+    assert_eq!(
+        perm(&mut e, true),
+        (0, TRANSLATE_PERM_READ | TRANSLATE_PERM_WRITE)
+    );
+    assert_eq!(
+        perm(&mut e, false),
+        (0, TRANSLATE_PERM_READ | TRANSLATE_PERM_WRITE)
+    );
     // A read-only page (no DBM) still faults with HD.
     pt.page(&e.mem, 0x3000, DATA, &PteAttrs::linux(false));
     let r = write(&mut e, 0x3000, &[5]);
