@@ -222,7 +222,7 @@ fn iotlb_fetches_around_a_miss_then_in_the_transfer_direction() {
         pt.cd(ips, 9)
     };
     d.attach_s1(sid, cd).unwrap();
-    let stat = |d: &mut vsmmu_client::driver::SmmuDriver, k| d.client.stat(k).unwrap();
+    let stat = |d: &mut vsmmu_guest::driver::SmmuDriver, k| d.client.stat(k).unwrap();
 
     // A random miss in the middle: the page after, the one before, the
     // next after; both sides stop at their first unmapped page.
