@@ -222,13 +222,13 @@ fn iotlb_fetches_around_a_miss_then_in_the_transfer_direction() {
         pt.cd(ips, 9)
     };
     d.attach_s1(sid, cd).unwrap();
-    let stat = |d: &mut vsmmu_guest::driver::SmmuDriver, k| d.client.stat(k).unwrap();
+    let stats = |d: &mut vsmmu_guest::driver::SmmuDriver| d.client.stats().unwrap();
 
     // A random miss in the middle: the page after, the one before, the
     // next after; both sides stop at their first unmapped page.
     let r = d.client.translate(sid, None, 0x40_1800, 0).unwrap();
     assert_eq!((r.status, r.addr, r.perm), (0, buf + 0x1800, 3));
-    assert_eq!(stat(&mut d, "translations_ahead"), 3);
+    assert_eq!(stats(&mut d).translations_ahead, 3);
     for (iova, flags, addr, perm) in [
         (0x40_0010, 0, buf + 0x10, 1),
         (0x40_2000, TRANSLATE_WRITE, buf + 0x2000, 3),
@@ -243,15 +243,12 @@ fn iotlb_fetches_around_a_miss_then_in_the_transfer_direction() {
         .translate(sid, None, 0x40_0020, TRANSLATE_WRITE | TRANSLATE_NO_EVENT)
         .unwrap();
     assert_eq!((r.status, r.perm), (0x13, 0));
-    assert_eq!(stat(&mut d, "translations"), 2);
+    assert_eq!(stats(&mut d).translations, 2);
 
     // A transfer walked top down: its top page brings the 7 below it (none
     // above: unmapped); a miss just below those brings the 63 below it, and
     // the next one just below those the 55 that are left.
-    let (t0, a0) = (
-        stat(&mut d, "translations"),
-        stat(&mut d, "translations_ahead"),
-    );
+    let (t0, a0) = (stats(&mut d).translations, stats(&mut d).translations_ahead);
     for page in (0..128u64).rev() {
         let iova = 0x60_0000 + page * 0x1000;
         let r = d
@@ -260,8 +257,8 @@ fn iotlb_fetches_around_a_miss_then_in_the_transfer_direction() {
             .unwrap();
         assert_eq!((r.status, r.addr), (0, buf + page * 0x1000), "{iova:#x}");
     }
-    assert_eq!(stat(&mut d, "translations") - t0, 3);
-    assert_eq!(stat(&mut d, "translations_ahead") - a0, 7 + 63 + 55);
+    assert_eq!(stats(&mut d).translations - t0, 3);
+    assert_eq!(stats(&mut d).translations_ahead - a0, 7 + 63 + 55);
     let s = d.client.iotlb_stats().unwrap();
     assert_eq!((s.hits, s.misses), (3 + 125, 2 + 3));
 }
