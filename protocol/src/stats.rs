@@ -46,8 +46,9 @@ pub struct Stats {
     pub host_invalidate_entries: u64,
     /// `read(2)` calls on vEVENTQ fds.
     pub veventq_read_calls: u64,
-    /// Interrupts signalled per index: EVENTQ, PRIQ, CMD_SYNC, GERROR.
-    pub irqs: [u64; 4],
+    /// Interrupts signalled per irq index ([`crate::vfio_user::irq`]):
+    /// EVENTQ, PRIQ, CMD_SYNC, GERROR.
+    pub irqs: [u64; crate::vfio_user::irq::COUNT],
     /// MSI writes the model made into guest memory (CMD_SYNC MSI).
     pub msi_writes: u64,
     /// vfio-user messages handled.

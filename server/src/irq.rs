@@ -2,16 +2,9 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 
-/// Irq index of the EVENTQ interrupt.
-pub const IRQ_EVENTQ: usize = 0;
-/// Irq index of the PRIQ interrupt.
-pub const IRQ_PRIQ: usize = 1;
-/// Irq index of the CMD_SYNC interrupt.
-pub const IRQ_CMD_SYNC: usize = 2;
-/// Irq index of the GERROR interrupt.
-pub const IRQ_GERROR: usize = 3;
-/// Number of irq indexes.
-pub const NUM_IRQS: usize = 4;
+pub use vsmmu_protocol::vfio_user::irq::{
+    CMD_SYNC as IRQ_CMD_SYNC, COUNT as NUM_IRQS, EVENTQ as IRQ_EVENTQ, GERROR as IRQ_GERROR,
+};
 
 #[derive(Debug, Default)]
 struct Line {

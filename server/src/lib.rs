@@ -4,20 +4,22 @@
 //! (`vsmmu_protocol`) → [`device`] → SMMUv3 model ([`smmu`]) → host
 //! backend ([`host`]).
 
+// Public: what `main.rs`, the benchmark and the fuzzer use.
 pub mod args;
 pub mod config;
 pub mod conn;
 pub mod device;
-pub mod event_loop;
 pub mod host;
-pub mod irq;
-pub mod jail;
-pub mod memory;
-pub mod migration;
-pub mod notify;
-pub mod sandbox;
 pub mod smmu;
-pub mod stats;
+
+mod event_loop;
+mod irq;
+mod jail;
+mod memory;
+mod migration;
+mod notify;
+mod sandbox;
+mod stats;
 
 use anyhow::Context;
 

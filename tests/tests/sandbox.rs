@@ -12,6 +12,7 @@ use vsmmu_protocol::smmu::regs::{
     CMDQ_BASE, CMDQ_CONS, CMDQ_PROD, CR0, CR0ACK, EVENTQ_BASE, EVENTQ_CONS, EVENTQ_PROD, GERROR,
     IDR0, IDR1, IRQ_CTRL, IRQ_CTRLACK,
 };
+use vsmmu_protocol::vfio_user::irq;
 use vsmmu_tests::*;
 
 /// Guest RAM: CMDQ at +0, EVENTQ at +0x1000.
@@ -29,9 +30,9 @@ const IRQ_EN: u32 = (1 << 0) | (1 << 2);
 /// CMD_SYNC (opcode 0x46) with CS = SIG_IRQ.
 const CMD_SYNC_SIG_IRQ: u64 = 0x46 | (1 << 12);
 
-const IRQ_EVENTQ: u32 = 0;
-const IRQ_CMD_SYNC: u32 = 2;
-const IRQ_GERROR: u32 = 3;
+const IRQ_EVENTQ: u32 = irq::EVENTQ as u32;
+const IRQ_CMD_SYNC: u32 = irq::CMD_SYNC as u32;
+const IRQ_GERROR: u32 = irq::GERROR as u32;
 
 /// The `Seccomp:` line of `/proc/<pid>/status`.
 fn seccomp_status(pid: u32) -> String {

@@ -16,6 +16,7 @@ use vsmmu_protocol::smmu::queue::{Queue, CMD_ENTRY_SIZE, EVENT_ENTRY_SIZE};
 use vsmmu_protocol::smmu::regs::*;
 use vsmmu_protocol::smmu::ste::{S1Dss, S1Fmt, Ste};
 use vsmmu_protocol::smmu::strtab::{strtab_base_cfg_reg, L1Std, StrtabFmt, LINUX_SPLIT};
+use vsmmu_protocol::vfio_user::irq;
 
 use crate::guest_ram::GuestRam;
 
@@ -161,7 +162,7 @@ pub struct SmmuDriver {
     strtab: u64,
     l1: Vec<Option<u64>>,
     /// Eventfds of the EVTQ, PRIQ, CMD_SYNC and GERROR lines.
-    pub irqs: [EventFd; 4],
+    pub irqs: [EventFd; irq::COUNT],
     /// "EVTQ overflow detected -- events lost" lines printed so far.
     pub overflows_seen: u64,
 }
@@ -403,7 +404,7 @@ impl SmmuDriver {
         })
     }
 
-    fn wire_irqs(client: &mut Client) -> Result<[EventFd; 4]> {
+    fn wire_irqs(client: &mut Client) -> Result<[EventFd; irq::COUNT]> {
         let mk =
             || EventFd::from_value_and_flags(0, EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC);
         let irqs = match [mk(), mk(), mk(), mk()] {
@@ -762,7 +763,7 @@ impl SmmuDriver {
     /// the number of signals.
     pub fn wait_evtq_irq(&self, timeout: Duration) -> u64 {
         let mut fds = [nix::poll::PollFd::new(
-            self.irqs[0].as_fd(),
+            self.irqs[irq::EVENTQ].as_fd(),
             nix::poll::PollFlags::POLLIN,
         )];
         let ms = timeout.as_millis().min(i32::MAX as u128) as i32;
@@ -770,7 +771,7 @@ impl SmmuDriver {
             &mut fds,
             nix::poll::PollTimeout::try_from(ms).unwrap_or(nix::poll::PollTimeout::MAX),
         );
-        self.irqs[0].read().unwrap_or(0)
+        self.irqs[irq::EVENTQ].read().unwrap_or(0)
     }
 
     /// Reads and clears the signal count of irq `index`.

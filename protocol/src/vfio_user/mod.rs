@@ -17,6 +17,21 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 /// Size of the message header.
 pub const HEADER_SIZE: usize = 16;
 
+/// The SMMU's interrupt lines, by vfio-user irq index (`SET_IRQS`,
+/// `DEVICE_GET_IRQ_INFO`): the VMM wires one eventfd per index.
+pub mod irq {
+    /// Irq index of the EVENTQ interrupt.
+    pub const EVENTQ: usize = 0;
+    /// Irq index of the PRIQ interrupt (no PRI queue: never signalled).
+    pub const PRIQ: usize = 1;
+    /// Irq index of the CMD_SYNC interrupt.
+    pub const CMD_SYNC: usize = 2;
+    /// Irq index of the GERROR interrupt.
+    pub const GERROR: usize = 3;
+    /// Number of irq indexes.
+    pub const COUNT: usize = 4;
+}
+
 /// Header flag: type field mask.
 pub const FLAG_TYPE_MASK: u32 = 0xf;
 /// Header type: command.
