@@ -30,7 +30,7 @@ const VEVENTQ_BUF: usize = 64 * 1024;
 
 /// Errors that stop the server.
 #[derive(Debug, thiserror::Error)]
-pub enum LoopError {
+pub(crate) enum LoopError {
     /// Socket setup.
     #[error("socket {what}: {err}")]
     Socket {
@@ -60,7 +60,7 @@ struct Client {
 }
 
 /// Listening socket, client, device.
-pub struct Server {
+pub(crate) struct Server {
     poll: Poll,
     listener: Option<UnixListener>,
     socket_path: Option<PathBuf>,
@@ -88,7 +88,7 @@ impl std::fmt::Debug for Server {
 
 /// Blocks SIGTERM and SIGINT and returns a signalfd for them. Call before
 /// any other thread exists so that every thread inherits the mask.
-pub fn block_signals() -> Result<SignalFd, LoopError> {
+pub(crate) fn block_signals() -> Result<SignalFd, LoopError> {
     let mut mask = SigSet::empty();
     mask.add(Signal::SIGTERM);
     mask.add(Signal::SIGINT);
@@ -130,7 +130,7 @@ fn is_listening(fd: BorrowedFd<'_>) -> bool {
 
 impl Server {
     /// Sets up the socket and registers everything with the poll.
-    pub fn new(
+    pub(crate) fn new(
         listen: Listen,
         signals: SignalFd,
         device: Device,
@@ -227,12 +227,12 @@ impl Server {
 
     /// Polls without sleeping for at most `max` after each client message
     /// (the window adapts below it; 0 never polls).
-    pub fn set_poll_max(&mut self, max: Duration) {
+    pub(crate) fn set_poll_max(&mut self, max: Duration) {
         self.poll_max = max;
     }
 
     /// Serves until SIGTERM/SIGINT (or the inherited connection closes).
-    pub fn run(&mut self) -> Result<(), LoopError> {
+    pub(crate) fn run(&mut self) -> Result<(), LoopError> {
         let mut events = Events::with_capacity(16);
         log::info!(
             "serving{}",

@@ -2,7 +2,7 @@
 
 use std::os::fd::{AsFd, OwnedFd};
 
-pub use vsmmu_protocol::vfio_user::irq::{
+pub(crate) use vsmmu_protocol::vfio_user::irq::{
     CMD_SYNC as IRQ_CMD_SYNC, COUNT as NUM_IRQS, EVENTQ as IRQ_EVENTQ, GERROR as IRQ_GERROR,
 };
 

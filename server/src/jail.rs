@@ -41,7 +41,7 @@ pub enum JailMode {
 
 /// What the jail needs to know.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct JailConfig {
+pub(crate) struct JailConfig {
     /// `--jail`.
     pub mode: JailMode,
     /// `--user UID:GID`.
@@ -58,7 +58,7 @@ pub struct JailConfig {
 /// What the jail did (logged, and read by tests through the process's
 /// /proc entries).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct JailReport {
+pub(crate) struct JailReport {
     /// RLIMIT_NOFILE set.
     pub nofile: u64,
     /// RLIMIT_FSIZE set to 0.
@@ -76,7 +76,7 @@ pub struct JailReport {
 /// A step the kernel refused.
 #[derive(Debug, thiserror::Error)]
 #[error("jail: {step}: {why}")]
-pub struct JailError {
+pub(crate) struct JailError {
     /// Which step.
     pub step: &'static str,
     /// What failed.
@@ -91,14 +91,14 @@ fn fail(step: &'static str, why: impl std::fmt::Display) -> JailError {
 }
 
 /// Descriptors open now (before the jail), from /proc/self/fd.
-pub fn open_fds() -> u64 {
+pub(crate) fn open_fds() -> u64 {
     std::fs::read_dir("/proc/self/fd").map_or(64, |d| d.count() as u64)
 }
 
 /// Runs every step (see the module documentation). With [`JailMode::On`]
 /// a step the kernel does not allow is logged and skipped; with
 /// [`JailMode::Require`] it is an error.
-pub fn enter(cfg: &JailConfig) -> Result<JailReport, JailError> {
+pub(crate) fn enter(cfg: &JailConfig) -> Result<JailReport, JailError> {
     let mut report = JailReport::default();
     if cfg.mode == JailMode::Off {
         log::warn!("jail: off (--jail off): vsmmud keeps its user, capabilities and file access");
@@ -311,7 +311,7 @@ fn clear_caps() -> Result<(), caps::errors::CapsError> {
 }
 
 /// Parses `--user UID:GID`.
-pub fn parse_user(s: &str) -> Result<(u32, u32), String> {
+pub(crate) fn parse_user(s: &str) -> Result<(u32, u32), String> {
     let (u, g) = s
         .split_once(':')
         .ok_or_else(|| format!("{s:?}: expected UID:GID"))?;

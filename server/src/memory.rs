@@ -12,7 +12,7 @@ use vm_memory::{
 };
 
 /// DMA_MAP page size: mappings must be aligned to it.
-pub const PAGE_SIZE: u64 = 4096;
+pub(crate) const PAGE_SIZE: u64 = 4096;
 
 /// Why a DMA mapping or a guest access failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -14,13 +14,13 @@ use vsmmu_protocol::vfio_user::mig_state;
 use crate::smmu::SmmuState;
 
 /// Stream magic.
-pub const MAGIC: [u8; 4] = *b"VSMU";
+pub(crate) const MAGIC: [u8; 4] = *b"VSMU";
 /// Stream format version. Any change to the layout of [`SmmuState`] (the
 /// register block's fields included) needs a new one; the smmu unit test
 /// `state_stream_layout_is_version_1` holds the current layout.
-pub const VERSION: u32 = 1;
+pub(crate) const VERSION: u32 = 1;
 /// Largest state stream accepted (the event buffer dominates).
-pub const MAX_STREAM: usize = 64 << 20;
+pub(crate) const MAX_STREAM: usize = 64 << 20;
 
 /// A state stream that cannot be loaded.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -37,7 +37,7 @@ pub enum StreamError {
 }
 
 /// Encodes a state stream.
-pub fn encode(state: &SmmuState) -> Vec<u8> {
+pub(crate) fn encode(state: &SmmuState) -> Vec<u8> {
     let mut out = MAGIC.to_vec();
     out.extend_from_slice(&VERSION.to_le_bytes());
     // Serializing plain structs of numbers into a Vec cannot fail.
@@ -46,7 +46,7 @@ pub fn encode(state: &SmmuState) -> Vec<u8> {
 }
 
 /// Decodes a state stream.
-pub fn decode(bytes: &[u8]) -> Result<SmmuState, StreamError> {
+pub(crate) fn decode(bytes: &[u8]) -> Result<SmmuState, StreamError> {
     let (magic, rest) = bytes.split_at_checked(4).ok_or(StreamError::Magic)?;
     if magic != MAGIC {
         return Err(StreamError::Magic);
@@ -196,7 +196,7 @@ pub enum MigError {
 
 /// The arcs from `from` to `to`, shortest path through STOP as the spec's
 /// rules give when PRE_COPY is not supported.
-pub fn path(from: MigState, to: MigState) -> Result<Vec<MigState>, MigError> {
+pub(crate) fn path(from: MigState, to: MigState) -> Result<Vec<MigState>, MigError> {
     for s in [to, from] {
         if !s.is_supported() {
             return Err(MigError::Unsupported(s));

@@ -88,11 +88,11 @@ use vsmmu_protocol::iommufd as uapi;
 use crate::args::{HostKind, SeccompMode};
 
 /// Exit status of the process after a trapped syscall (`--seccomp trap`).
-pub const TRAP_EXIT_CODE: c_int = 31;
+pub(crate) const TRAP_EXIT_CODE: c_int = 31;
 
 /// The threads of `vsmmud`, by what they do; each has its rule table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Thread {
+pub(crate) enum Thread {
     /// The main thread after setup: the event loop, the device model and
     /// the host backend. vsmmud has no other thread.
     Serving,
@@ -100,7 +100,7 @@ pub enum Thread {
 
 /// Why the sandbox could not be set up.
 #[derive(Debug, thiserror::Error)]
-pub enum SandboxError {
+pub(crate) enum SandboxError {
     /// Only x86_64 and aarch64 have a rule table.
     #[error(
         "seccomp: no filter for the {0} architecture (x86_64 and aarch64 only); use --seccomp off"
@@ -124,7 +124,7 @@ pub enum SandboxError {
 
 /// Applies the serving-thread filter for `mode` and the `host` backend to
 /// every thread of the process (TSYNC). `off` only logs a warning.
-pub fn apply_for(mode: SeccompMode, host: HostKind) -> Result<(), SandboxError> {
+pub(crate) fn apply_for(mode: SeccompMode, host: HostKind) -> Result<(), SandboxError> {
     let host = Some(host);
     let Some(program) = build(Thread::Serving, mode, host)? else {
         log::warn!("running without seccomp");
@@ -151,7 +151,7 @@ pub fn apply_for(mode: SeccompMode, host: HostKind) -> Result<(), SandboxError> 
 
 /// Compiles the filter of `thread` for `mode` with the rules of the `host`
 /// backend (`None`: of both); `None` for `off`. Nothing is applied.
-pub fn build(
+pub(crate) fn build(
     thread: Thread,
     mode: SeccompMode,
     host: Option<HostKind>,

@@ -2,4 +2,4 @@
 //! the wire formats (`vsmmu_protocol::stats`) so that both ends read the
 //! same fields; the server counts them where the events happen.
 
-pub use vsmmu_protocol::stats::Stats;
+pub(crate) use vsmmu_protocol::stats::Stats;
