@@ -8,8 +8,8 @@ use clap::Parser;
 use vsmmu_client::{Client, SpawnOptions};
 use vsmmu_guest::driver::{DriverOptions, SmmuDriver};
 use vsmmu_guest::GuestRam;
-use vsmmu_server::args::Args;
-use vsmmu_server::config::Config;
+use vsmmu_server::Args;
+use vsmmu_server::Config;
 
 /// Guest RAM base (QEMU virt's RAM starts at 1 GiB).
 pub const RAM_BASE: u64 = 0x4000_0000;

@@ -39,11 +39,9 @@ use vsmmu_protocol::vfio_user::{
     SimInjectHeader, VsmmuDevice, WriteMultiEntry, WriteMultiHeader, FLAG_NO_REPLY,
     FLAG_TYPE_REPLY, HEADER_SIZE,
 };
-use vsmmu_server::conn::Incoming;
-use vsmmu_server::device::{Device, Limits, Outcome, Session};
-use vsmmu_server::host::sim::{SimConfig, SimHost};
-use vsmmu_server::host::HostIommu;
-use vsmmu_server::smmu::{Smmu, SmmuConfig};
+use vsmmu_server::{
+    Device, HostIommu, Incoming, Limits, Outcome, Session, SimConfig, SimHost, Smmu, SmmuConfig,
+};
 use vsmmu_testutil::memfd;
 use vsmmu_testutil::msg::irq_eventfds;
 use vsmmu_testutil::regs::REGISTER_WORDS;

@@ -33,7 +33,7 @@ pub struct Incoming {
 
 /// The stream failed or must be closed.
 #[derive(Debug, thiserror::Error)]
-pub enum ConnError {
+pub(crate) enum ConnError {
     /// The peer closed the connection.
     #[error("peer closed the connection")]
     Closed,
@@ -55,7 +55,7 @@ struct FdBatch {
 
 /// Framing state of one connection.
 #[derive(Debug)]
-pub struct Connection<S: AsRawFd> {
+pub(crate) struct Connection<S: AsRawFd> {
     stream: S,
     rbuf: Vec<u8>,
     /// Stream offset of `rbuf[0]`.
@@ -72,7 +72,7 @@ pub struct Connection<S: AsRawFd> {
 
 impl<S: AsRawFd> Connection<S> {
     /// Wraps a connected, non-blocking stream.
-    pub fn new(stream: S, max_msg_size: usize) -> Self {
+    pub(crate) fn new(stream: S, max_msg_size: usize) -> Self {
         Connection {
             stream,
             rbuf: Vec::new(),
@@ -87,19 +87,19 @@ impl<S: AsRawFd> Connection<S> {
     }
 
     /// Mutable access to the stream (for poll registration).
-    pub fn stream_mut(&mut self) -> &mut S {
+    pub(crate) fn stream_mut(&mut self) -> &mut S {
         &mut self.stream
     }
 
     /// Sets the largest message accepted from now on.
-    pub fn set_max_msg_size(&mut self, max: usize) {
+    pub(crate) fn set_max_msg_size(&mut self, max: usize) {
         self.max_msg_size = max;
     }
 
     /// Reads what the socket has, until it would block or the peer closed.
     /// `hup` is the poller's read-closed hint: then reading goes on to the
     /// end of the stream even after a short read.
-    pub fn fill(&mut self, hup: bool) -> Result<(), ConnError> {
+    pub(crate) fn fill(&mut self, hup: bool) -> Result<(), ConnError> {
         while !self.eof {
             let (n, fds, truncated) = {
                 let mut iov = [IoSliceMut::new(&mut self.chunk)];
@@ -155,7 +155,7 @@ impl<S: AsRawFd> Connection<S> {
     }
 
     /// Takes the next complete message, if one is buffered.
-    pub fn next_message(&mut self) -> Result<Option<Incoming>, ConnError> {
+    pub(crate) fn next_message(&mut self) -> Result<Option<Incoming>, ConnError> {
         if self.rbuf.len() < HEADER_SIZE {
             return self.eof_check();
         }
@@ -201,7 +201,7 @@ impl<S: AsRawFd> Connection<S> {
     }
 
     /// Queues a reply and tries to send everything queued.
-    pub fn send(&mut self, bytes: &[u8]) -> Result<(), ConnError> {
+    pub(crate) fn send(&mut self, bytes: &[u8]) -> Result<(), ConnError> {
         if self.wbuf.is_empty() {
             let sent = self.write_some(bytes)?;
             self.wbuf.extend(&bytes[sent..]);
@@ -213,7 +213,7 @@ impl<S: AsRawFd> Connection<S> {
     }
 
     /// Sends queued bytes until done or the socket is full.
-    pub fn flush(&mut self) -> Result<(), ConnError> {
+    pub(crate) fn flush(&mut self) -> Result<(), ConnError> {
         while !self.wbuf.is_empty() {
             let (a, _) = self.wbuf.as_slices();
             let n = self.write_some(a)?;
@@ -226,7 +226,7 @@ impl<S: AsRawFd> Connection<S> {
     }
 
     /// True when replies are waiting for the socket to drain.
-    pub fn has_pending_output(&self) -> bool {
+    pub(crate) fn has_pending_output(&self) -> bool {
         !self.wbuf.is_empty()
     }
 

@@ -1,18 +1,24 @@
 //! vsmmud: an SMMUv3 served over vfio-user, backed by the host IOMMU.
 //!
-//! Data flows one way: socket ([`event_loop`], [`conn`]) → decode
-//! (`vsmmu_protocol`) → [`device`] → SMMUv3 model ([`smmu`]) → host
-//! backend ([`host`]).
+//! Data flows one way: socket (`event_loop`, `conn`) → decode
+//! (`vsmmu_protocol`) → [`Device`] → SMMUv3 model ([`Smmu`]) → host
+//! backend ([`HostIommu`]). `docs/architecture.md` walks through the
+//! modules; the crate's interface is what starts a server ([`run`]) and
+//! what drives a [`Device`] without a socket (the fuzzer).
 
-// Public: what `main.rs`, the benchmark and the fuzzer use.
-pub mod args;
-pub mod config;
-pub mod conn;
-pub mod device;
-pub mod host;
-pub mod smmu;
+// vsmmud is an application with a small library interface: its doc
+// comments describe the internals and link to them (`cargo doc
+// --document-private-items` renders those links).
+#![allow(rustdoc::private_intra_doc_links)]
 
+mod args;
+mod config;
+mod conn;
+mod device;
 mod event_loop;
+mod host;
+mod smmu;
+
 mod irq;
 mod jail;
 mod memory;
@@ -21,13 +27,19 @@ mod notify;
 mod sandbox;
 mod stats;
 
+// The crate's interface: what `main.rs` and the benchmark need to start a
+// server, and what the fuzzer needs to drive a device without a socket.
+pub use args::Args;
+pub use config::Config;
+pub use conn::Incoming;
+pub use device::{Device, Limits, Outcome, Session};
+pub use host::sim::{SimConfig, SimHost};
+pub use host::HostIommu;
+pub use smmu::{Smmu, SmmuConfig};
+
 use anyhow::Context;
 
 use args::HostKind;
-use config::Config;
-use device::Device;
-use host::HostIommu;
-use smmu::{Smmu, SmmuConfig};
 
 /// The jail's view of the configuration: the socket's directory (its path
 /// is removed at exit) and the descriptors the limits can need: one per

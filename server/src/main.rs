@@ -3,8 +3,8 @@
 use std::io::IsTerminal;
 
 use clap::Parser;
-use vsmmu_server::args::Args;
-use vsmmu_server::config::Config;
+use vsmmu_server::Args;
+use vsmmu_server::Config;
 
 fn main() {
     let args = Args::parse();

@@ -10,7 +10,7 @@ use crate::smmu::REGION_SIZE;
 
 /// A request the device refuses.
 #[derive(Debug, thiserror::Error)]
-pub enum RequestError {
+pub(crate) enum RequestError {
     /// The message does not decode.
     #[error(transparent)]
     Decode(#[from] DecodeError),
@@ -164,7 +164,7 @@ pub enum RequestError {
 
 impl RequestError {
     /// The errno of the error reply.
-    pub fn errno(&self) -> i32 {
+    pub(crate) fn errno(&self) -> i32 {
         use RequestError as E;
         match self {
             E::Decode(e) => e.errno(),

@@ -39,7 +39,7 @@ use crate::notify::Notifier;
 use crate::smmu::{Ctx, Smmu};
 use crate::stats::Stats;
 
-pub use error::RequestError;
+pub(crate) use error::RequestError;
 
 /// Limits a client cannot exceed (all configurable on the command line).
 #[derive(Debug, Clone)]

@@ -5,8 +5,8 @@
 //! the [`sim`] backend implements in software with the kernel's exact
 //! semantics (docs/design.md, "vEVENTQ semantics").
 
-pub mod iommufd;
-pub mod sim;
+pub(crate) mod iommufd;
+pub(crate) mod sim;
 
 use std::os::fd::{OwnedFd, RawFd};
 
@@ -34,7 +34,7 @@ pub struct HwInfo {
 /// OAS — the fields the host walks or executes for the guest. StreamID
 /// size and queue sizes are the vSMMU's own and are not compared. Returns
 /// every mismatch, comma-separated.
-pub fn check_nesting_host(hw: &HwInfo, profile: &HwInfo) -> Result<(), String> {
+pub(crate) fn check_nesting_host(hw: &HwInfo, profile: &HwInfo) -> Result<(), String> {
     let mut missing: Vec<String> = Vec::new();
     let (h0, p0) = (hw.idr[0], profile.idr[0]);
     if !(IDR0_S1P.is_set32(h0) && IDR0_S2P.is_set32(h0)) {
@@ -136,10 +136,10 @@ pub struct InvalidateError {
 /// Most entries one `IOMMU_HWPT_INVALIDATE` call carries. The kernel takes
 /// any count but copies the array in one allocation; one page of entries
 /// keeps that small.
-pub const MAX_INVALIDATION_ENTRIES: usize = 256;
+pub(crate) const MAX_INVALIDATION_ENTRIES: usize = 256;
 
 /// Size of one ARM SMMUv3 vEVENTQ record: 8-byte header + 32-byte event.
-pub const VEVENT_RECORD_SIZE: usize = 40;
+pub(crate) const VEVENT_RECORD_SIZE: usize = 40;
 
 /// A device the VMM bound to its own iommufd (`VSMMU_ATTACH_DEVICE` with
 /// `VSMMU_DEVICE_VMM_BOUND`).

@@ -22,7 +22,7 @@ use crate::irq::IRQ_CMD_SYNC;
 
 /// The result of a consumption run.
 #[derive(Debug, Default)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     /// Events the run raised (C_BAD_STE for refused STEs, ...).
     pub events: Vec<[u64; 4]>,
     /// A command error stopped the run (CONS.ERR set): raise GERROR.CMDQ_ERR.
@@ -32,7 +32,7 @@ pub struct Outcome {
 /// The consumer of the guest's CMDQ, whose registers ([`CmdqRegs`]) it
 /// is handed, and the pending host batch.
 #[derive(Debug)]
-pub struct CommandQueue {
+pub(crate) struct CommandQueue {
     batch: bool,
     /// Host-bound commands not yet sent, with the queue pointer of each.
     pending: Vec<([u64; 2], u32)>,
@@ -61,7 +61,7 @@ impl From<Stop> for Halt {
 
 impl CommandQueue {
     /// A queue at reset; `batch` selects batched host invalidation.
-    pub fn new(batch: bool) -> Self {
+    pub(crate) fn new(batch: bool) -> Self {
         CommandQueue {
             batch,
             pending: Vec::new(),
@@ -69,12 +69,12 @@ impl CommandQueue {
     }
 
     /// Device reset: nothing pending (the registers are reset by the caller).
-    pub fn reset(&mut self) {
+    pub(crate) fn reset(&mut self) {
         *self = CommandQueue::new(self.batch);
     }
 
     /// Consumes commands from CONS up to PROD, or up to the first error.
-    pub fn consume(
+    pub(crate) fn consume(
         &mut self,
         regs: &mut CmdqRegs,
         env: &InstallEnv,

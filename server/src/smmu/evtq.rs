@@ -44,7 +44,7 @@ struct Veventq {
 /// whose registers ([`EvtqRegs`]) the methods are handed with the rest of
 /// the register block.
 #[derive(Debug)]
-pub struct EventQueue {
+pub(crate) struct EventQueue {
     buffer: VecDeque<Pending>,
     buffer_override: Option<usize>,
     overflow_pending: bool,
@@ -60,7 +60,7 @@ pub struct EventQueue {
 
 impl EventQueue {
     /// A queue at reset; `buffer` overrides the bounded buffer's size.
-    pub fn new(buffer: Option<usize>) -> Self {
+    pub(crate) fn new(buffer: Option<usize>) -> Self {
         EventQueue {
             buffer: VecDeque::new(),
             buffer_override: buffer,
@@ -79,18 +79,18 @@ impl EventQueue {
     }
 
     /// Host records waiting in the buffer.
-    pub fn host_buffered(&self) -> usize {
+    pub(crate) fn host_buffered(&self) -> usize {
         self.buffer.iter().filter(|p| p.host).count()
     }
 
     /// Changes whenever the vEVENTQ is allocated or freed.
-    pub fn generation(&self) -> u64 {
+    pub(crate) fn generation(&self) -> u64 {
         self.generation
     }
 
     /// Device reset (the registers are reset by the caller): frees the
     /// vEVENTQ; buffered host records are dropped (and counted).
-    pub fn reset(&mut self, ctx: &mut Ctx<'_>) {
+    pub(crate) fn reset(&mut self, ctx: &mut Ctx<'_>) {
         // Buffered records first: the drain below must not count them.
         let dropped = self.host_buffered() as u64;
         ctx.stats.guest_events_dropped += dropped;
@@ -142,7 +142,7 @@ impl EventQueue {
 
     /// EVENTQEN rose: make sure a vEVENTQ sized for the guest queue exists.
     /// It lives until device reset or a guest queue size change.
-    pub fn enable(&mut self, q: &EvtqRegs, max_log2: u32, ctx: &mut Ctx<'_>) {
+    pub(crate) fn enable(&mut self, q: &EvtqRegs, max_log2: u32, ctx: &mut Ctx<'_>) {
         let log2size = QueueBase::decode(q.base).queue(max_log2 as u8).log2size();
         if self.veventq.is_some_and(|v| v.log2size == log2size) {
             return;
@@ -168,7 +168,7 @@ impl EventQueue {
 
     /// Records read from the vEVENTQ: account sequence gaps, then write
     /// them into the guest queue (or the buffer while it is full).
-    pub fn host_records(&mut self, buf: &[u8], regs: &mut Registers, ctx: &mut Ctx<'_>) {
+    pub(crate) fn host_records(&mut self, buf: &[u8], regs: &mut Registers, ctx: &mut Ctx<'_>) {
         let enabled = CR0_EVTQEN.is_set32(regs.cr0);
         for rec in parse_vevents(buf) {
             let rec = match rec {
@@ -225,7 +225,7 @@ impl EventQueue {
 
     /// Queues an event raised by the model itself (e.g. C_BAD_STE at
     /// CFGI_STE); [`EventQueue::deliver`] writes it.
-    pub fn push_model_event(&mut self, rec: [u64; 4], q: &EvtqRegs, ctx: &mut Ctx<'_>) {
+    pub(crate) fn push_model_event(&mut self, rec: [u64; 4], q: &EvtqRegs, ctx: &mut Ctx<'_>) {
         ctx.stats.model_events += 1;
         self.buffer.push_back(Pending { rec, host: false });
         self.trim(q, ctx);
@@ -246,7 +246,7 @@ impl EventQueue {
 
     /// Writes buffered records while the guest queue has room, signals
     /// OVFLG for pending losses and the EVENTQ interrupt for new records.
-    pub fn deliver(&mut self, regs: &mut Registers, ctx: &mut Ctx<'_>) {
+    pub(crate) fn deliver(&mut self, regs: &mut Registers, ctx: &mut Ctx<'_>) {
         let written = self.write_pending(regs, ctx);
         self.signal(written, regs.irq_ctrl, ctx);
     }
@@ -343,14 +343,14 @@ impl EventQueue {
 /// What of the EventQueue migrates besides its registers (which travel in
 /// the register block): the buffered records.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct EventQueueState {
+pub(crate) struct EventQueueState {
     buffer: Vec<Pending>,
     overflow_pending: bool,
 }
 
 impl EventQueue {
     /// The migratable state.
-    pub fn save(&self) -> EventQueueState {
+    pub(crate) fn save(&self) -> EventQueueState {
         EventQueueState {
             buffer: self.buffer.iter().copied().collect(),
             overflow_pending: self.overflow_pending,
@@ -359,7 +359,7 @@ impl EventQueue {
 
     /// Loads `st` (the registers are loaded by the caller, which also
     /// re-allocates the vEVENTQ when EVTQEN).
-    pub fn restore(&mut self, st: EventQueueState, ctx: &mut Ctx<'_>) {
+    pub(crate) fn restore(&mut self, st: EventQueueState, ctx: &mut Ctx<'_>) {
         self.free_veventq(ctx);
         ctx.stats.events_buffered = 0;
         self.buffer = st.buffer.into_iter().collect();

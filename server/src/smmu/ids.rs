@@ -12,7 +12,7 @@ use crate::host::HwInfo;
 
 /// Advertised identification registers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Ids {
+pub(crate) struct Ids {
     /// IDR0..IDR5.
     pub idr: [u32; 6],
     /// IIDR.
@@ -41,7 +41,7 @@ const MAX_QS: u32 = 19;
 /// preset. IDR3: RIL and BBML as the host (no HAD: not in the uAPI's
 /// list). IDR5: OAS (a compatibility bound) and granules as the host,
 /// VAX 0 (48-bit VA). AIDR ≤ SMMUv3.1.
-pub fn advertised(hw: &HwInfo, msi: bool) -> Ids {
+pub(crate) fn advertised(hw: &HwInfo, msi: bool) -> Ids {
     let h0 = hw.idr[0];
     let mut idr0 = 0u32;
     idr0 = IDR0_S1P.set32(idr0, 1);

@@ -9,11 +9,11 @@
 //! it; the host supplies stage 2. The model touches guest RAM, the host
 //! backend and the interrupt lines only through [`Ctx`].
 
-pub mod cmdq;
-pub mod evtq;
-pub mod ids;
-pub mod regs;
-pub mod strtab;
+pub(crate) mod cmdq;
+pub(crate) mod evtq;
+pub(crate) mod ids;
+pub(crate) mod regs;
+pub(crate) mod strtab;
 
 #[cfg(test)]
 mod tests;
@@ -26,13 +26,13 @@ use crate::memory::GuestRam;
 use crate::notify::Notifier;
 use crate::stats::Stats;
 
-pub use cmdq::CommandQueue;
-pub use evtq::EventQueue;
-pub use regs::{CmdqRegs, EvtqRegs, GlobalErrors, Registers};
-pub use strtab::StreamTable;
+pub(crate) use cmdq::CommandQueue;
+pub(crate) use evtq::EventQueue;
+pub(crate) use regs::{CmdqRegs, EvtqRegs, Registers};
+pub(crate) use strtab::StreamTable;
 
 /// Size of the register region: page 0 and page 1.
-pub const REGION_SIZE: u64 = 0x20000;
+pub(crate) const REGION_SIZE: u64 = 0x20000;
 
 /// What the model may touch while handling an access: guest RAM, the host
 /// backend, the interrupt lines and the counters. Never a socket.

@@ -20,7 +20,7 @@ use crate::irq::IRQ_GERROR;
 /// fields in order, with no names): reordering, adding or removing a field
 /// needs a new `migration::VERSION`.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Registers {
+pub(crate) struct Registers {
     /// SMMU_CR0 (and CR0ACK, which follows it at once).
     pub cr0: u32,
     /// SMMU_CR1.
@@ -60,7 +60,7 @@ impl Default for Registers {
 
 /// Global error state: GERROR / GERRORN and the GERROR interrupt.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct GlobalErrors {
+pub(crate) struct GlobalErrors {
     /// SMMU_GERROR.
     pub gerror: u32,
     /// SMMU_GERRORN.
@@ -75,13 +75,13 @@ pub struct GlobalErrors {
 
 impl GlobalErrors {
     /// True while error `bit` is active (GERROR and GERRORN differ).
-    pub fn active(&self, bit: u32) -> bool {
+    pub(crate) fn active(&self, bit: u32) -> bool {
         (self.gerror ^ self.gerrorn) & bit != 0
     }
 
     /// Raises error `bit` unless it is already active; signals the GERROR
     /// interrupt when enabled.
-    pub fn raise(&mut self, bit: u32, irq_ctrl: u32, ctx: &mut Ctx<'_>) {
+    pub(crate) fn raise(&mut self, bit: u32, irq_ctrl: u32, ctx: &mut Ctx<'_>) {
         if self.active(bit) {
             return;
         }
@@ -94,7 +94,7 @@ impl GlobalErrors {
 
 /// The command queue's registers.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct CmdqRegs {
+pub(crate) struct CmdqRegs {
     /// SMMU_CMDQ_BASE.
     pub base: u64,
     /// SMMU_CMDQ_PROD.
@@ -116,19 +116,19 @@ impl Default for CmdqRegs {
 
 impl CmdqRegs {
     /// The queue BASE describes.
-    pub fn queue(&self) -> Queue {
+    pub(crate) fn queue(&self) -> Queue {
         QueueBase::decode(self.base).queue(MAX_LOG2SIZE)
     }
 
     /// Mask of the pointer bits (index and wrap) of PROD/CONS.
-    pub fn ptr_mask(&self) -> u32 {
+    pub(crate) fn ptr_mask(&self) -> u32 {
         self.queue().ptr_mask()
     }
 }
 
 /// The event queue's registers.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct EvtqRegs {
+pub(crate) struct EvtqRegs {
     /// SMMU_EVENTQ_BASE.
     pub base: u64,
     /// SMMU_EVENTQ_PROD (index, wrap, OVFLG).
@@ -159,12 +159,12 @@ impl Default for EvtqRegs {
 
 impl EvtqRegs {
     /// The queue BASE describes.
-    pub fn queue(&self) -> Queue {
+    pub(crate) fn queue(&self) -> Queue {
         QueueBase::decode(self.base).queue(MAX_LOG2SIZE)
     }
 
     /// Mask of the pointer bits (index and wrap) of PROD/CONS.
-    pub fn ptr_mask(&self) -> u32 {
+    pub(crate) fn ptr_mask(&self) -> u32 {
         self.queue().ptr_mask()
     }
 }

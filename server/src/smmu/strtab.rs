@@ -21,7 +21,7 @@ use crate::host::SteAction;
 /// (part of the register block, [`super::Registers`]); its methods read
 /// guest RAM through them.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct StreamTable {
+pub(crate) struct StreamTable {
     /// SMMU_STRTAB_BASE.
     pub base: u64,
     /// SMMU_STRTAB_BASE_CFG.
@@ -30,7 +30,7 @@ pub struct StreamTable {
 
 /// What installing a configuration (and consuming commands) depends on.
 #[derive(Debug, Clone, Copy)]
-pub struct InstallEnv {
+pub(crate) struct InstallEnv {
     /// Advertised ID registers.
     pub idr: [u32; 6],
     /// CR0.SMMUEN.
@@ -65,7 +65,12 @@ enum Refusal {
 impl StreamTable {
     /// Derives the configuration of `sid` and installs it on the host.
     /// Returns the event to raise when the guest's STE is refused.
-    pub fn install(&self, sid: u32, env: &InstallEnv, ctx: &mut Ctx<'_>) -> Option<[u64; 4]> {
+    pub(crate) fn install(
+        &self,
+        sid: u32,
+        env: &InstallEnv,
+        ctx: &mut Ctx<'_>,
+    ) -> Option<[u64; 4]> {
         let action = if env.smmu_enabled {
             self.action_for(sid, env, ctx)
         } else if env.gbpa_abort {
@@ -109,7 +114,7 @@ impl StreamTable {
     /// C_BAD_STREAMID; STE.V = 0 or a configuration this SMMU does not
     /// support is C_BAD_STE. Unlike [`StreamTable::install`] nothing is
     /// quiet here: the architecture reports each of these per transaction.
-    pub fn check_transaction(
+    pub(crate) fn check_transaction(
         &self,
         sid: u32,
         ssid: Option<u32>,
@@ -155,7 +160,7 @@ impl StreamTable {
     }
 
     /// Re-installs the configuration of every attached StreamID.
-    pub fn install_all(
+    pub(crate) fn install_all(
         &self,
         attached: &[u32],
         env: &InstallEnv,

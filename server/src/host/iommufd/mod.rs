@@ -84,7 +84,7 @@ mod viommu;
 mod vste;
 
 /// Where the iommufd character device lives.
-pub const IOMMUFD_PATH: &str = "/dev/iommu";
+pub(crate) const IOMMUFD_PATH: &str = "/dev/iommu";
 
 /// The host profile the guest's ID registers derive from: what any
 /// nesting-capable SMMUv3 offers, in the fields the uAPI lets a VMM use.
@@ -92,7 +92,7 @@ pub const IOMMUFD_PATH: &str = "/dev/iommu";
 /// (0x0040_101b); IDR1 = SIDSIZE 16 | EVTQS 19 | CMDQS 19 (0x0273_0010,
 /// QEMU's; no SubstreamIDs); IDR3 = 0 (no range invalidation, BBML 0);
 /// IDR5 = OAS 44 bits | GRAN4K | GRAN64K (0x54); AIDR = SMMUv3.1.
-pub const GUEST_PROFILE: HwInfo = HwInfo {
+pub(crate) const GUEST_PROFILE: HwInfo = HwInfo {
     idr: [0x0040_101b, 0x0273_0010, 0, 0, 0, 0x54],
     iidr: 0,
     aidr: 1,
@@ -100,7 +100,7 @@ pub const GUEST_PROFILE: HwInfo = HwInfo {
 
 /// The real host backend over iommufd (see the module documentation).
 #[derive(Debug)]
-pub struct IommufdHost {
+pub(crate) struct IommufdHost {
     iommufd: OwnedFd,
     ioas_id: u32,
     /// The VMM's context, which the vIOMMU and its objects live in while
@@ -128,7 +128,7 @@ impl IommufdHost {
     ///
     /// A host without `/dev/iommu` gets one clear error (ENOENT) saying that
     /// it has no iommufd.
-    pub fn open(iommufd: Option<OwnedFd>) -> Result<Self, HostError> {
+    pub(crate) fn open(iommufd: Option<OwnedFd>) -> Result<Self, HostError> {
         match iommufd {
             Some(fd) => Self::from_fd(fd),
             None => Self::open_path(Path::new(IOMMUFD_PATH)),

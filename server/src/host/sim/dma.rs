@@ -61,10 +61,10 @@ use super::SimHost;
 use crate::host::{HostError, HwInfo, SimControls, SteAction};
 use crate::memory::GuestRam;
 
-pub use vsmmu_protocol::vfio_user::SIM_DMA_ABORTED;
+pub(crate) use vsmmu_protocol::vfio_user::SIM_DMA_ABORTED;
 
 /// The unit a transfer is split into: the smallest translation granule.
-pub const SIM_DMA_PAGE: u64 = 4096;
+pub(crate) const SIM_DMA_PAGE: u64 = 4096;
 
 /// The outcome of one `VSMMU_SIM_DMA`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]

@@ -57,7 +57,7 @@
 //! `wake_up_interruptible` is for every reported event).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 
 use vsmmu_protocol::iommufd::{
     VeventArmSmmuv3, VeventHeader, IOMMU_VEVENTQ_FLAG_LOST_EVENTS, VEVENT_HEADER_SIZE,
@@ -77,23 +77,21 @@ use crate::host::{
     MAX_INVALIDATION_ENTRIES, VEVENT_RECORD_SIZE,
 };
 
-pub mod dma;
-pub mod tlb;
+pub(crate) mod dma;
+pub(crate) mod tlb;
 mod veventq;
-pub mod walk;
-
-pub use self::veventq::VEVENTQ_MAX_DEPTH;
+pub(crate) mod walk;
 
 /// How many accepted invalidation commands [`SimHost::invalidation_log`]
 /// keeps (the most recent ones).
-pub const INVALIDATION_LOG_LEN: usize = 4096;
+pub(crate) const INVALIDATION_LOG_LEN: usize = 4096;
 
 /// Entries `arm_vsmmu_cache_invalidate` (arm-smmu-v3-iommufd.c) converts
 /// before issuing them to the hardware in one
 /// `__arm_smmu_cmdq_issue_cmdlist`: `CMDQ_BATCH_ENTRIES - 1`, with
 /// `CMDQ_BATCH_ENTRIES` = 64 (`BITS_PER_LONG`) in arm-smmu-v3.h. The rest
 /// of the array is issued at its end.
-pub const INVALIDATION_BLOCK_ENTRIES: usize = 63;
+pub(crate) const INVALIDATION_BLOCK_ENTRIES: usize = 63;
 
 /// Sim IDR0 = 0x090c_729b, a stage-1 + stage-2 SMMU of the Arm SMMU-700
 /// kind: S2P (0) | S1P (1) | TTF = AArch64 (\[3:2\] = 2) | COHACC (4) |
@@ -102,25 +100,25 @@ pub const INVALIDATION_BLOCK_ENTRIES: usize = 63;
 /// STALL_MODEL = no stall (\[25:24\] = 1) | TERM_MODEL = 0 |
 /// ST_LVL = 2-level (\[28:27\] = 1). ATS, PRI and stalls are left out: the
 /// sim's devices are platform devices without them, as QEMU's model.
-pub const SIM_IDR0: u32 = 0x090c_729b;
+pub(crate) const SIM_IDR0: u32 = 0x090c_729b;
 
 /// Sim IDR1 = 0x0273_0510: SIDSIZE 16, SSIDSIZE 20, PRIQS 0 (no PRI),
 /// EVTQS 19, CMDQS 19, no REL / QUEUES_PRESET / TABLES_PRESET.
-pub const SIM_IDR1: u32 = 0x0273_0510;
+pub(crate) const SIM_IDR1: u32 = 0x0273_0510;
 
 /// Sim IDR3 = 0x0000_1504: HAD (2) | FWB (8, stage-2 forced write-back,
 /// which `arm_vsmmu_alloc` needs for nesting) | RIL (10) | BBML = 2
 /// (\[12:11\]); QEMU 7.2's IDR3 (0x1404) plus FWB.
-pub const SIM_IDR3: u32 = 0x0000_1504;
+pub(crate) const SIM_IDR3: u32 = 0x0000_1504;
 
 /// Sim IDR5 = 0x0000_0075: OAS = 48 bits (\[2:0\] = 5) | GRAN4K | GRAN16K |
 /// GRAN64K, VAX = 0, STALL_MAX = 0.
-pub const SIM_IDR5: u32 = 0x0000_0075;
+pub(crate) const SIM_IDR5: u32 = 0x0000_0075;
 
 /// The sim's ID registers (`iommu_hw_info_arm_smmuv3`): [`SIM_IDR0`],
 /// [`SIM_IDR1`], IDR2 = 0, [`SIM_IDR3`], IDR4 = 0, [`SIM_IDR5`], IIDR = 0,
 /// AIDR = 1 (SMMUv3.1).
-pub const SIM_HW_INFO: HwInfo = HwInfo {
+pub(crate) const SIM_HW_INFO: HwInfo = HwInfo {
     idr: [SIM_IDR0, SIM_IDR1, 0, SIM_IDR3, 0, SIM_IDR5],
     iidr: 0,
     aidr: 1,
@@ -157,7 +155,7 @@ impl Default for SimConfig {
 
 impl SimConfig {
     /// Checks the values the kernel could never produce: `first_seq` above
-    /// `INT_MAX`, a depth override of 0 or above [`VEVENTQ_MAX_DEPTH`].
+    /// `INT_MAX`, a depth override of 0 or above [`veventq::VEVENTQ_MAX_DEPTH`].
     pub fn validate(&self) -> Result<(), HostError> {
         if self.first_seq > VEVENT_SEQ_MASK {
             return Err(HostError::new(
@@ -198,15 +196,14 @@ pub struct SimStats {
 /// A device bound to a guest StreamID.
 #[derive(Debug, Clone, Copy)]
 struct Device {
-    host_id: u32,
     ste: SteAction,
 }
 
-/// A guest RAM range made reachable by device DMA.
+/// A guest RAM range made reachable by device DMA (the sim reads guest
+/// RAM through the device's own mappings, so only the extent is kept).
 #[derive(Debug, Clone, Copy)]
 struct RamRange {
     size: u64,
-    host_addr: usize,
 }
 
 /// The software host SMMU: vIOMMU, vDEVICEs, nested STEs, invalidations
@@ -240,7 +237,7 @@ impl Default for SimHost {
 /// [`check_vste`]) and returns the STE the kernel keeps for the nested
 /// domain: all zeroes when V = 0, otherwise the two dwords with EATS
 /// cleared. Errors are `EIO` ("invalid STE data"), as the kernel's.
-pub fn validate_vste(ste: [u64; 2]) -> Result<[u64; 2], HostError> {
+pub(crate) fn validate_vste(ste: [u64; 2]) -> Result<[u64; 2], HostError> {
     match check_vste(&ste) {
         Ok(VsteConfig::NotValid) => Ok([0, 0]),
         Ok(VsteConfig::Abort | VsteConfig::Bypass | VsteConfig::S1Translate) => {
@@ -327,6 +324,7 @@ impl SimHost {
 
     /// The sequence carried by the LOST record at the tail of the vEVENTQ,
     /// if there is one.
+    #[cfg(test)]
     pub fn lost_pending(&self) -> Option<u32> {
         self.veventq.as_ref().and_then(|q| q.lost)
     }
@@ -337,12 +335,15 @@ impl SimHost {
     }
 
     /// The sequence number the next reported event will get.
+    #[cfg(test)]
     pub fn next_sequence(&self) -> Option<u32> {
         self.veventq.as_ref().map(|q| q.next_seq)
     }
 
     /// The vEVENTQ fd, borrowed (for `poll` and mio registration).
-    pub fn veventq_borrowed_fd(&self) -> Option<BorrowedFd<'_>> {
+    #[cfg(test)]
+    pub fn veventq_borrowed_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        use std::os::fd::AsFd;
         self.veventq.as_ref().map(|q| q.fd.as_fd())
     }
 
@@ -353,6 +354,7 @@ impl SimHost {
 
     /// True once the first device was attached: the vIOMMU exists (as the
     /// iommufd backend, it needs a bound device and lives until the end).
+    #[cfg(test)]
     pub fn viommu_allocated(&self) -> bool {
         self.viommu
     }
@@ -364,14 +366,10 @@ impl SimHost {
         self.devices.get(&vsid).map(|d| d.ste)
     }
 
-    /// The host device id returned when `vsid` was attached.
-    pub fn host_dev_id(&self, vsid: u32) -> Option<u32> {
-        self.devices.get(&vsid).map(|d| d.host_id)
-    }
-
-    /// Guest RAM mappings as `(gpa, size, host_addr)`, by address.
-    pub fn guest_ram(&self) -> impl Iterator<Item = (u64, u64, usize)> + '_ {
-        self.ram.iter().map(|(&gpa, r)| (gpa, r.size, r.host_addr))
+    /// Guest RAM mappings as `(gpa, size)`, by address.
+    #[cfg(test)]
+    pub fn guest_ram(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.ram.iter().map(|(&gpa, r)| (gpa, r.size))
     }
 
     /// Calls of [`HostIommu::invalidate`] (one per `IOMMU_HWPT_INVALIDATE`).
@@ -468,7 +466,7 @@ impl HostIommu for SimHost {
 
     /// Records the range. `EINVAL` for size 0, `EOVERFLOW` when it wraps
     /// the address space, `EEXIST` when it overlaps a mapped range.
-    fn map_guest_ram(&mut self, gpa: u64, size: u64, host_addr: usize) -> Result<(), HostError> {
+    fn map_guest_ram(&mut self, gpa: u64, size: u64, _host_addr: usize) -> Result<(), HostError> {
         const OP: &str = "IOMMU_IOAS_MAP";
         if size == 0 {
             return Err(HostError::new(OP, libc::EINVAL, "zero-length mapping"));
@@ -494,7 +492,7 @@ impl HostIommu for SimHost {
                 ));
             }
         }
-        self.ram.insert(gpa, RamRange { size, host_addr });
+        self.ram.insert(gpa, RamRange { size });
         Ok(())
     }
 
@@ -563,7 +561,6 @@ impl HostIommu for SimHost {
         self.devices.insert(
             vsid,
             Device {
-                host_id,
                 ste: SteAction::Abort,
             },
         );
@@ -666,7 +663,7 @@ impl HostIommu for SimHost {
     /// Replaces any existing vEVENTQ with a new, empty one whose first event
     /// gets [`SimConfig::first_seq`]. The depth is
     /// [`SimConfig::veventq_depth`] when set, else `depth`; 0 or above
-    /// [`VEVENTQ_MAX_DEPTH`] → `EINVAL`.
+    /// [`veventq::VEVENTQ_MAX_DEPTH`] → `EINVAL`.
     fn alloc_veventq(&mut self, depth: u32) -> Result<(), HostError> {
         if !self.viommu {
             // As the iommufd backend: no vIOMMU before the first device.

@@ -34,9 +34,9 @@ use vsmmu_protocol::smmu::command::{Command, TlbiRange};
 use super::walk::{Perms, Stage1, Translation};
 
 /// Most translations the TLB holds; inserting beyond evicts one.
-pub const TLB_CAPACITY: usize = 4096;
+pub(crate) const TLB_CAPACITY: usize = 4096;
 /// Most CDs the configuration cache holds.
-pub const CD_CACHE_CAPACITY: usize = 1024;
+pub(crate) const CD_CACHE_CAPACITY: usize = 1024;
 
 /// The smallest granule: the TLB's indexing unit.
 const PAGE_SHIFT: u32 = 12;

@@ -12,7 +12,7 @@ use crate::host::HostError;
 
 /// Largest vEVENTQ depth the kernel accepts (`VEVENTQ_MAX_DEPTH`, eventq.c):
 /// the largest SMMUv3 event queue, 2^19 entries.
-pub const VEVENTQ_MAX_DEPTH: u32 = 1 << 19;
+pub(crate) const VEVENTQ_MAX_DEPTH: u32 = 1 << 19;
 
 /// One queued event: its sequence number and the 32-byte record.
 #[derive(Debug, Clone, Copy)]

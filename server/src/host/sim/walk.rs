@@ -197,7 +197,7 @@ impl FaultKind {
 
 /// Why a descriptor fetch failed (reported by the fetch closure).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum FetchError {
+pub(crate) enum FetchError {
     /// The descriptor's IPA has no stage-2 mapping: a stage-2 Translation
     /// fault with CLASS = TT.
     S2Translation,
@@ -207,7 +207,7 @@ pub enum FetchError {
 
 /// Why a walk failed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum WalkError {
+pub(crate) enum WalkError {
     /// A stage-1 fault at `level` (0..=3; the start level for range
     /// faults).
     Stage1 {
@@ -261,7 +261,7 @@ impl Translation {
 /// Selects the translation table for `va` (VA\[55\]) and checks the input
 /// range; returns the table and the effective VA (VA\[63:56\] replaced by
 /// the sign extension of VA\[55\] when TBI applies).
-pub fn select(s1: &Stage1, va: u64) -> Result<(TtConfig, u64), FaultKind> {
+pub(crate) fn select(s1: &Stage1, va: u64) -> Result<(TtConfig, u64), FaultKind> {
     let upper = (va >> 55) & 1 == 1;
     let (tt, tbi) = if upper {
         (s1.tt1, s1.tbi1)
@@ -291,7 +291,12 @@ pub fn select(s1: &Stage1, va: u64) -> Result<(TtConfig, u64), FaultKind> {
 /// `fetch(ipa)` reads the 8-byte descriptor at `ipa` through stage 2.
 /// Descriptor updates (HTTU) are returned in [`Translation::update`], not
 /// written.
-pub fn walk<F>(s1: &Stage1, va: u64, access: Access, mut fetch: F) -> Result<Translation, WalkError>
+pub(crate) fn walk<F>(
+    s1: &Stage1,
+    va: u64,
+    access: Access,
+    mut fetch: F,
+) -> Result<Translation, WalkError>
 where
     F: FnMut(u64) -> Result<u64, FetchError>,
 {
