@@ -1,5 +1,5 @@
 //! Regenerates `client-shim/capi/include/vsmmu.h`, the C header of the
-//! shim's C ABI (`src/ffi.rs`), with cbindgen and `cbindgen.toml`:
+//! shim's C ABI (`src/ffi/`), with cbindgen and `cbindgen.toml`:
 //!
 //! ```text
 //! cargo run -p vsmmu-capi --example gen-header

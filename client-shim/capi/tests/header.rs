@@ -1,4 +1,4 @@
-//! The checked-in C header matches the C ABI in `src/ffi.rs`.
+//! The checked-in C header matches the C ABI in `src/ffi/`.
 
 #[path = "../examples/gen-header.rs"]
 mod gen_header;

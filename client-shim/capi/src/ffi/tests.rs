@@ -1,5 +1,6 @@
 //! Tests of the C ABI.
 
+use super::open::negotiated;
 use super::*;
 
 fn last() -> (i32, String) {
