@@ -5,7 +5,9 @@
 use std::time::{Duration, Instant};
 
 use vsmmu_guest::driver::LoggedEvent;
+use vsmmu_guest::driver::SmmuDriver;
 use vsmmu_guest::pgtable::{tlbi_va, PageTable, Prot};
+use vsmmu_guest::GuestRam;
 use vsmmu_protocol::notify::Record;
 use vsmmu_protocol::smmu::cd::Granule;
 use vsmmu_protocol::smmu::command::Command;
@@ -13,6 +15,7 @@ use vsmmu_protocol::smmu::regs::{CMDQ_CONS, IDR5_OAS};
 use vsmmu_protocol::smmu::ste::Ste;
 use vsmmu_protocol::vfio_user::{SIM_DMA_ABORTED, TRANSLATE_NO_EVENT, TRANSLATE_WRITE};
 use vsmmu_tests::guest::{boot, small, RAM_BASE};
+use vsmmu_tests::TestServer;
 
 #[test]
 fn emulated_device_translations_and_faults() {
@@ -102,7 +105,7 @@ fn emulated_device_translations_and_faults() {
 
 /// Events in the guest's queue: waits until `want` arrived (or 5 s), then
 /// takes what else is there.
-fn drain(d: &mut vsmmu_guest::driver::SmmuDriver, want: usize) -> Vec<LoggedEvent> {
+fn drain(d: &mut SmmuDriver, want: usize) -> Vec<LoggedEvent> {
     let mut seen = Vec::new();
     let t0 = Instant::now();
     while seen.len() < want && t0.elapsed() < Duration::from_secs(5) {
@@ -116,23 +119,35 @@ fn drain(d: &mut vsmmu_guest::driver::SmmuDriver, want: usize) -> Vec<LoggedEven
 /// The client's IOTLB: a repeated translation makes no round trip, and after
 /// the guest unmaps, invalidates (TLBI_NH_VA) and syncs, the next access
 /// faults instead of using the cached translation.
-#[test]
-fn iotlb_never_serves_what_the_guest_invalidated() {
-    let (_srv, mut d) = boot(&[], 8 << 20, small(6));
-    let sid = 0x08;
-    d.client.attach_device(sid, None).unwrap();
+/// A device at StreamID 0x08 with the client's IOTLB enabled, its stage-1
+/// tables in the first 512 KiB of a 1 MiB allocation (`tables`) holding
+/// what `map` maps; output addresses from `buf`. Returns `(server,
+/// driver, buf, tables, root)`.
+fn iotlb_device(
+    map: impl FnOnce(&mut PageTable<'_, GuestRam>, u64),
+) -> (TestServer, SmmuDriver, u64, u64, u64) {
+    let (srv, mut d) = boot(&[], 8 << 20, small(6));
+    d.client.attach_device(0x08, None).unwrap();
     d.client.enable_iotlb(6).unwrap();
     let tables = d.alloc(1 << 20, 4096).unwrap();
     let buf = RAM_BASE + (5 << 20);
     let ips = IDR5_OAS.get32(d.features.idr[5]) as u8;
     let (root, cd) = {
         let mut pt = PageTable::new(&d.ram, Granule::K4, 25, tables, tables + (512 << 10)).unwrap();
-        pt.map(0x20_0000, buf, 0x2000, Prot::RW).unwrap();
+        map(&mut pt, buf);
         (pt.root(), pt.cd(ips, 9))
     };
-    d.attach_s1(sid, cd).unwrap();
-    let translations =
-        |d: &mut vsmmu_guest::driver::SmmuDriver| d.client.stats().unwrap().translations;
+    d.attach_s1(0x08, cd).unwrap();
+    (srv, d, buf, tables, root)
+}
+
+#[test]
+fn iotlb_never_serves_what_the_guest_invalidated() {
+    let (_srv, mut d, buf, tables, root) = iotlb_device(|pt, buf| {
+        pt.map(0x20_0000, buf, 0x2000, Prot::RW).unwrap();
+    });
+    let sid = 0x08;
+    let translations = |d: &mut SmmuDriver| d.client.stats().unwrap().translations;
 
     let n0 = translations(&mut d);
     // perm is what the page allows (read and write), not the access.
@@ -205,24 +220,15 @@ fn iotlb_never_serves_what_the_guest_invalidated() {
 /// the direction a transfer walks once a miss lands just past the last.
 #[test]
 fn iotlb_fetches_around_a_miss_then_in_the_transfer_direction() {
-    let (_srv, mut d) = boot(&[], 8 << 20, small(6));
-    let sid = 0x08;
-    d.client.attach_device(sid, None).unwrap();
-    d.client.enable_iotlb(6).unwrap();
-    let tables = d.alloc(1 << 20, 4096).unwrap();
-    let buf = RAM_BASE + (5 << 20);
-    let ips = IDR5_OAS.get32(d.features.idr[5]) as u8;
-    let cd = {
-        let mut pt = PageTable::new(&d.ram, Granule::K4, 25, tables, tables + (1 << 20)).unwrap();
-        // One request: a read-only header page, two data pages, a status
-        // page; and a 512 KiB transfer of 128 pages.
+    // One request: a read-only header page, two data pages, a status page;
+    // and a 512 KiB transfer of 128 pages.
+    let (_srv, mut d, buf, _, _) = iotlb_device(|pt, buf| {
         pt.map(0x40_0000, buf, 0x1000, Prot::RO).unwrap();
         pt.map(0x40_1000, buf + 0x1000, 0x3000, Prot::RW).unwrap();
         pt.map(0x60_0000, buf, 0x8_0000, Prot::RW).unwrap();
-        pt.cd(ips, 9)
-    };
-    d.attach_s1(sid, cd).unwrap();
-    let stats = |d: &mut vsmmu_guest::driver::SmmuDriver| d.client.stats().unwrap();
+    });
+    let sid = 0x08;
+    let stats = |d: &mut SmmuDriver| d.client.stats().unwrap();
 
     // A random miss in the middle: the page after, the one before, the
     // next after; both sides stop at their first unmapped page.
