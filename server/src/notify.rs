@@ -101,6 +101,7 @@ impl Notifier {
         let Some(r) = &mut self.ring else {
             return;
         };
+        log::trace!("invalidation record {rec:?}");
         let slot = RING_HEADER_SIZE + (r.head % r.entries) as usize * std::mem::size_of::<Record>();
         if let Ok(s) = r.map.get_slice(slot, std::mem::size_of::<Record>()) {
             s.copy_from(rec.as_bytes());

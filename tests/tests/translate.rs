@@ -221,11 +221,11 @@ fn iotlb_never_serves_what_the_guest_invalidated() {
 #[test]
 fn iotlb_fetches_around_a_miss_then_in_the_transfer_direction() {
     // One request: a read-only header page, two data pages, a status page;
-    // and a 512 KiB transfer of 128 pages.
+    // and a 768 KiB transfer of 192 pages.
     let (_srv, mut d, buf, _, _) = iotlb_device(|pt, buf| {
         pt.map(0x40_0000, buf, 0x1000, Prot::RO).unwrap();
         pt.map(0x40_1000, buf + 0x1000, 0x3000, Prot::RW).unwrap();
-        pt.map(0x60_0000, buf, 0x8_0000, Prot::RW).unwrap();
+        pt.map(0x60_0000, buf, 0xc_0000, Prot::RW).unwrap();
     });
     let sid = 0x08;
     let stats = |d: &mut SmmuDriver| d.client.stats().unwrap();
@@ -251,11 +251,11 @@ fn iotlb_fetches_around_a_miss_then_in_the_transfer_direction() {
     assert_eq!((r.status, r.perm), (0x13, 0));
     assert_eq!(stats(&mut d).translations, 2);
 
-    // A transfer walked top down: its top page brings the 7 below it (none
-    // above: unmapped); a miss just below those brings the 63 below it, and
-    // the next one just below those the 55 that are left.
+    // A transfer walked top down: its top page brings the 63 below it (none
+    // above: unmapped); a miss just below those brings the 63 below it
+    // (behind only), and so does the next.
     let (t0, a0) = (stats(&mut d).translations, stats(&mut d).translations_ahead);
-    for page in (0..128u64).rev() {
+    for page in (0..192u64).rev() {
         let iova = 0x60_0000 + page * 0x1000;
         let r = d
             .client
@@ -264,9 +264,9 @@ fn iotlb_fetches_around_a_miss_then_in_the_transfer_direction() {
         assert_eq!((r.status, r.addr), (0, buf + page * 0x1000), "{iova:#x}");
     }
     assert_eq!(stats(&mut d).translations - t0, 3);
-    assert_eq!(stats(&mut d).translations_ahead - a0, 7 + 63 + 55);
+    assert_eq!(stats(&mut d).translations_ahead - a0, 3 * 63);
     let s = d.client.iotlb_stats().unwrap();
-    assert_eq!((s.hits, s.misses), (3 + 125, 2 + 3));
+    assert_eq!((s.hits, s.misses), (3 + 189, 2 + 3));
 }
 
 /// With a notify handler (IOMMU notifiers), a CMD_SYNC after an

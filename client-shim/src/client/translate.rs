@@ -23,8 +23,10 @@ pub(super) struct Fetched {
 const TRANSLATE_AHEAD_PAGES: usize = vu::TRANSLATE_AHEAD_MAX;
 /// Granules any other cache miss asks for, around it: the other buffers
 /// of one I/O request (Linux maps them one after another, top down, so
-/// they are usually a few pages apart on either side).
-const TRANSLATE_AROUND_START: usize = 7;
+/// they are usually a few pages apart on either side), or the rest of a
+/// transfer's segment. As many as a reply carries: each side stops at its
+/// first unmapped page, so around a lone page the walk is short.
+const TRANSLATE_AROUND_START: usize = vu::TRANSLATE_AHEAD_MAX;
 
 impl Client {
     /// VSMMU_TRANSLATE: translates `iova` for an access by the emulated

@@ -95,6 +95,14 @@ impl Device {
             self.stats.translation_faults += 1;
         }
         let ahead = self.translate_ahead(t, ssid, &r);
+        log::trace!(
+            "TRANSLATE sid {:#x} iova {:#x} flags {:#x}: status {:#x}, {} granules along",
+            t.sid,
+            t.iova,
+            t.flags,
+            r.status,
+            ahead.len()
+        );
         let head = vu::TranslateReply::SIZE as usize;
         let reply = reply.push(&vu::TranslateReply {
             argsz: (head + ahead.len() * vu::TranslateAhead::SIZE as usize) as u32,
