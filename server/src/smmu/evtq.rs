@@ -111,14 +111,26 @@ impl EventQueue {
     /// reset, and are counted as `events_dropped_disabled`, never lost
     /// unread.
     pub(crate) fn free_veventq(&mut self, ctx: &mut Ctx<'_>) {
-        if self.veventq.is_none() {
-            return;
-        }
-        let mut buf = vec![0u8; 64 * 1024];
         // Read against registers at reset (EVENTQEN = 0): what is read,
         // and what the buffer holds, is counted as dropped; nothing
         // reaches guest RAM or the model's registers.
         let mut disabled = Registers::default();
+        self.drain_and_free(&mut disabled, ctx);
+    }
+
+    /// Frees the vEVENTQ after delivering what it still holds as any read
+    /// is delivered, against `regs`: when the host ends the vIOMMU (its
+    /// last device detached) the guest's queue is still on, and those
+    /// records are faults its devices raised.
+    pub(crate) fn deliver_and_free(&mut self, regs: &mut Registers, ctx: &mut Ctx<'_>) {
+        self.drain_and_free(regs, ctx);
+    }
+
+    fn drain_and_free(&mut self, regs: &mut Registers, ctx: &mut Ctx<'_>) {
+        if self.veventq.is_none() {
+            return;
+        }
+        let mut buf = vec![0u8; 64 * 1024];
         // Bounded: a device that keeps faulting must not hold the server
         // here (what arrives later is dropped with the queue, as the
         // kernel drops it).
@@ -127,7 +139,7 @@ impl EventQueue {
                 Ok(0) => break,
                 Ok(n) => {
                     ctx.stats.veventq_read_calls += 1;
-                    self.host_records(&buf[..n], &mut disabled, ctx);
+                    self.host_records(&buf[..n], regs, ctx);
                 }
                 Err(e) => {
                     log::warn!("draining the vEVENTQ before freeing it: {e}");

@@ -226,10 +226,11 @@ impl Smmu {
     }
 
     /// The host is about to free its vIOMMU (and the vEVENTQ with it): read
-    /// the vEVENTQ out and free it; the next device's attach allocates a
-    /// new one if EVENTQEN is still set.
+    /// the vEVENTQ out into the guest's queue (or the buffer while it is
+    /// full, or counted as disabled when EVENTQEN = 0) and free it; the
+    /// next device's attach allocates a new one if EVENTQEN is still set.
     pub fn viommu_ending(&mut self, ctx: &mut Ctx<'_>) {
-        self.evtq.free_veventq(ctx);
+        self.evtq.deliver_and_free(&mut self.regs, ctx);
     }
 
     /// The host device behind `sid` is gone.

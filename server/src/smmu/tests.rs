@@ -242,6 +242,30 @@ fn resize_reads_the_old_veventq_first() {
     assert_eq!(rig.smmu.veventq_generation(), 3);
 }
 
+/// The vIOMMU ends with its last device: what the vEVENTQ still holds
+/// are faults the guest's devices raised, and its queue is on, so they
+/// reach it rather than being counted as dropped.
+#[test]
+fn viommu_end_delivers_what_the_veventq_holds() {
+    let mut rig = Rig::new(SimConfig::default(), true);
+    rig.host.attach_device(8, None).unwrap();
+    rig.w(EVENTQ_BASE, 8, (RAM + 0x8000) | 3);
+    rig.w(CR0, 4, CR0_EVTQEN.mask());
+    rig.host
+        .inject(&[
+            [8 << 32 | 0x10, 0, 0x1000, 0],
+            [8 << 32 | 0x10, 0, 0x2000, 0],
+        ])
+        .unwrap();
+    rig.with(|smmu, ctx| smmu.viommu_ending(ctx));
+    assert_eq!(rig.stats.host_events_read, 2);
+    assert_eq!(rig.stats.guest_events_written, 2);
+    assert_eq!(rig.stats.events_dropped_disabled, 0);
+    assert_eq!(rig.r(EVENTQ_PROD), 2);
+    assert_eq!(rig.mem.read_u64s::<4>(RAM + 0x8000 + 32).unwrap()[2], 0x2000);
+    assert!(rig.host.veventq_fd().is_none());
+}
+
 /// The guest's StreamID size is known before any device: a fresh model
 /// accepts vSID 8 (iommufd profile: SIDSIZE 16) and refuses 1 << 16.
 #[test]
