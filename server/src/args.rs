@@ -92,8 +92,9 @@ pub struct Args {
     pub event_buffer: Option<usize>,
 
     /// Most microseconds to poll for the next client message before
-    /// sleeping (the window adapts between 0 and this; 0 = never poll).
-    #[arg(long, default_value_t = 50)]
+    /// sleeping (the window adapts between 0 and this; 0 = never poll;
+    /// the default is KVM's `halt_poll_ns`).
+    #[arg(long, default_value_t = 200)]
     pub poll_us: u32,
 
     /// Largest data transfer in one message, bytes.
