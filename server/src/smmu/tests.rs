@@ -262,7 +262,10 @@ fn viommu_end_delivers_what_the_veventq_holds() {
     assert_eq!(rig.stats.guest_events_written, 2);
     assert_eq!(rig.stats.events_dropped_disabled, 0);
     assert_eq!(rig.r(EVENTQ_PROD), 2);
-    assert_eq!(rig.mem.read_u64s::<4>(RAM + 0x8000 + 32).unwrap()[2], 0x2000);
+    assert_eq!(
+        rig.mem.read_u64s::<4>(RAM + 0x8000 + 32).unwrap()[2],
+        0x2000
+    );
     assert!(rig.host.veventq_fd().is_none());
 }
 
