@@ -6,10 +6,9 @@
 //! (polling plus sleeping, until the awaited message arrived) and reports
 //! it with [`PollWindow::record`]. The window grows when a longer poll
 //! would have caught the message and sleeping had cost more than the
-//! shortest poll; it halves when no poll could have caught the message (a
-//! pause: the burst after it likely looks like the one before), and drops
-//! to 0 when the message came right after the poll gave up, which is what
-//! a poll that kept the peer off its CPU looks like. On a busy machine the
+//! shortest poll; it drops to 0 when no poll could have caught the message,
+//! or when the message came right after the poll gave up, which is what a
+//! poll that kept the peer off its CPU looks like. On a busy machine the
 //! window so settles at 0: each side sleeps and leaves the CPU to the other.
 
 use std::time::Duration;
@@ -73,8 +72,7 @@ impl PollWindow {
     /// began (polling and sleeping together), and adapts the window:
     /// - within the window: a hit, the window stays;
     /// - beyond the cap: no window would have caught it and polling only
-    ///   burnt CPU; the window halves (KVM's `halt_poll_ns_shrink = 2`),
-    ///   or drops to 0 below [`PollWindow::start`];
+    ///   burnt CPU; the window drops to 0 (KVM's default shrink);
     /// - less than [`PollWindow::start`] after the window ran out: sleeping
     ///   cost less than the shortest poll, so polling has nothing to win.
     ///   KVM stops polling as soon as another task is runnable on its CPU;
@@ -92,22 +90,7 @@ impl PollWindow {
             return Verdict::Hit;
         }
         let slept = waited - self.window;
-        if waited > self.max {
-            // No window would have caught it: halve (KVM's
-            // `halt_poll_ns_shrink = 2`), so that a burst after a pause
-            // still finds the window that caught the last burst's tail.
-            if self.window.is_zero() {
-                return Verdict::Kept;
-            }
-            let half = self.window / 2;
-            self.window = if half < self.start() {
-                Duration::ZERO
-            } else {
-                half
-            };
-            return Verdict::Shrank;
-        }
-        if slept < self.start() {
+        if waited > self.max || slept < self.start() {
             if self.window.is_zero() {
                 return Verdict::Kept;
             }
@@ -190,59 +173,32 @@ mod tests {
     }
 
     #[test]
-    fn a_wait_beyond_the_cap_halves_the_window() {
+    fn a_wait_beyond_the_cap_drops_to_zero() {
         assert_eq!(
             run(50, &[20, 20, 51, 51, 50, 3]),
             [
                 (Grew, 10),
                 (Grew, 20),
-                (Shrank, 10),
-                // Half of 10 is below the start value: sleep.
                 (Shrank, 0),
+                // Already sleeping: a long wait teaches nothing.
+                (Kept, 0),
                 // Exactly the cap: a window of the cap would have caught it.
                 (Grew, 10),
                 (Hit, 10)
             ]
         );
-        // From the cap: two pauses leave a quarter of it, the third 0, and
-        // then a long wait teaches nothing.
+        // From the cap too.
         assert_eq!(
-            run(40, &[39, 39, 39, 39, 1000, 1000, 1000, 1000]),
+            run(40, &[39, 39, 39, 39, 1000, 1000]),
             [
                 (Grew, 10),
                 (Grew, 20),
                 (Grew, 40),
                 (Hit, 40),
-                (Shrank, 20),
-                (Shrank, 10),
                 (Shrank, 0),
                 (Kept, 0)
             ]
         );
-    }
-
-    #[test]
-    fn bursts_after_pauses_keep_a_window() {
-        // Linux's strict mode: four CMD_SYNCs 30 µs apart, then a pause
-        // longer than the cap before the next request's four. Dropping to 0
-        // at each pause slept through every burst (each grew the window from
-        // 0 again: 10, 20, 40 µs, all missed); halving keeps one that
-        // catches two of each burst's three after the first.
-        let mut w = PollWindow::new(us(200));
-        let mut hits = 0;
-        for _burst in 0..10 {
-            for wait in [500, 30, 30, 30] {
-                let waited = if us(wait) <= w.window() {
-                    wait
-                } else {
-                    wait + 35
-                };
-                if w.record(us(waited)) == Hit {
-                    hits += 1;
-                }
-            }
-        }
-        assert_eq!(hits, 2 * 9);
     }
 
     #[test]
