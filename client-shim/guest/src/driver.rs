@@ -159,6 +159,8 @@ pub struct SmmuDriver {
     alloc: Alloc,
     cmdq: QueueState,
     evtq: QueueState,
+    /// Reused buffer the event queue's entries are copied out into.
+    evtq_buf: Vec<u8>,
     strtab: u64,
     l1: Vec<Option<u64>>,
     /// Eventfds of the EVTQ, PRIQ, CMD_SYNC and GERROR lines.
@@ -316,6 +318,7 @@ impl SmmuDriver {
             alloc,
             cmdq,
             evtq,
+            evtq_buf: Vec::new(),
             strtab,
             l1,
             irqs,
@@ -397,6 +400,7 @@ impl SmmuDriver {
                 ptr: evtq_cons,
                 other: (evtq_prod & !eq.ptr_mask()) | (evtq_cons & eq.ptr_mask()),
             },
+            evtq_buf: Vec::new(),
             strtab,
             l1,
             irqs,
@@ -710,22 +714,34 @@ impl SmmuDriver {
         loop {
             let mut popped = false;
             while !q.is_empty(self.evtq.other, self.evtq.ptr) {
-                let addr = self.evtq.base + u64::from(q.index(self.evtq.ptr)) * EVENT_ENTRY_SIZE;
-                let raw = [
-                    self.ram.read_u64(addr),
-                    self.ram.read_u64(addr + 8),
-                    self.ram.read_u64(addr + 16),
-                    self.ram.read_u64(addr + 24),
-                ];
-                pass.events.push(LoggedEvent {
-                    raw,
-                    event: Event::decode(raw),
-                });
-                self.evtq.ptr = q.incr(self.evtq.ptr);
-                popped = true;
-                if self.opts.cons_per_entry {
-                    self.write_evtq_cons()?;
+                // The entries up to PROD or the end of the ring, copied out
+                // in one read (Linux copies one at a time; the ring holds
+                // the same bytes either way until CONS moves).
+                let index = q.index(self.evtq.ptr);
+                let run = q
+                    .used(self.evtq.other, self.evtq.ptr)
+                    .min(q.entries() - index) as usize;
+                let addr = self.evtq.base + u64::from(index) * EVENT_ENTRY_SIZE;
+                let mut buf = std::mem::take(&mut self.evtq_buf);
+                buf.resize(run * EVENT_ENTRY_SIZE as usize, 0);
+                self.ram.read(addr, &mut buf);
+                pass.events.reserve(run);
+                for entry in buf.chunks_exact(EVENT_ENTRY_SIZE as usize) {
+                    let mut raw = [0u64; 4];
+                    for (w, b) in raw.iter_mut().zip(entry.chunks_exact(8)) {
+                        *w = u64::from_le_bytes(b.try_into().unwrap_or_default());
+                    }
+                    pass.events.push(LoggedEvent {
+                        raw,
+                        event: Event::decode(raw),
+                    });
+                    self.evtq.ptr = q.incr(self.evtq.ptr);
+                    popped = true;
+                    if self.opts.cons_per_entry {
+                        self.write_evtq_cons()?;
+                    }
                 }
+                self.evtq_buf = buf;
             }
             if popped && !self.opts.cons_per_entry {
                 self.write_evtq_cons()?;
