@@ -40,6 +40,8 @@ pub enum Verdict {
 pub struct PollWindow {
     window: Duration,
     max: Duration,
+    /// A wait beyond the cap keeps the window ([`PollWindow::for_bursts`]).
+    pause_keeps: bool,
 }
 
 impl PollWindow {
@@ -49,6 +51,21 @@ impl PollWindow {
         PollWindow {
             window: Duration::ZERO,
             max,
+            pause_keeps: false,
+        }
+    }
+
+    /// A window for the waits inside bursts of messages, such as the
+    /// commands a guest driver issues one after another, each waiting for
+    /// the previous one's CMD_SYNC: it starts at the cap, and a wait
+    /// beyond the cap (the pause between two bursts) teaches nothing and
+    /// keeps it. The other rules are [`PollWindow::record`]'s, so a peer
+    /// that needs the CPU this side spins on still drops it to 0.
+    pub fn for_bursts(max: Duration) -> Self {
+        PollWindow {
+            window: max,
+            max,
+            pause_keeps: true,
         }
     }
 
@@ -72,7 +89,8 @@ impl PollWindow {
     /// began (polling and sleeping together), and adapts the window:
     /// - within the window: a hit, the window stays;
     /// - beyond the cap: no window would have caught it and polling only
-    ///   burnt CPU; the window drops to 0 (KVM's default shrink);
+    ///   burnt CPU; the window drops to 0 (KVM's default shrink), except
+    ///   a burst window's ([`PollWindow::for_bursts`]), which stays;
     /// - less than [`PollWindow::start`] after the window ran out: sleeping
     ///   cost less than the shortest poll, so polling has nothing to win.
     ///   KVM stops polling as soon as another task is runnable on its CPU;
@@ -90,12 +108,16 @@ impl PollWindow {
             return Verdict::Hit;
         }
         let slept = waited - self.window;
-        if waited > self.max || slept < self.start() {
+        if slept < self.start() || (waited > self.max && !self.pause_keeps) {
             if self.window.is_zero() {
                 return Verdict::Kept;
             }
             self.window = Duration::ZERO;
             return Verdict::Shrank;
+        }
+        if waited > self.max {
+            // A burst window: a pause between bursts.
+            return Verdict::Kept;
         }
         let grown = self.window.saturating_mul(GROW).max(self.start());
         self.window = grown.min(self.max);
@@ -199,6 +221,27 @@ mod tests {
                 (Kept, 0)
             ]
         );
+    }
+
+    #[test]
+    fn a_burst_window_starts_at_the_cap_and_outlives_pauses() {
+        let mut w = PollWindow::for_bursts(us(200));
+        assert_eq!(w.window(), us(200));
+        // Inside a burst: hits. Between bursts: nothing learnt.
+        assert_eq!(w.record(us(30)), Hit);
+        assert_eq!(w.record(us(900)), Kept);
+        assert_eq!(w.window(), us(200));
+        // A peer that needed this CPU: the message 1 µs after the poll
+        // gave up. Polling stops, and comes back only as a normal window
+        // grows: from the start value, on waits within the cap.
+        assert_eq!(w.record(us(201)), Shrank);
+        assert_eq!(w.window(), Duration::ZERO);
+        assert_eq!(w.record(us(900)), Kept);
+        assert_eq!(w.record(us(40)), Grew);
+        assert_eq!(w.window(), us(10));
+        // A zero cap never polls.
+        let mut off = PollWindow::for_bursts(Duration::ZERO);
+        assert_eq!((off.window(), off.record(us(5))), (Duration::ZERO, Kept));
     }
 
     #[test]
