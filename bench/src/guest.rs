@@ -33,8 +33,11 @@ pub struct GuestBench {
     pub date: String,
     /// Seconds each phase of the guest benchmark ran.
     pub seconds_per_phase: f64,
-    /// `(key, ratio)` for each of [`KEYS`] the file has.
-    pub ratios: Vec<(&'static str, f64)>,
+    /// Rounds of boots the ratios are the median of (older files: 1).
+    pub rounds: u64,
+    /// `(key, ratio, (lowest, highest round))` for each of [`KEYS`] the
+    /// file has (the spread is the ratio itself for a one-round file).
+    pub ratios: Vec<(&'static str, f64, (f64, f64))>,
 }
 
 /// Where the e2e writes the file: `$CARGO_TARGET_DIR`, else `target/` at
@@ -65,12 +68,19 @@ fn parse(path: &Path, text: &str) -> anyhow::Result<GuestBench> {
         .to_string();
     let ratios = KEYS
         .iter()
-        .filter_map(|&k| v[k].as_f64().map(|r| (k, r)))
+        .filter_map(|&k| {
+            let r = v[k].as_f64()?;
+            let spread = &v["spread"][k];
+            let lo = spread[0].as_f64().unwrap_or(r);
+            let hi = spread[1].as_f64().unwrap_or(r);
+            Some((k, r, (lo, hi)))
+        })
         .collect();
     Ok(GuestBench {
         path: path.to_path_buf(),
         date,
         seconds_per_phase: v["seconds_per_phase"].as_f64().unwrap_or(f64::NAN),
+        rounds: v["rounds"].as_u64().unwrap_or(1),
         ratios,
     })
 }
@@ -82,18 +92,20 @@ mod tests {
     #[test]
     fn parses_what_bench_report_writes() {
         let text = r#"{"date": "2026-11-30 08:28", "seconds_per_phase": 2.0,
+            "rounds": 3,
             "figures": {"builtin_strict": {"randread_iops": 1966.0}},
             "guest_blk_iops_ratio_strict": 0.509,
             "guest_blk_iops_ratio_lazy": 0.706,
-            "guest_blk_randread_iops_ratio_lazy": 0.665}"#;
+            "guest_blk_randread_iops_ratio_lazy": 0.665,
+            "spread": {"guest_blk_iops_ratio_strict": [0.48, 0.55]}}"#;
         let g = parse(Path::new("g.json"), text).unwrap();
         assert_eq!(g.date, "2026-11-30 08:28");
-        assert_eq!(g.seconds_per_phase, 2.0);
+        assert_eq!((g.seconds_per_phase, g.rounds), (2.0, 3));
         assert_eq!(
             g.ratios,
             vec![
-                ("guest_blk_iops_ratio_strict", 0.509),
-                ("guest_blk_iops_ratio_lazy", 0.706)
+                ("guest_blk_iops_ratio_strict", 0.509, (0.48, 0.55)),
+                ("guest_blk_iops_ratio_lazy", 0.706, (0.706, 0.706))
             ]
         );
     }

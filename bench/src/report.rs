@@ -150,7 +150,7 @@ impl Report {
 
     /// Adds the guest benchmark's ratios (their keys as the e2e wrote them).
     pub fn set_guest(&mut self, g: GuestBench) {
-        for (k, v) in &g.ratios {
+        for (k, v, _) in &g.ratios {
             self.values.insert((*k).to_string(), *v);
         }
         self.guest = Some(g);
@@ -225,6 +225,7 @@ impl Report {
                     "file": g.path.display().to_string(),
                     "date": g.date,
                     "seconds_per_phase": g.seconds_per_phase,
+                    "rounds": g.rounds,
                 }),
             );
         }
@@ -424,13 +425,15 @@ impl Report {
                 let _ = writeln!(
                     out,
                     "\nguest (Linux e2e of {}, {}: virtio-blk behind vsmmud / behind QEMU's \
-                     arm-smmuv3,\ngeometric means of reads and writes, {} s per phase)\n",
+                     arm-smmuv3,\ngeometric means of reads and writes, {} s per phase, median \
+                     of {} rounds (lowest-highest))\n",
                     g.date,
                     g.path.display(),
-                    g.seconds_per_phase
+                    g.seconds_per_phase,
+                    g.rounds
                 );
-                for (k, v) in &g.ratios {
-                    let _ = writeln!(out, "  {k:<36} {}", ratio(*v));
+                for (k, v, (lo, hi)) in &g.ratios {
+                    let _ = writeln!(out, "  {k:<36} {}  ({lo:.2}-{hi:.2})", ratio(*v));
                 }
             }
             None => {
@@ -643,9 +646,10 @@ mod tests {
             path: "/t/vsmmu-guest-bench.json".into(),
             date: "2026-11-30 08:28".into(),
             seconds_per_phase: 2.0,
+            rounds: 3,
             ratios: vec![
-                ("guest_blk_iops_ratio_strict", 0.75),
-                ("guest_blk_iops_ratio_lazy", 0.85),
+                ("guest_blk_iops_ratio_strict", 0.75, (0.7, 0.8)),
+                ("guest_blk_iops_ratio_lazy", 0.85, (0.8, 0.9)),
             ],
         });
         let j = r.json();
@@ -655,6 +659,7 @@ mod tests {
         assert_eq!(j["guest_bench"]["date"], "2026-11-30 08:28");
         let t = r.table();
         assert!(t.contains("guest (Linux e2e of 2026-11-30 08:28"));
-        assert!(t.contains("guest_blk_iops_ratio_lazy            0.85x"));
+        assert!(t.contains("guest_blk_iops_ratio_lazy            0.85x  (0.80-0.90)"));
+        assert!(t.contains("median of 3 rounds"));
     }
 }

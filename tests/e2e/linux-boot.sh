@@ -74,6 +74,8 @@
 #   VSMMU_E2E_JOBS             parallel QEMU compile jobs (default: nproc)
 #   VSMMU_E2E_NO_INSTALL=1     never run apt-get install / update
 #   VSMMU_E2E_KEEP=1           keep the work directory (logs) afterwards
+#   VSMMU_E2E_BENCH_SECS       seconds per guest benchmark phase (default: 2)
+#   VSMMU_E2E_BENCH_ROUNDS     rounds of the benchmark's boots (default: 3)
 #   VSMMU_E2E_BUILD_ONLY=1     build (or find) the patched QEMU, print
 #                              QEMU=<path> and exit (the iommufd rig uses it)
 
@@ -803,7 +805,11 @@ timed "boot remote (migration)" boot_migrate migrate
 # DMA domains, strict (iommu.strict=1: TLBI + CMD_SYNC at every unmap) and
 # lazy (=0: batched flushes), behind QEMU's arm-smmuv3 and behind vsmmud
 # (CMD_SYNC completion by MSI, its default, and polled with --no-msi).
+# This machine's speed drifts by several percent from one boot to the
+# next, so each mode runs BENCH_ROUNDS rounds of the three boots in a row,
+# and the report takes the median of the rounds' ratios.
 BENCH_SECS=${VSMMU_E2E_BENCH_SECS:-2}
+BENCH_ROUNDS=${VSMMU_E2E_BENCH_ROUNDS:-3}
 BENCH_IMG=$WORK/bench.img
 truncate -s 64M "$BENCH_IMG"
 BENCH_DISK=(-drive "file=$BENCH_IMG,format=raw,if=none,id=bench0"
@@ -811,18 +817,20 @@ BENCH_DISK=(-drive "file=$BENCH_IMG,format=raw,if=none,id=bench0"
 BENCH_CONFIGS=(builtin remote remote-nomsi)
 for mode in strict lazy; do
     strict=$([[ $mode == strict ]] && echo 1 || echo 0)
-    log "bench: builtin, iommu.strict=$strict"
-    timed "bench builtin $mode" boot "bench-builtin-$mode" arm-smmuv3,primary-bus=pcie.0 \
-        "e2e.bench=$BENCH_SECS iommu.strict=$strict" "${BENCH_DISK[@]}"
-    log "bench: vsmmud, iommu.strict=$strict"
-    timed "bench vsmmud $mode" boot "bench-remote-$mode" "$REMOTE,vsmmud=$VSMMUD" \
-        "e2e.bench=$BENCH_SECS iommu.strict=$strict" "${BENCH_DISK[@]}" \
-        -trace smmuv3_remote_iotlb -trace smmuv3_remote_stats
-    log "bench: vsmmud --no-msi, iommu.strict=$strict"
-    timed "bench vsmmud --no-msi $mode" boot "bench-remote-nomsi-$mode" \
-        "$REMOTE,vsmmud=$VSMMUD,vsmmud-args=--no-msi" \
-        "e2e.bench=$BENCH_SECS iommu.strict=$strict" "${BENCH_DISK[@]}" \
-        -trace smmuv3_remote_iotlb -trace smmuv3_remote_stats
+    for ((round = 1; round <= BENCH_ROUNDS; round++)); do
+        log "bench round $round/$BENCH_ROUNDS, iommu.strict=$strict: builtin, vsmmud, vsmmud --no-msi"
+        timed "bench builtin $mode r$round" boot "bench-builtin-$mode-r$round" \
+            arm-smmuv3,primary-bus=pcie.0 \
+            "e2e.bench=$BENCH_SECS iommu.strict=$strict" "${BENCH_DISK[@]}"
+        timed "bench vsmmud $mode r$round" boot "bench-remote-$mode-r$round" \
+            "$REMOTE,vsmmud=$VSMMUD" \
+            "e2e.bench=$BENCH_SECS iommu.strict=$strict" "${BENCH_DISK[@]}" \
+            -trace smmuv3_remote_iotlb -trace smmuv3_remote_stats
+        timed "bench vsmmud --no-msi $mode r$round" boot "bench-remote-nomsi-$mode-r$round" \
+            "$REMOTE,vsmmud=$VSMMUD,vsmmud-args=--no-msi" \
+            "e2e.bench=$BENCH_SECS iommu.strict=$strict" "${BENCH_DISK[@]}" \
+            -trace smmuv3_remote_iotlb -trace smmuv3_remote_stats
+    done
 done
 
 echo "== checks: builtin (reference)"
@@ -883,14 +891,16 @@ check "multi: both vsmmuds counted the guest's commands" \
 
 echo "== checks: guest benchmark (figures reported, not asserted)"
 for mode in strict lazy; do
-    for cfg in "${BENCH_CONFIGS[@]}"; do
-        name=bench-$cfg-$mode
-        check "$name: blkbench ran ($(grep -a '^BLK:' "$WORK/$name.out" | tr -d '\r' | cut -c6-)), no SMMU event" \
-            bash -c "grep -aq '^BLK: randread_iops=[0-9]' '$WORK/$name.out' && ! grep -aqE 'arm-smmu-v3 [^ ]+: event 0x' '$WORK/$name.out'"
+    for ((round = 1; round <= BENCH_ROUNDS; round++)); do
+        for cfg in "${BENCH_CONFIGS[@]}"; do
+            name=bench-$cfg-$mode-r$round
+            check "$name: blkbench ran ($(grep -a '^BLK:' "$WORK/$name.out" | tr -d '\r' | cut -c6-)), no SMMU event" \
+                bash -c "grep -aq '^BLK: randread_iops=[0-9]' '$WORK/$name.out' && ! grep -aqE 'arm-smmu-v3 [^ ]+: event 0x' '$WORK/$name.out'"
+        done
     done
 done
 GUEST_BENCH_JSON=$CARGO_TARGET_DIR/vsmmu-guest-bench.json
-python3 "$REPO/tests/e2e/guest/bench-report.py" "$WORK" "$GUEST_BENCH_JSON" "$BENCH_SECS" "${BENCH_CONFIGS[@]}" ||
+python3 "$REPO/tests/e2e/guest/bench-report.py" "$WORK" "$GUEST_BENCH_JSON" "$BENCH_SECS" "$BENCH_ROUNDS" "${BENCH_CONFIGS[@]}" ||
     log "the guest benchmark report failed"
 
 echo "== what the guest's /init printed, remote (spawn):"
