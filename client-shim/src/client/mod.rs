@@ -281,24 +281,7 @@ impl Client {
         let msg = Message::command(id, command).bytes(payload).finish();
         self.send_raw(&msg, fds)?;
         let (hdr, reply) = self.recv_raw()?;
-        if hdr.msg_id != id || hdr.command != command as u16 {
-            return Err(ClientError::Protocol(format!(
-                "reply {}/{:#x} to request {id}/{:#x}",
-                hdr.msg_id, hdr.command, command as u16
-            )));
-        }
-        if hdr.flags & vu::FLAG_TYPE_MASK != vu::FLAG_TYPE_REPLY {
-            return Err(ClientError::Protocol(format!(
-                "reply flags {:#x}",
-                hdr.flags
-            )));
-        }
-        if hdr.is_error() {
-            return Err(ClientError::Remote {
-                command,
-                errno: hdr.error_no as i32,
-            });
-        }
+        check_reply(&hdr, id, command)?;
         Ok(reply)
     }
 
@@ -316,19 +299,7 @@ impl Client {
         let mut out = Vec::with_capacity(payloads.len());
         for k in 0..payloads.len() {
             let (hdr, reply) = self.recv_raw()?;
-            let id = first.wrapping_add(k as u16);
-            if hdr.msg_id != id || hdr.command != command as u16 {
-                return Err(ClientError::Protocol(format!(
-                    "reply {} to request {id}",
-                    hdr.msg_id
-                )));
-            }
-            if hdr.is_error() {
-                return Err(ClientError::Remote {
-                    command,
-                    errno: hdr.error_no as i32,
-                });
-            }
+            check_reply(&hdr, first.wrapping_add(k as u16), command)?;
             out.push(reply);
         }
         Ok(out)
@@ -432,6 +403,30 @@ fn parse<T: FromBytes + zerocopy::KnownLayout + zerocopy::Immutable>(bytes: &[u8
     T::read_from_prefix(bytes)
         .map(|(v, _)| v)
         .map_err(|_| ClientError::Protocol(format!("reply of {} bytes too short", bytes.len())))
+}
+
+/// A reply must answer request `id` of `command`, be a reply, and not be
+/// an error reply (whose errno becomes [`ClientError::Remote`]).
+fn check_reply(hdr: &Header, id: u16, command: Command) -> Result<()> {
+    if hdr.msg_id != id || hdr.command != command as u16 {
+        return Err(ClientError::Protocol(format!(
+            "reply {}/{:#x} to request {id}/{:#x}",
+            hdr.msg_id, hdr.command, command as u16
+        )));
+    }
+    if hdr.flags & vu::FLAG_TYPE_MASK != vu::FLAG_TYPE_REPLY {
+        return Err(ClientError::Protocol(format!(
+            "reply flags {:#x}",
+            hdr.flags
+        )));
+    }
+    if hdr.is_error() {
+        return Err(ClientError::Remote {
+            command,
+            errno: hdr.error_no as i32,
+        });
+    }
+    Ok(())
 }
 
 /// Takes ownership of a raw fd number (for the C ABI).
