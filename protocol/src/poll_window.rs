@@ -28,10 +28,11 @@ pub enum Verdict {
     /// It came after the window, before the cap, after a costly sleep:
     /// the window grew.
     Grew,
-    /// It came after the cap, or soon after the poll gave up: the window
-    /// dropped to 0.
+    /// It came after the cap (not for a burst window), or soon after the
+    /// poll gave up: the window dropped to 0.
     Shrank,
-    /// Nothing changes: polling is off, or the window is 0 and stays so.
+    /// Nothing changes: polling is off, the window is 0 and stays so, or
+    /// a burst window saw a pause ([`PollWindow::for_bursts`]).
     Kept,
 }
 

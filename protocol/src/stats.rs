@@ -63,7 +63,8 @@ pub struct Stats {
     pub translations: u64,
     /// Those that faulted.
     pub translation_faults: u64,
-    /// Granules translated ahead of them (`TRANSLATE_AHEAD`).
+    /// Granules translated along with them (`TRANSLATE_AHEAD`,
+    /// `TRANSLATE_BEHIND`).
     pub translations_ahead: u64,
     /// Invalidation records published to the VMM's ring.
     pub notify_records: u64,

@@ -63,12 +63,20 @@ mod tests {
 
     #[test]
     fn the_sequence_is_fixed_by_the_seed() {
+        // xorshift64* computed by hand for this seed: a changed generator
+        // would change every test's data, so it fails here first.
         let mut a = Rng::new(0x9e37_79b9_7f4a_7c15);
-        let mut b = a.clone();
         let words: Vec<u64> = (0..4).map(|_| a.next_u64()).collect();
-        assert_eq!(words, (0..4).map(|_| b.next_u64()).collect::<Vec<_>>());
-        assert!(words.windows(2).all(|w| w[0] != w[1]));
-        assert!(a.below(10) < 10);
+        assert_eq!(
+            words,
+            [
+                0x0d83_b3e2_9a21_487a,
+                0x54c4_4c79_f1fe_9d67,
+                0xa845_f342_007a_0e78,
+                0x7d6e_0b87_8a79_4779
+            ]
+        );
+        assert_eq!(a.below(10), 7);
         assert_eq!(a.bytes(7).len(), 7);
     }
 

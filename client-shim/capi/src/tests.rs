@@ -42,11 +42,12 @@ fn c_abi_save_load_resume() {
     // SAFETY: `dst_handle` came from Box::into_raw above.
     let mut c = *unsafe { Box::from_raw(dst_handle) };
     assert_eq!(snapshot(&mut c), before);
-    // A state from nowhere: refused, negative errno.
+    // A state from nowhere: refused with EINVAL.
     let garbage = [0u8; 16];
     let h = Box::into_raw(Box::new(c));
     // SAFETY: a live handle and 16 readable bytes.
-    assert!(unsafe { vsmmu_load_state(h, garbage.as_ptr(), garbage.len()) } < 0);
+    let rc = unsafe { vsmmu_load_state(h, garbage.as_ptr(), garbage.len()) };
+    assert_eq!(rc, -libc::EINVAL);
     // SAFETY: `h` came from Box::into_raw above.
     drop(unsafe { Box::from_raw(h) });
 

@@ -26,7 +26,7 @@ const TRANSLATE_AHEAD_PAGES: usize = vu::TRANSLATE_AHEAD_MAX;
 /// they are usually a few pages apart on either side), or the rest of a
 /// transfer's segment. As many as a reply carries: each side stops at its
 /// first unmapped page, so around a lone page the walk is short.
-const TRANSLATE_AROUND_START: usize = vu::TRANSLATE_AHEAD_MAX;
+const TRANSLATE_AROUND: usize = vu::TRANSLATE_AHEAD_MAX;
 
 impl Client {
     /// VSMMU_TRANSLATE: translates `iova` for an access by the emulated
@@ -55,11 +55,12 @@ impl Client {
             }
             None => None,
         };
-        // With a cache, neighbouring granules come along: a few around any
-        // miss; TRANSLATE_AHEAD_PAGES after a miss just past the top of
-        // what the last one brought (a sequential transfer), or before a
-        // miss just below it (one mapped top down), as a readahead window.
-        // Walking more costs vsmmud time that a random access never uses.
+        // With a cache, neighbouring granules come along: those around any
+        // miss (each side up to its first unmapped page); after a miss just
+        // past the top of what the last one brought (a sequential
+        // transfer) only those above, or after one just below it (a
+        // transfer mapped top down) only those below, as a readahead
+        // window.
         let page = iova >> 12;
         let (up, down) = match self.fetched {
             Some(f) if (f.sid, f.ssid) == (sid, ssid) => {
@@ -72,7 +73,7 @@ impl Client {
             Some(_) if down => (flags | vu::TRANSLATE_BEHIND, TRANSLATE_AHEAD_PAGES),
             Some(_) => (
                 flags | vu::TRANSLATE_AHEAD | vu::TRANSLATE_BEHIND,
-                TRANSLATE_AROUND_START,
+                TRANSLATE_AROUND,
             ),
             None => (flags, 0),
         };

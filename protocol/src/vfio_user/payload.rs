@@ -358,11 +358,12 @@ pub const TRANSLATE_WRITE: u32 = 1 << 0;
 /// `VSMMU_TRANSLATE` flag: a fault is reported in the status only, no event.
 pub const TRANSLATE_NO_EVENT: u32 = 1 << 1;
 /// `VSMMU_TRANSLATE` flag: after a translated access, also translate the
-/// granules that follow it, for the same access and without events, as
-/// many as `argsz` leaves room for ([`TranslateAhead`] records after the
-/// reply, up to [`TRANSLATE_AHEAD_MAX`]; they stop at the first that would
-/// fault). A VMM caching translations saves a round trip per page of a
-/// sequential transfer; an SMMU may fill its TLB ahead alike.
+/// granules that follow it, walked as reads and without events, as many as
+/// `argsz` leaves room for ([`TranslateAhead`] records after the reply,
+/// each with what its granule allows, up to [`TRANSLATE_AHEAD_MAX`]; they
+/// stop at the first that would fault). A VMM caching translations saves a
+/// round trip per page of a sequential transfer; an SMMU may fill its TLB
+/// ahead alike.
 pub const TRANSLATE_AHEAD: u32 = 1 << 2;
 /// `VSMMU_TRANSLATE` flag: as [`TRANSLATE_AHEAD`], for the granules before
 /// the access, nearest first. With both, the two sides alternate (the one
@@ -383,7 +384,8 @@ wire_struct!(
     Translate {
         /// Reply size the client accepts (at least 32).
         argsz: u32,
-        /// `TRANSLATE_WRITE | TRANSLATE_NO_EVENT`.
+        /// `TRANSLATE_WRITE | TRANSLATE_NO_EVENT | TRANSLATE_AHEAD |
+        /// TRANSLATE_BEHIND`.
         flags: u32,
         /// StreamID of the device.
         sid: u32,

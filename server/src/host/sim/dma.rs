@@ -231,7 +231,6 @@ fn fetch_desc(mem: &GuestRam, ipa: u64) -> Result<u64, FetchError> {
         .map_err(|_| FetchError::External)
 }
 
-/// Stage 2 on the output of stage 1: the identity over DMA-mapped RAM.
 /// [`VmmTranslation::perm`] of a translation's permissions.
 fn translate_perm(p: Perms) -> u32 {
     let mut perm = 0;
@@ -244,6 +243,7 @@ fn translate_perm(p: Perms) -> u32 {
     perm
 }
 
+/// Stage 2 on the output of stage 1: the identity over DMA-mapped RAM.
 fn stage2(mem: &GuestRam, t: &Txn, va: u64, ipa: u64, len: usize) -> Result<u64, Fault> {
     if t.s2_all {
         return Ok(ipa);
