@@ -17,16 +17,13 @@ pub(super) struct Fetched {
     high: u64,
 }
 
-/// Granules a cache miss just past either end of what the last one brought
-/// asks vsmmud to translate: as many as a reply carries (256 KiB of 4 KiB
-/// pages with the one asked for; a 1 MiB transfer then misses 4 times).
-const TRANSLATE_AHEAD_PAGES: usize = vu::TRANSLATE_AHEAD_MAX;
-/// Granules any other cache miss asks for, around it: the other buffers
-/// of one I/O request (Linux maps them one after another, top down, so
-/// they are usually a few pages apart on either side), or the rest of a
-/// transfer's segment. As many as a reply carries: each side stops at its
-/// first unmapped page, so around a lone page the walk is short.
-const TRANSLATE_AROUND: usize = vu::TRANSLATE_AHEAD_MAX;
+/// Granules a cache miss asks vsmmud to translate along with it: as many
+/// as a reply carries (256 KiB of 4 KiB pages with the one asked for). Around
+/// a random miss they are the other buffers of one I/O request (Linux maps
+/// them one after another, top down, a few pages apart) or the rest of a
+/// transfer's segment; each side stops at its first unmapped page, so
+/// around a lone page the walk is short.
+const TRANSLATE_ALONG: usize = vu::TRANSLATE_AHEAD_MAX;
 
 impl Client {
     /// VSMMU_TRANSLATE: translates `iova` for an access by the emulated
@@ -68,13 +65,13 @@ impl Client {
             }
             _ => (false, false),
         };
+        let along = match (up, down) {
+            (true, _) => vu::TRANSLATE_AHEAD,
+            (_, true) => vu::TRANSLATE_BEHIND,
+            _ => vu::TRANSLATE_AHEAD | vu::TRANSLATE_BEHIND,
+        };
         let (flags_sent, ahead) = match head {
-            Some(_) if up => (flags | vu::TRANSLATE_AHEAD, TRANSLATE_AHEAD_PAGES),
-            Some(_) if down => (flags | vu::TRANSLATE_BEHIND, TRANSLATE_AHEAD_PAGES),
-            Some(_) => (
-                flags | vu::TRANSLATE_AHEAD | vu::TRANSLATE_BEHIND,
-                TRANSLATE_AROUND,
-            ),
+            Some(_) => (flags | along, TRANSLATE_ALONG),
             None => (flags, 0),
         };
         let head_size = vu::TranslateReply::SIZE as usize;

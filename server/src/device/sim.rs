@@ -142,10 +142,7 @@ impl Device {
         let mut high = base
             .checked_add(first.mask.wrapping_add(1))
             .filter(|_| t.flags & vu::TRANSLATE_AHEAD != 0);
-        let mut low = base
-            .checked_sub(1)
-            .map(|_| base)
-            .filter(|_| t.flags & vu::TRANSLATE_BEHIND != 0);
+        let mut low = (base > 0 && t.flags & vu::TRANSLATE_BEHIND != 0).then_some(base);
         while out.len() < n && (high.is_some() || low.is_some()) {
             for up in [true, false] {
                 if out.len() == n {
@@ -165,7 +162,7 @@ impl Device {
                 *side = if up {
                     start.checked_add(r.mask.wrapping_add(1))
                 } else {
-                    start.checked_sub(1).map(|_| start)
+                    (start > 0).then_some(start)
                 };
                 out.push(vu::TranslateAhead {
                     iova: start,
