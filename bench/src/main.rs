@@ -67,6 +67,11 @@ struct Args {
     #[arg(long)]
     guest_bench: Option<PathBuf>,
 
+    /// Run only these benchmarks (repeatable; default: all). The report
+    /// then lacks the others' keys, and their targets read as not met.
+    #[arg(long, value_enum)]
+    only: Vec<Part>,
+
     /// Busy threads of the contended pass (default: one per online CPU;
     /// 0 skips the pass).
     #[arg(long)]
@@ -75,6 +80,15 @@ struct Args {
     /// Hidden modes (this binary as its own baseline peer).
     #[command(subcommand)]
     mode: Option<Mode>,
+}
+
+/// One benchmark of a pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Part {
+    Propagation,
+    Mmio,
+    Cmdq,
+    Footprint,
 }
 
 /// Hidden subcommands.
@@ -167,12 +181,17 @@ fn main() -> anyhow::Result<()> {
 
     let mut r = report::Report::new(&plan, &bin, threads);
     r.set_load("start");
-    passes(&bin, &plan, &mut r, "idle")?;
+    let parts = if args.only.is_empty() {
+        vec![Part::Propagation, Part::Mmio, Part::Cmdq, Part::Footprint]
+    } else {
+        args.only.clone()
+    };
+    passes(&bin, &plan, &parts, &mut r, "idle")?;
     if threads > 0 {
         r.set_load("before_contended");
         let c = contend::Contention::start(threads)?;
         r.set_pass(true);
-        passes(&bin, &plan, &mut r, "contended")?;
+        passes(&bin, &plan, &parts, &mut r, "contended")?;
         r.set_pass(false);
         r.set("contend_cpus_used", c.cpus_used());
         r.set("contend_threads", c.threads() as f64);
@@ -193,15 +212,39 @@ fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// One pass of every benchmark.
-fn passes(bin: &Path, plan: &Plan, r: &mut report::Report, pass: &str) -> anyhow::Result<()> {
-    eprintln!("[{pass} 1/4] host-event propagation");
-    propagation::run(bin, plan, r).with_context(|| format!("propagation benchmark ({pass})"))?;
-    eprintln!("[{pass} 2/4] MMIO round trip");
-    mmio::run(bin, plan, r).with_context(|| format!("MMIO round-trip benchmark ({pass})"))?;
-    eprintln!("[{pass} 3/4] command queue floods");
-    cmdq::run(bin, plan, r).with_context(|| format!("command queue benchmark ({pass})"))?;
-    eprintln!("[{pass} 4/4] idle footprint and startup");
-    footprint::run(bin, plan, r).with_context(|| format!("footprint benchmark ({pass})"))?;
+/// One pass of the chosen benchmarks.
+fn passes(
+    bin: &Path,
+    plan: &Plan,
+    parts: &[Part],
+    r: &mut report::Report,
+    pass: &str,
+) -> anyhow::Result<()> {
+    let n = parts.len();
+    for (i, part) in parts.iter().enumerate() {
+        let step = format!("[{pass} {}/{n}]", i + 1);
+        match part {
+            Part::Propagation => {
+                eprintln!("{step} host-event propagation");
+                propagation::run(bin, plan, r)
+                    .with_context(|| format!("propagation benchmark ({pass})"))?;
+            }
+            Part::Mmio => {
+                eprintln!("{step} MMIO round trip");
+                mmio::run(bin, plan, r)
+                    .with_context(|| format!("MMIO round-trip benchmark ({pass})"))?;
+            }
+            Part::Cmdq => {
+                eprintln!("{step} command queue floods");
+                cmdq::run(bin, plan, r)
+                    .with_context(|| format!("command queue benchmark ({pass})"))?;
+            }
+            Part::Footprint => {
+                eprintln!("{step} idle footprint and startup");
+                footprint::run(bin, plan, r)
+                    .with_context(|| format!("footprint benchmark ({pass})"))?;
+            }
+        }
+    }
     Ok(())
 }

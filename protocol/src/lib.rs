@@ -10,9 +10,11 @@
 //!   translations;
 //! - [`stats`]: the counters `VSMMU_GET_STATS` reports.
 //!
-//! and one piece of logic both ends of the socket share, with no I/O:
+//! and what both ends of the socket share to decide how to wait:
 //! - [`poll_window`]: how long to poll for the peer's next message before
-//!   sleeping (adaptive, as KVM's halt polling).
+//!   sleeping (adaptive, as KVM's halt polling), pure logic;
+//! - [`run_queue`]: whether the CPUs are overcommitted, so that neither
+//!   end polls (the one module here that reads a file: `/proc/loadavg`).
 //!
 //! Decoding never panics on any byte string: it returns typed errors.
 
@@ -22,6 +24,7 @@ compile_error!("vsmmu's wire formats are little-endian and decoded in place");
 pub mod iommufd;
 pub mod notify;
 pub mod poll_window;
+pub mod run_queue;
 pub mod smmu;
 pub mod stats;
 pub mod vfio_user;

@@ -76,6 +76,9 @@ pub struct Stats {
     pub poll_hits: u64,
     /// Client messages that arrived after a polling window ran out.
     pub poll_misses: u64,
+    /// Waits for the client that did not poll because the CPUs were
+    /// overcommitted (`vsmmu_protocol::run_queue`).
+    pub polls_skipped_busy: u64,
     /// Times the event loop went to sleep in the poller (each is a wakeup).
     pub loop_sleeps: u64,
     /// The adaptive polling window now, ns (a gauge).

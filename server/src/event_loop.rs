@@ -13,6 +13,7 @@ use mio::{Events, Interest, Poll, Token};
 use nix::sys::signal::{SigSet, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
 use vsmmu_protocol::poll_window::PollWindow;
+use vsmmu_protocol::run_queue::RunQueue;
 
 use crate::args::ReadMode;
 use crate::config::Listen;
@@ -75,6 +76,9 @@ pub(crate) struct Server {
     vbuf: Vec<u8>,
     /// Cap of the adaptive polling window (`--poll-us`; 0 never polls).
     poll_max: Duration,
+    /// Whether the CPUs are overcommitted (then the loop never polls).
+    /// Opened here, before the jail hides `/proc`.
+    run_queue: RunQueue,
 }
 
 impl std::fmt::Debug for Server {
@@ -150,6 +154,7 @@ impl Server {
             read_mode,
             vbuf: vec![0; VEVENTQ_BUF],
             poll_max: Duration::ZERO,
+            run_queue: RunQueue::open(),
         };
         match listen {
             Listen::Path(p) => {
@@ -262,8 +267,14 @@ impl Server {
         // idle time, and a message that came while the vEVENTQ was being
         // drained was not waited for.
         let mut waiting_since: Option<Instant> = None;
+        // Whether the current wait began with the CPUs overcommitted: then
+        // it does not poll (KVM polls only while its CPU has nothing else
+        // to run), and it teaches the windows nothing.
+        let mut overcommitted = false;
         loop {
-            let poll_for = if after_sync {
+            let poll_for = if overcommitted {
+                Duration::ZERO
+            } else if after_sync {
                 window.window().max(burst.window())
             } else {
                 window.window()
@@ -289,7 +300,7 @@ impl Server {
                         let syncs = self.device.stats.cmd_syncs;
                         let messages = self.client_ready(ev.is_read_closed() || ev.is_error());
                         if messages > 0 {
-                            if let Some(t) = waiting_since {
+                            if let Some(t) = waiting_since.filter(|_| !overcommitted) {
                                 let waited = woke.saturating_duration_since(t);
                                 let burst = after_sync.then_some(&mut burst);
                                 self.learn(&mut window, burst, waited);
@@ -321,6 +332,7 @@ impl Server {
             if self.client.is_none() {
                 waiting_since = None;
             } else if served {
+                overcommitted = self.overcommitted(&window, &burst, after_sync);
                 waiting_since = Some(Instant::now());
             } else if drained {
                 if let Some(t) = waiting_since.as_mut() {
@@ -349,6 +361,18 @@ impl Server {
             "the ring's ack eventfd",
         );
         self.notify_ack = slot;
+    }
+
+    /// Whether the wait that begins now skips polling because the CPUs are
+    /// overcommitted; asked only when it would poll (a sample costs a
+    /// read of `/proc/loadavg`).
+    fn overcommitted(&mut self, window: &PollWindow, burst: &PollWindow, after_sync: bool) -> bool {
+        let would_poll = !window.window().is_zero() || (after_sync && !burst.window().is_zero());
+        if !would_poll || !self.run_queue.overcommitted() {
+            return false;
+        }
+        self.device.stats.polls_skipped_busy += 1;
+        true
     }
 
     /// Adapts the windows to a wait for the client that took `waited`:

@@ -35,6 +35,7 @@
 //! | `recvmsg` | any | read vfio-user messages and the fds they carry (SCM_RIGHTS: memfds, eventfds, VFIO cdevs); no argument condition, so the kernel caches the allow and the hot path skips the filter |
 //! | `sendmsg` | any | send replies (the server passes `MSG_DONTWAIT \| MSG_NOSIGNAL`); no argument condition, likewise |
 //! | `read` | any | the signalfd (SIGTERM/SIGINT), the vEVENTQ fd, the sim's vEVENTQ eventfd |
+//! | `pread64` | any | `/proc/loadavg`, opened before the jail: the tasks runnable now, so that the event loop does not poll while the CPUs are overcommitted |
 //! | `write` | any | signal the client's irq eventfds and the sim's vEVENTQ eventfd; log lines to stderr (env_logger); the SIGSYS report |
 //! | `close` | any | drop received fds, a departed client, unmapped memfds, a freed vEVENTQ |
 //! | `fcntl` | cmd = `F_GETFD` or `F_GETFL` | std checks that an fd is open before closing it (debug builds) |
@@ -413,6 +414,9 @@ fn serving_thread_rules(host: Option<HostKind>, pid: u32) -> Vec<Allowed> {
         allow!(SYS_sendmsg),
         // The signalfd, the vEVENTQ fd, the sim's vEVENTQ eventfd.
         allow!(SYS_read),
+        // /proc/loadavg, opened before the jail (the run queue probe of
+        // the adaptive polling).
+        allow!(SYS_pread64),
         // Irq eventfds (irq.rs), the sim's eventfd, log lines on stderr.
         allow!(SYS_write),
         // Received fds, a departed client, unmapped memfds, a freed vEVENTQ.

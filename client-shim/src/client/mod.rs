@@ -30,6 +30,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::socket::{sendmsg, ControlMessage, MsgFlags};
 use vsmmu_protocol::poll_window::PollWindow;
+use vsmmu_protocol::run_queue::RunQueue;
 use vsmmu_protocol::stats::Stats;
 use vsmmu_protocol::vfio_user::{
     self as vu, Capabilities, Command, DeviceInfo, Header, Message, StatsRequest, VersionData,
@@ -97,6 +98,8 @@ pub struct Client {
     fetched: Option<Fetched>,
     /// How long the next reply is awaited by polling before sleeping.
     reply_poll: PollWindow,
+    /// Whether the CPUs are overcommitted (then no reply is polled for).
+    run_queue: RunQueue,
 }
 
 /// The longest a reply is awaited by polling before sleeping.
@@ -121,6 +124,7 @@ impl Client {
             notify_handler: None,
             fetched: None,
             reply_poll: PollWindow::new(REPLY_POLL_MAX),
+            run_queue: RunQueue::open(),
         }
     }
 
@@ -234,7 +238,14 @@ impl Client {
             return Ok(());
         }
         let t0 = Instant::now();
-        let window = self.reply_poll.window();
+        let mut window = self.reply_poll.window();
+        // KVM polls only while its CPU has nothing else to run: with the
+        // CPUs overcommitted this wait sleeps at once and teaches the
+        // window nothing.
+        let overcommitted = !window.is_zero() && self.run_queue.overcommitted();
+        if overcommitted {
+            window = Duration::ZERO;
+        }
         while self.rbuf.len() < n && !window.is_zero() && t0.elapsed() < window {
             match nix::sys::socket::recv(
                 self.sock.as_raw_fd(),
@@ -261,7 +272,9 @@ impl Client {
                 Err(e) => return Err(e.into()),
             }
         }
-        self.reply_poll.record(t0.elapsed());
+        if !overcommitted {
+            self.reply_poll.record(t0.elapsed());
+        }
         Ok(())
     }
 
