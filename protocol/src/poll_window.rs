@@ -95,7 +95,8 @@ impl PollWindow {
     /// - less than [`PollWindow::start`] after the window ran out: sleeping
     ///   cost less than the shortest poll, so polling has nothing to win.
     ///   KVM stops polling as soon as another task is runnable on its CPU;
-    ///   user space cannot see that, and this is its trace: a peer that
+    ///   user space cannot see its own CPU's run queue (the machine's:
+    ///   [`crate::run_queue`]), and this is its trace: a peer that
     ///   needed the CPU this side spun on answers right after the spin
     ///   ends, and on busy CPUs a wakeup is cheap. The window drops to 0;
     /// - otherwise a longer window would have caught it and saved a costly

@@ -122,6 +122,11 @@ pub struct Args {
     #[arg(long, value_name = "UID:GID", value_parser = crate::jail::parse_user)]
     pub user: Option<(u32, u32)>,
 
+    /// Test hook: read the run queue from PATH instead of `/proc/loadavg`
+    /// (polling stops while it shows the CPUs overcommitted).
+    #[arg(long, hide = true)]
+    pub run_queue_file: Option<std::path::PathBuf>,
+
     /// Test hook: once jailed, try to open PATH and log the result.
     #[arg(long, hide = true)]
     pub jail_selftest: Option<std::path::PathBuf>,

@@ -88,6 +88,8 @@ pub struct Config {
     pub user: Option<(u32, u32)>,
     /// `--jail-selftest` (test hook).
     pub jail_selftest: Option<PathBuf>,
+    /// `--run-queue-file` (test hook; default `/proc/loadavg`).
+    pub run_queue_file: Option<PathBuf>,
 }
 
 /// Invalid command line.
@@ -221,6 +223,7 @@ impl TryFrom<Args> for Config {
             jail: a.jail,
             user: a.user,
             jail_selftest: a.jail_selftest,
+            run_queue_file: a.run_queue_file,
         })
     }
 }

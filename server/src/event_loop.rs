@@ -236,6 +236,11 @@ impl Server {
         self.poll_max = max;
     }
 
+    /// Replaces the run queue probe (`--run-queue-file`).
+    pub(crate) fn set_run_queue(&mut self, q: RunQueue) {
+        self.run_queue = q;
+    }
+
     /// Serves until SIGTERM/SIGINT (or the inherited connection closes).
     pub(crate) fn run(&mut self) -> Result<(), LoopError> {
         let mut events = Events::with_capacity(16);

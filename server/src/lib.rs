@@ -99,6 +99,16 @@ pub fn run(config: Config) -> anyhow::Result<()> {
     let device = Device::new(smmu, host, config.limits);
     let mut server = event_loop::Server::new(config.listen, signals, device, config.read_mode)?;
     server.set_poll_max(config.poll_max);
+    if let Some(path) = &config.run_queue_file {
+        let q = vsmmu_protocol::run_queue::RunQueue::open_file(path);
+        if !q.is_open() {
+            anyhow::bail!(
+                "--run-queue-file {}: cannot open it, or no run queue in it",
+                path.display()
+            );
+        }
+        server.set_run_queue(q);
+    }
     jail::enter(&jail)?;
     if let Some(path) = &config.jail_selftest {
         match std::fs::File::open(path) {
