@@ -6,19 +6,16 @@
 //! (`single_task_running()` in `kvm_vcpu_halt`). User space cannot see its
 //! own CPU's run queue, but `/proc/loadavg`'s fourth field gives the tasks
 //! runnable on the whole machine right now (`nr_running()`, the caller
-//! included). When the tasks besides the caller and its peer fill every
-//! online CPU, a spin takes the CPU of a task that waits for one. (The peer
-//! is left out because it is usually running: it is preparing the message
-//! the caller waits for. Counting it made vsmmud skip 40 % of its polls
-//! behind a TCG guest, whose vCPU thread is the peer.) With the CPUs full
-//! of busy threads, the adaptive window alone kept polling, because each
-//! poll still caught the peer on the other CPU and so counted as a
+//! included). When more tasks are runnable than there are online CPUs,
+//! one of them waits for a CPU, and a spin keeps it waiting. With the CPUs
+//! full of busy threads, the adaptive window alone kept polling, because
+//! each poll still caught its peer on the other CPU and so counted as a
 //! success.
 //!
 //! The count is instantaneous and jumps (a kworker, a timer), so the
 //! verdict follows the last [`SAMPLES`] samples, taken at most every
 //! [`SAMPLE_EVERY`] when a wait begins: overcommitted while at least
-//! [`BUSY_SAMPLES`] of them saw the others fill every CPU.
+//! [`BUSY_SAMPLES`] of them saw more runnable tasks than CPUs.
 //!
 //! Without `/proc` (or when it cannot be parsed) nothing is ever
 //! overcommitted and polling is decided by the window alone. vsmmud opens
@@ -50,8 +47,8 @@ pub struct RunQueue {
     file: Option<File>,
     /// Online CPUs.
     cpus: u32,
-    /// The last [`SAMPLES`] verdicts, newest in bit 0: 1 = the runnable
-    /// tasks besides the caller and its peer filled every CPU.
+    /// The last [`SAMPLES`] verdicts, newest in bit 0: 1 = more tasks
+    /// were runnable than there are CPUs.
     history: u32,
     last: Option<Instant>,
     /// Samples taken.
@@ -122,15 +119,11 @@ impl RunQueue {
         self.busy()
     }
 
-    /// Adds a sample: `running` tasks runnable, the caller included. The
-    /// CPUs are full when the tasks besides the caller and its peer fill
-    /// every one.
+    /// Adds a sample: `running` tasks runnable, the caller included; the
+    /// CPUs are overcommitted when that is more than their number.
     pub fn record(&mut self, running: u32) {
         self.samples += 1;
-        // Besides the caller and its peer, which is usually running too:
-        // it is preparing the message the caller waits for.
-        let others = running.saturating_sub(2);
-        let full = u32::from(others >= self.cpus);
+        let full = u32::from(running > self.cpus);
         self.history = (self.history << 1 | full) & ((1 << SAMPLES) - 1);
     }
 
@@ -169,35 +162,34 @@ mod tests {
     }
 
     #[test]
-    fn busy_when_three_of_four_samples_saw_the_others_fill_the_cpus() {
-        // 2 CPUs: the caller, its peer and one more fit; two more do not.
+    fn busy_when_three_of_four_samples_saw_more_tasks_than_cpus() {
+        // 2 CPUs: the caller and its peer fit; a third task does not.
         assert_eq!(
-            verdicts(2, &[4, 4, 4, 3, 3, 4, 4]),
+            verdicts(2, &[3, 3, 3, 2, 2, 3, 3]),
             [false, false, true, true, false, false, false]
         );
         assert_eq!(
-            verdicts(2, &[4, 5, 3, 6, 4]),
+            verdicts(2, &[3, 4, 2, 5, 3]),
             [false, false, false, true, true]
         );
     }
 
     #[test]
     fn an_idle_machine_with_blips_stays_free() {
-        // The peer runs while the caller waits (2), the VMM's I/O thread
-        // now and then (3), rarely a kworker besides (4).
-        assert_eq!(verdicts(2, &[2, 3, 2, 4, 3, 2, 1, 4]), [false; 8]);
+        // The peer runs while the caller waits (2), a kworker now and then.
+        assert_eq!(verdicts(2, &[2, 3, 2, 2, 3, 2, 1, 3]), [false; 8]);
     }
 
     #[test]
-    fn one_cpu_is_busy_whenever_a_third_task_runs() {
+    fn one_cpu_is_busy_whenever_anyone_else_runs() {
         assert_eq!(
-            verdicts(1, &[3, 3, 3, 2, 2]),
+            verdicts(1, &[2, 2, 2, 1, 1]),
             [false, false, true, true, false]
         );
-        // Counts below 2 (the caller alone) read as nobody else.
+        // A count of 0 (not even the caller) reads as nobody else.
         assert_eq!(verdicts(1, &[0, 1, 1]), [false, false, false]);
         // 0 CPUs is taken as 1.
-        assert_eq!(verdicts(0, &[3, 3, 3]), [false, false, true]);
+        assert_eq!(verdicts(0, &[2, 2, 2]), [false, false, true]);
     }
 
     #[test]
