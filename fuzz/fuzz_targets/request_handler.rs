@@ -42,9 +42,9 @@ use vsmmu_protocol::vfio_user::{
 use vsmmu_server::{
     Device, HostIommu, Incoming, Limits, Outcome, Session, SimConfig, SimHost, Smmu, SmmuConfig,
 };
-use vsmmu_testutil::memfd;
 use vsmmu_testutil::msg::irq_eventfds;
 use vsmmu_testutil::regs::REGISTER_WORDS;
+use vsmmu_testutil::{memfd, FuzzInput};
 use zerocopy::IntoBytes;
 
 /// Guest RAM base (QEMU virt's).
@@ -81,36 +81,23 @@ fn irq_fd() -> OwnedFd {
 }
 
 /// Reads the program, zero once exhausted.
-struct Input<'a>(&'a [u8]);
+/// The fuzzer's bytes, with the picks of this target on top.
+struct Input<'a>(FuzzInput<'a>);
 
-impl<'a> Input<'a> {
-    fn take<const N: usize>(&mut self) -> [u8; N] {
-        let mut out = [0u8; N];
-        let n = N.min(self.0.len());
-        out[..n].copy_from_slice(&self.0[..n]);
-        self.0 = &self.0[n..];
-        out
+impl<'a> std::ops::Deref for Input<'a> {
+    type Target = FuzzInput<'a>;
+    fn deref(&self) -> &FuzzInput<'a> {
+        &self.0
     }
-    fn bytes(&mut self, n: usize) -> &'a [u8] {
-        let (a, b) = self.0.split_at(n.min(self.0.len()));
-        self.0 = b;
-        a
+}
+
+impl std::ops::DerefMut for Input<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.0
     }
-    fn u8(&mut self) -> u8 {
-        self.take::<1>()[0]
-    }
-    fn bool(&mut self) -> bool {
-        self.u8() & 1 == 1
-    }
-    fn u16(&mut self) -> u16 {
-        u16::from_le_bytes(self.take())
-    }
-    fn u32(&mut self) -> u32 {
-        u32::from_le_bytes(self.take())
-    }
-    fn u64(&mut self) -> u64 {
-        u64::from_le_bytes(self.take())
-    }
+}
+
+impl Input<'_> {
     /// A guest address inside RAM, 64-byte aligned.
     fn ram_addr(&mut self) -> u64 {
         RAM_BASE + (u64::from(self.u16()) * 64) % RAM_SIZE
@@ -400,7 +387,7 @@ impl Harness {
 
     fn run(&mut self, inp: &mut Input<'_>) {
         for _ in 0..MAX_OPS {
-            if inp.0.is_empty() {
+            if inp.remaining() == 0 {
                 return;
             }
             self.op(inp);
@@ -835,7 +822,7 @@ fn ste(inp: &mut Input<'_>) -> Ste {
 }
 
 fuzz_target!(|data: &[u8]| {
-    let mut inp = Input(data);
+    let mut inp = Input(FuzzInput::new(data));
     let cfg = inp.u8();
     let blob = usize::from(inp.u8()) * 16;
     // Fresh guest RAM: zeroes, then the blob at its start.

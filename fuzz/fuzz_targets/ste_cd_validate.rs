@@ -15,30 +15,13 @@ use vsmmu_protocol::smmu::ste::{
     check_vste, kernel_accepts_vste, S1Config, S1Dss, S1Fmt, Ste, SteCaps, SteConfig,
 };
 use vsmmu_protocol::smmu::strtab::{L1Std, SteLocation, StrtabCaps, StrtabConfig, StrtabFmt};
+use vsmmu_testutil::FuzzInput;
 
 /// The sim host's IDR0 / IDR1 / IDR5 (server/src/host/sim/mod.rs).
 const SIM_IDR: (u32, u32, u32) = (0x090c_729b, 0x0273_0510, 0x0000_0075);
 
-struct Input<'a>(&'a [u8]);
-
-impl Input<'_> {
-    fn take<const N: usize>(&mut self) -> [u8; N] {
-        let mut out = [0u8; N];
-        let n = N.min(self.0.len());
-        out[..n].copy_from_slice(&self.0[..n]);
-        self.0 = &self.0[n..];
-        out
-    }
-    fn u32(&mut self) -> u32 {
-        u32::from_le_bytes(self.take())
-    }
-    fn u64(&mut self) -> u64 {
-        u64::from_le_bytes(self.take())
-    }
-}
-
 fuzz_target!(|data: &[u8]| {
-    let mut inp = Input(data);
+    let mut inp = FuzzInput::new(data);
     let [sel] = inp.take::<1>();
     let (f0, f1, f5) = (inp.u32(), inp.u32(), inp.u32());
     let (idr0, idr1, idr5) = if sel & 1 == 1 { (f0, f1, f5) } else { SIM_IDR };

@@ -5,12 +5,16 @@
 //! - [`memfd`]: guest RAM backing, a memfd of a given size;
 //! - [`Rng`]: a seeded xorshift64* generator, the same sequence every run;
 //! - [`msg`]: raw vfio-user payloads built from `vsmmu_protocol`'s structs;
-//! - [`regs`]: the SMMUv3 register words the tests and the fuzzer walk.
+//! - [`regs`]: the SMMUv3 register words the tests and the fuzzer walk;
+//! - [`FuzzInput`]: values read off a fuzzer's byte string.
 //!
 //! Test code: a failure to create a descriptor panics.
 
+mod fuzz_input;
 pub mod msg;
 pub mod regs;
+
+pub use fuzz_input::FuzzInput;
 
 use std::os::fd::OwnedFd;
 

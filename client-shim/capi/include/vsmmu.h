@@ -360,7 +360,8 @@ int vsmmu_iotlb_stats(struct vsmmu_client *c, uint64_t *hits, uint64_t *misses);
 
 /**
  * VSMMU_GET_STATS: writes the server's counters as a JSON object into
- * `buf`, like `snprintf`: at most `len - 1` bytes and a terminating NUL
+ * `buf` (as the server sent it, counters this library does not know
+ * included), like `snprintf`: at most `len - 1` bytes and a terminating NUL
  * (nothing if `len` is 0, when `buf` may be NULL).
  *
  * Returns the length of the whole JSON text (without the NUL), so a result

@@ -383,13 +383,22 @@ impl Client {
 
     /// VSMMU_GET_STATS: the server's counters.
     pub fn stats(&mut self) -> Result<Stats> {
+        let json = self.stats_json()?;
+        Stats::from_json(&json).map_err(|e| ClientError::Protocol(e.to_string()))
+    }
+
+    /// VSMMU_GET_STATS as the server sent it: its JSON object, with any
+    /// counter a newer server has that [`Stats`] does not (the C ABI
+    /// passes it on as is). Checked to be a JSON object of counters.
+    pub fn stats_json(&mut self) -> Result<Vec<u8>> {
         let req = StatsRequest {
             argsz: 1 << 16,
             flags: 0,
         };
-        let r = self.request(Command::VsmmuGetStats, req.as_bytes(), &[])?;
-        Stats::from_json(r.get(8..).unwrap_or(&[]))
-            .map_err(|e| ClientError::Protocol(e.to_string()))
+        let mut r = self.request(Command::VsmmuGetStats, req.as_bytes(), &[])?;
+        let json = r.split_off(8.min(r.len()));
+        Stats::from_json(&json).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        Ok(json)
     }
 
     /// Closes the connection; waits for a spawned server to exit.

@@ -8,7 +8,8 @@ use super::client;
 use super::error::{guard_int, Failure};
 
 /// VSMMU_GET_STATS: writes the server's counters as a JSON object into
-/// `buf`, like `snprintf`: at most `len - 1` bytes and a terminating NUL
+/// `buf` (as the server sent it, counters this library does not know
+/// included), like `snprintf`: at most `len - 1` bytes and a terminating NUL
 /// (nothing if `len` is 0, when `buf` may be NULL).
 ///
 /// Returns the length of the whole JSON text (without the NUL), so a result
@@ -28,7 +29,7 @@ pub unsafe extern "C" fn vsmmu_get_stats(c: *mut Client, buf: *mut c_char, len: 
                 "{WHAT}: buf is NULL with len {len}"
             )));
         }
-        let text = c.stats().map_err(|e| Failure::client(WHAT, &e))?.to_json();
+        let text = c.stats_json().map_err(|e| Failure::client(WHAT, &e))?;
         let needed = c_int::try_from(text.len())
             .map_err(|_| Failure::new(libc::EOVERFLOW, format!("{WHAT}: {} bytes", text.len())))?;
         if len > 0 {

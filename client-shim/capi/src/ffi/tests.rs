@@ -147,3 +147,63 @@ fn calls_through_a_socketpair() {
     // SAFETY: closed once, not used afterwards.
     unsafe { vsmmu_close(c) };
 }
+
+/// A server stand-in whose VSMMU_GET_STATS reply has a counter this
+/// library does not know: the C caller gets the server's JSON byte for
+/// byte, and snprintf-style truncation.
+#[test]
+fn stats_pass_the_servers_json_through() {
+    use std::io::{Read, Write};
+    use std::os::unix::net::UnixStream;
+    use vsmmu_protocol::vfio_user::{Command, Header, Message, HEADER_SIZE};
+
+    const JSON: &str = r#"{"cmds_consumed":7,"counter_of_a_newer_vsmmud":5}"#;
+    let (ours, mut theirs) = UnixStream::pair().unwrap();
+    let server = std::thread::spawn(move || {
+        let recv = |s: &mut UnixStream| {
+            let mut h = [0u8; HEADER_SIZE];
+            s.read_exact(&mut h).unwrap();
+            let h = Header::decode(&h).unwrap();
+            let mut p = vec![0u8; h.msg_size as usize - HEADER_SIZE];
+            s.read_exact(&mut p).unwrap();
+            h
+        };
+        let h = recv(&mut theirs);
+        let mut reply = vec![0u8, 0, 2, 0];
+        reply.extend_from_slice(br#"{"capabilities":{"vsmmu":{"version":1}}}"#);
+        reply.push(0);
+        theirs
+            .write_all(&Message::reply(&h).bytes(&reply).finish())
+            .unwrap();
+        for _ in 0..2 {
+            let h = recv(&mut theirs);
+            assert_eq!(h.command, Command::VsmmuGetStats as u16);
+            let mut payload = (8 + JSON.len() as u32).to_le_bytes().to_vec();
+            payload.extend_from_slice(&0u32.to_le_bytes());
+            payload.extend_from_slice(JSON.as_bytes());
+            theirs
+                .write_all(&Message::reply(&h).bytes(&payload).finish())
+                .unwrap();
+        }
+    });
+    let c = Box::into_raw(Box::new(
+        negotiated(Client::from_stream(ours), "test").unwrap(),
+    ));
+    let mut buf = [0x55u8; 128];
+    // SAFETY: `c` is a live handle used by this thread only; `buf` has
+    // 128 writable bytes.
+    let n = unsafe { vsmmu_get_stats(c, buf.as_mut_ptr().cast(), buf.len()) };
+    assert_eq!(n, JSON.len() as i32);
+    assert_eq!(&buf[..JSON.len()], JSON.as_bytes());
+    assert_eq!(buf[JSON.len()], 0);
+    // Truncated to 10 bytes and the NUL; the whole length returned.
+    let mut small = [0x55u8; 11];
+    // SAFETY: as above, 11 bytes.
+    let n = unsafe { vsmmu_get_stats(c, small.as_mut_ptr().cast(), small.len()) };
+    assert_eq!(n, JSON.len() as i32);
+    assert_eq!(&small[..10], &JSON.as_bytes()[..10]);
+    assert_eq!(small[10], 0);
+    server.join().unwrap();
+    // SAFETY: `c` is live and not used again.
+    unsafe { vsmmu_close(c) };
+}
