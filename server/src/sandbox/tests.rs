@@ -651,6 +651,11 @@ impl Serving {
                 35,
                 libc::unlinkat(libc::AT_FDCWD, c"/nonexistent/s.sock".as_ptr(), 0) == -1
             );
+            // The run queue probe's pread of /proc/loadavg (any fd).
+            check!(
+                37,
+                libc::pread(self.memfd, eight.as_mut_ptr().cast(), 8, 0) == 8
+            );
             // The iommufd requests reach the kernel (ENOTTY on a memfd).
             if ioctls {
                 let mut arg = [0u32; 2];
@@ -669,10 +674,7 @@ impl Serving {
 #[test]
 fn the_filter_allows_what_serving_needs() {
     use nix::sys::socket::{socketpair, AddressFamily, SockFlag, SockType};
-    let memfd =
-        nix::sys::memfd::memfd_create("vsmmu-seccomp-test", nix::sys::memfd::MFdFlags::MFD_CLOEXEC)
-            .expect("memfd");
-    nix::unistd::ftruncate(&memfd, 4096).expect("ftruncate");
+    let memfd = vsmmu_testutil::memfd(4096);
     let epoll = nix::sys::epoll::Epoll::new(nix::sys::epoll::EpollCreateFlags::EPOLL_CLOEXEC)
         .expect("epoll");
     let flags = SockFlag::SOCK_CLOEXEC | SockFlag::SOCK_NONBLOCK;
