@@ -102,8 +102,12 @@ pub struct Client {
     run_queue: RunQueue,
 }
 
-/// The longest a reply is awaited by polling before sleeping.
-const REPLY_POLL_MAX: Duration = Duration::from_micros(50);
+/// The longest a reply is awaited by polling before sleeping: vsmmud's
+/// default cap, KVM's `halt_poll_ns`. A reply from a vsmmud that was
+/// asleep takes its wakeup (30-40 µs on a virtual machine) and more; with
+/// a 50 µs cap this side often slept too, and paid a second wakeup
+/// (docs/design.md, "Adaptive polling").
+const REPLY_POLL_MAX: Duration = Duration::from_micros(200);
 
 impl Client {
     /// Connects to a server listening at `path`.
