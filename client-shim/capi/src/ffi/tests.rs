@@ -74,30 +74,42 @@ fn connect_failure_reports_errno_and_message() {
     assert_eq!(last().0, libc::ENOENT);
 }
 
+/// A server stand-in's read of one message: its header (the payload is
+/// read and dropped).
+fn recv(s: &mut std::os::unix::net::UnixStream) -> vsmmu_protocol::vfio_user::Header {
+    use std::io::Read;
+    use vsmmu_protocol::vfio_user::{Header, HEADER_SIZE};
+    let mut h = [0u8; HEADER_SIZE];
+    s.read_exact(&mut h).unwrap();
+    let h = Header::decode(&h).unwrap();
+    let mut p = vec![0u8; h.msg_size as usize - HEADER_SIZE];
+    s.read_exact(&mut p).unwrap();
+    h
+}
+
+/// A server stand-in's answer to the client's VERSION.
+fn answer_version(s: &mut std::os::unix::net::UnixStream) {
+    use std::io::Write;
+    use vsmmu_protocol::vfio_user::Message;
+    let h = recv(s);
+    let mut reply = vec![0u8, 0, 2, 0];
+    reply.extend_from_slice(br#"{"capabilities":{"vsmmu":{"version":1}}}"#);
+    reply.push(0);
+    s.write_all(&Message::reply(&h).bytes(&reply).finish())
+        .unwrap();
+}
+
 /// A server stand-in: answers VERSION, then one error reply, then
 /// hangs up.
 #[test]
 fn calls_through_a_socketpair() {
-    use std::io::{Read, Write};
+    use std::io::Write;
     use std::os::unix::net::UnixStream;
-    use vsmmu_protocol::vfio_user::{Command, Header, Message, HEADER_SIZE};
+    use vsmmu_protocol::vfio_user::{Command, Message};
 
     let (ours, mut theirs) = UnixStream::pair().unwrap();
     let server = std::thread::spawn(move || {
-        let recv = |s: &mut UnixStream| {
-            let mut h = [0u8; HEADER_SIZE];
-            s.read_exact(&mut h).unwrap();
-            let h = Header::decode(&h).unwrap();
-            let mut p = vec![0u8; h.msg_size as usize - HEADER_SIZE];
-            s.read_exact(&mut p).unwrap();
-            h
-        };
-        let h = recv(&mut theirs);
-        let mut reply = vec![0u8, 0, 2, 0];
-        reply.extend_from_slice(br#"{"capabilities":{"vsmmu":{"version":1}}}"#);
-        reply.push(0);
-        let m = Message::reply(&h).bytes(&reply).finish();
-        theirs.write_all(&m).unwrap();
+        answer_version(&mut theirs);
         let h = recv(&mut theirs);
         assert_eq!(h.command, Command::VsmmuDetachDevice as u16);
         let m = Message::error_reply(&h, libc::ENOENT);
@@ -153,28 +165,14 @@ fn calls_through_a_socketpair() {
 /// byte, and snprintf-style truncation.
 #[test]
 fn stats_pass_the_servers_json_through() {
-    use std::io::{Read, Write};
+    use std::io::Write;
     use std::os::unix::net::UnixStream;
-    use vsmmu_protocol::vfio_user::{Command, Header, Message, HEADER_SIZE};
+    use vsmmu_protocol::vfio_user::{Command, Message};
 
     const JSON: &str = r#"{"cmds_consumed":7,"counter_of_a_newer_vsmmud":5}"#;
     let (ours, mut theirs) = UnixStream::pair().unwrap();
     let server = std::thread::spawn(move || {
-        let recv = |s: &mut UnixStream| {
-            let mut h = [0u8; HEADER_SIZE];
-            s.read_exact(&mut h).unwrap();
-            let h = Header::decode(&h).unwrap();
-            let mut p = vec![0u8; h.msg_size as usize - HEADER_SIZE];
-            s.read_exact(&mut p).unwrap();
-            h
-        };
-        let h = recv(&mut theirs);
-        let mut reply = vec![0u8, 0, 2, 0];
-        reply.extend_from_slice(br#"{"capabilities":{"vsmmu":{"version":1}}}"#);
-        reply.push(0);
-        theirs
-            .write_all(&Message::reply(&h).bytes(&reply).finish())
-            .unwrap();
+        answer_version(&mut theirs);
         for _ in 0..2 {
             let h = recv(&mut theirs);
             assert_eq!(h.command, Command::VsmmuGetStats as u16);
