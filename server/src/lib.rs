@@ -96,17 +96,24 @@ pub fn run(config: Config) -> anyhow::Result<()> {
         },
         host.hw_info(),
     );
+    // Before the socket is bound: a refused file leaves nothing behind.
+    let run_queue = match &config.run_queue_file {
+        Some(path) => {
+            let q = vsmmu_protocol::run_queue::RunQueue::open_file(path);
+            if !q.is_open() {
+                anyhow::bail!(
+                    "--run-queue-file {}: cannot open it, or no run queue in it",
+                    path.display()
+                );
+            }
+            Some(q)
+        }
+        None => None,
+    };
     let device = Device::new(smmu, host, config.limits);
     let mut server = event_loop::Server::new(config.listen, signals, device, config.read_mode)?;
     server.set_poll_max(config.poll_max);
-    if let Some(path) = &config.run_queue_file {
-        let q = vsmmu_protocol::run_queue::RunQueue::open_file(path);
-        if !q.is_open() {
-            anyhow::bail!(
-                "--run-queue-file {}: cannot open it, or no run queue in it",
-                path.display()
-            );
-        }
+    if let Some(q) = run_queue {
         server.set_run_queue(q);
     }
     jail::enter(&jail)?;

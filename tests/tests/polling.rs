@@ -84,4 +84,6 @@ fn a_run_queue_file_without_a_run_queue_is_refused() {
         err.contains("--run-queue-file") && err.contains("no run queue in it"),
         "{err}"
     );
+    // Refused before the socket was bound.
+    assert!(!dir.path().join("s.sock").exists());
 }
