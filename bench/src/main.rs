@@ -181,11 +181,12 @@ fn main() -> anyhow::Result<()> {
 
     let mut r = report::Report::new(&plan, &bin, threads);
     r.set_load("start");
-    let parts = if args.only.is_empty() {
-        vec![Part::Propagation, Part::Mmio, Part::Cmdq, Part::Footprint]
-    } else {
-        args.only.clone()
-    };
+    let all = [Part::Propagation, Part::Mmio, Part::Cmdq, Part::Footprint];
+    // In their usual order, each once.
+    let parts: Vec<Part> = all
+        .into_iter()
+        .filter(|p| args.only.is_empty() || args.only.contains(p))
+        .collect();
     passes(&bin, &plan, &parts, &mut r, "idle")?;
     if threads > 0 {
         r.set_load("before_contended");

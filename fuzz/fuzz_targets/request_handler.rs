@@ -80,8 +80,8 @@ fn irq_fd() -> OwnedFd {
     fds().irq.as_fd().try_clone_to_owned().unwrap()
 }
 
-/// Reads the program, zero once exhausted.
-/// The fuzzer's bytes, with the picks of this target on top.
+/// The program: the fuzzer's bytes (zero once exhausted), with the picks
+/// of this target on top.
 struct Input<'a>(FuzzInput<'a>);
 
 impl<'a> std::ops::Deref for Input<'a> {

@@ -65,7 +65,12 @@ impl RunQueue {
     pub fn open_file(path: impl AsRef<std::path::Path>) -> Self {
         // SAFETY: sysconf reads a configuration value; no memory is passed.
         let online = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
-        let mut q = RunQueue::new(u32::try_from(online).unwrap_or(1).max(1));
+        // Without the CPU count there is nothing to compare with: no probe
+        // (one CPU assumed would stop polling whenever the peer runs).
+        let Some(cpus) = u32::try_from(online).ok().filter(|&n| n > 0) else {
+            return RunQueue::new(1);
+        };
+        let mut q = RunQueue::new(cpus);
         q.file = File::open(path).ok();
         if q.file.is_some() && q.read().is_none() {
             q.file = None;
@@ -73,7 +78,9 @@ impl RunQueue {
         q
     }
 
-    /// A run queue of `cpus` CPUs fed only through [`RunQueue::record`].
+    /// A run queue of `cpus` CPUs fed only through [`RunQueue::record`]
+    /// and read through [`RunQueue::busy`] (it has no file, so
+    /// [`RunQueue::overcommitted`] is always false).
     pub fn new(cpus: u32) -> Self {
         RunQueue {
             file: None,
@@ -94,6 +101,13 @@ impl RunQueue {
         self.file.is_some()
     }
 
+    /// The descriptor read, if any (vsmmud's seccomp filter allows
+    /// `pread` on it alone).
+    pub fn fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        self.file.as_ref().map(File::as_raw_fd)
+    }
+
     fn read(&self) -> Option<u32> {
         let mut buf = [0u8; 128];
         let n = self.file.as_ref()?.read_at(&mut buf, 0).ok()?;
@@ -112,9 +126,10 @@ impl RunQueue {
             .is_none_or(|t| now.saturating_duration_since(t) >= SAMPLE_EVERY)
         {
             self.last = Some(now);
-            if let Some(running) = self.read() {
-                self.record(running);
-            }
+            // A read that fails counts as free CPUs: a verdict must not
+            // stay stuck at "overcommitted" (polling off for good).
+            let running = self.read().unwrap_or(0);
+            self.record(running);
         }
         self.busy()
     }
@@ -195,10 +210,37 @@ mod tests {
     #[test]
     fn without_the_file_nothing_is_overcommitted() {
         let mut q = RunQueue::new(1);
-        for _ in 0..8 {
-            assert!(!q.overcommitted());
+        for _ in 0..4 {
+            q.record(5);
         }
+        // The samples say busy, but without the file nothing is sampled
+        // and nothing is overcommitted.
+        assert!(q.busy());
+        assert!(!q.overcommitted());
         assert!(!q.is_open());
+        assert_eq!(q.fd(), None);
+    }
+
+    #[test]
+    fn a_file_that_stops_parsing_reads_as_free_cpus() {
+        let dir = std::env::temp_dir().join(format!("vsmmu-runq-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("loadavg");
+        std::fs::write(&path, "9.0 9.0 9.0 100000/100100 1\n").unwrap();
+        let mut q = RunQueue::open_file(&path);
+        assert!(q.is_open());
+        for _ in 0..4 {
+            q.last = None;
+            q.overcommitted();
+        }
+        assert!(q.busy());
+        std::fs::write(&path, "junk\n").unwrap();
+        for _ in 0..2 {
+            q.last = None;
+            q.overcommitted();
+        }
+        assert!(!q.busy());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]
@@ -214,7 +256,9 @@ mod tests {
         q.overcommitted();
         let taken = u64::from(q.is_open());
         assert_eq!(q.samples(), taken);
-        q.last = Some(Instant::now());
+        // (A sample "taken" an hour from now: however long this thread
+        // is descheduled, the next call is within the interval.)
+        q.last = Instant::now().checked_add(Duration::from_secs(3600));
         q.overcommitted();
         assert_eq!(q.samples(), taken);
         // An older sample is renewed.

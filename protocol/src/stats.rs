@@ -111,6 +111,23 @@ impl Stats {
     pub fn from_json(json: &[u8]) -> Result<Stats, serde_json::Error> {
         serde_json::from_slice(json)
     }
+
+    /// Checks that `json` is what `VSMMU_GET_STATS` sends: one JSON object
+    /// whose values are counters (unsigned integers, or arrays of them),
+    /// known to [`Stats`] or not, with the known ones well typed.
+    pub fn check_json(json: &[u8]) -> Result<(), String> {
+        let map: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_slice(json).map_err(|e| e.to_string())?;
+        let counter = |v: &serde_json::Value| {
+            v.is_u64() || v.as_array().is_some_and(|a| a.iter().all(|x| x.is_u64()))
+        };
+        if let Some((k, _)) = map.iter().find(|(_, v)| !counter(v)) {
+            return Err(format!("stats: {k:?} is not a counter"));
+        }
+        Stats::from_json(json)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
 }
 
 /// The JSON object, as on the wire.
@@ -172,5 +189,34 @@ mod tests {
         );
         assert!(Stats::from_json(b"7").is_err());
         assert!(Stats::from_json(br#"{"cmd_syncs": -1}"#).is_err());
+    }
+
+    #[test]
+    fn check_json_takes_objects_of_counters_only() {
+        assert_eq!(
+            Stats::check_json(br#"{"cmds_consumed":7,"irqs":[1,2,3,4]}"#),
+            Ok(())
+        );
+        // A counter this version does not know is fine.
+        assert_eq!(
+            Stats::check_json(br#"{"a_newer_counter":5,"b":[0]}"#),
+            Ok(())
+        );
+        assert_eq!(Stats::check_json(b"{}"), Ok(()));
+        for bad in [
+            &b"[]"[..],
+            b"[1,2]",
+            br#"{"x":"str"}"#,
+            br#"{"y":[1,"2"]}"#,
+            br#"{"z":-1}"#,
+            br#"{"cmds_consumed":"7"}"#,
+            b"nope",
+        ] {
+            assert!(
+                Stats::check_json(bad).is_err(),
+                "{}",
+                String::from_utf8_lossy(bad)
+            );
+        }
     }
 }

@@ -93,7 +93,7 @@ pub struct Args {
 
     /// Most microseconds to poll for the next client message before
     /// sleeping (the window adapts between 0 and this; 0 = never poll;
-    /// the default is KVM's `halt_poll_ns`).
+    /// the default is KVM's `halt_poll_ns` on x86).
     #[arg(long, default_value_t = 200)]
     pub poll_us: u32,
 

@@ -236,6 +236,12 @@ impl Server {
         self.poll_max = max;
     }
 
+    /// The run queue probe's descriptor (the seccomp filter allows `pread`
+    /// on it).
+    pub(crate) fn run_queue_fd(&self) -> Option<std::os::fd::RawFd> {
+        self.run_queue.fd()
+    }
+
     /// Replaces the run queue probe (`--run-queue-file`).
     pub(crate) fn set_run_queue(&mut self, q: RunQueue) {
         self.run_queue = q;
@@ -336,6 +342,7 @@ impl Server {
             }
             if self.client.is_none() {
                 waiting_since = None;
+                overcommitted = false;
             } else if served {
                 overcommitted = self.overcommitted(&window, &burst, after_sync);
                 waiting_since = Some(Instant::now());

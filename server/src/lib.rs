@@ -127,7 +127,7 @@ pub fn run(config: Config) -> anyhow::Result<()> {
             ),
         }
     }
-    sandbox::apply_for(config.seccomp, config.host)?;
+    sandbox::apply_for(config.seccomp, config.host, server.run_queue_fd())?;
     server.run()?;
     Ok(())
 }

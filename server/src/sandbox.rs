@@ -35,7 +35,7 @@
 //! | `recvmsg` | any | read vfio-user messages and the fds they carry (SCM_RIGHTS: memfds, eventfds, VFIO cdevs); no argument condition, so the kernel caches the allow and the hot path skips the filter |
 //! | `sendmsg` | any | send replies (the server passes `MSG_DONTWAIT \| MSG_NOSIGNAL`); no argument condition, likewise |
 //! | `read` | any | the signalfd (SIGTERM/SIGINT), the vEVENTQ fd, the sim's vEVENTQ eventfd |
-//! | `pread64` | any | `/proc/loadavg`, opened before the jail: the tasks runnable now, so that the event loop does not poll while the CPUs are overcommitted |
+//! | `pread64` | fd = `the run queue's` | `/proc/loadavg`, opened before the jail: the tasks runnable now, so that the event loop does not poll while the CPUs are overcommitted; no other fd (a VFIO device fd's offsets are its config space and BARs) |
 //! | `write` | any | signal the client's irq eventfds and the sim's vEVENTQ eventfd; log lines to stderr (env_logger); the SIGSYS report |
 //! | `close` | any | drop received fds, a departed client, unmapped memfds, a freed vEVENTQ |
 //! | `fcntl` | cmd = `F_GETFD` or `F_GETFL` | std checks that an fd is open before closing it (debug builds) |
@@ -77,6 +77,7 @@
 
 use std::collections::BTreeMap;
 use std::ffi::{c_int, c_long, c_uint, c_void};
+use std::os::fd::RawFd;
 
 use nix::sys::signal::{sigaction, SaFlags, SigAction, SigHandler, SigSet, Signal};
 use seccompiler::SeccompCmpOp::{Eq, MaskedEq};
@@ -125,9 +126,13 @@ pub(crate) enum SandboxError {
 
 /// Applies the serving-thread filter for `mode` and the `host` backend to
 /// every thread of the process (TSYNC). `off` only logs a warning.
-pub(crate) fn apply_for(mode: SeccompMode, host: HostKind) -> Result<(), SandboxError> {
+pub(crate) fn apply_for(
+    mode: SeccompMode,
+    host: HostKind,
+    run_queue_fd: Option<RawFd>,
+) -> Result<(), SandboxError> {
     let host = Some(host);
-    let Some(program) = build(Thread::Serving, mode, host)? else {
+    let Some(program) = build(Thread::Serving, mode, host, run_queue_fd)? else {
         log::warn!("running without seccomp");
         return Ok(());
     };
@@ -156,6 +161,7 @@ pub(crate) fn build(
     thread: Thread,
     mode: SeccompMode,
     host: Option<HostKind>,
+    run_queue_fd: Option<RawFd>,
 ) -> Result<Option<BpfProgram>, SandboxError> {
     let forbidden = match mode {
         SeccompMode::Kill => SeccompAction::KillProcess,
@@ -169,7 +175,7 @@ pub(crate) fn build(
         other => return Err(SandboxError::Arch(other)),
     };
     let build_err = |err| SandboxError::Build { thread, err };
-    let table = rule_table(thread, host, std::process::id());
+    let table = rule_table(thread, host, std::process::id(), run_queue_fd);
     log::debug!(
         "seccomp: the {thread:?} thread may call {}",
         table
@@ -384,15 +390,24 @@ const IOMMUFD_IOCTLS: [(u64, &str); 13] = requests![
     VFIO_DEVICE_DETACH_IOMMUFD_PT,
 ];
 
-fn rule_table(thread: Thread, host: Option<HostKind>, pid: u32) -> Vec<Allowed> {
+fn rule_table(
+    thread: Thread,
+    host: Option<HostKind>,
+    pid: u32,
+    run_queue_fd: Option<RawFd>,
+) -> Vec<Allowed> {
     match thread {
-        Thread::Serving => serving_thread_rules(host, pid),
+        Thread::Serving => serving_thread_rules(host, pid, run_queue_fd),
     }
 }
 
 /// The serving thread: see the table in the module documentation, which a
 /// test keeps in step with this list (as it does the README's).
-fn serving_thread_rules(host: Option<HostKind>, pid: u32) -> Vec<Allowed> {
+fn serving_thread_rules(
+    host: Option<HostKind>,
+    pid: u32,
+    run_queue_fd: Option<RawFd>,
+) -> Vec<Allowed> {
     let mut table = vec![
         // --- the event loop (event_loop.rs, mio) ---
         // mio's Poll::poll; aarch64 libc implements epoll_wait with it.
@@ -414,9 +429,6 @@ fn serving_thread_rules(host: Option<HostKind>, pid: u32) -> Vec<Allowed> {
         allow!(SYS_sendmsg),
         // The signalfd, the vEVENTQ fd, the sim's vEVENTQ eventfd.
         allow!(SYS_read),
-        // /proc/loadavg, opened before the jail (the run queue probe of
-        // the adaptive polling).
-        allow!(SYS_pread64),
         // Irq eventfds (irq.rs), the sim's eventfd, log lines on stderr.
         allow!(SYS_write),
         // Received fds, a departed client, unmapped memfds, a freed vEVENTQ.
@@ -498,6 +510,15 @@ fn serving_thread_rules(host: Option<HostKind>, pid: u32) -> Vec<Allowed> {
         allow!(SYS_exit),
         allow!(SYS_exit_group),
     ];
+    // /proc/loadavg, opened before the jail (the run queue probe of the
+    // adaptive polling), and no other fd: a pread of a VFIO device fd
+    // reads its config space and BARs.
+    if let Some(fd) = run_queue_fd {
+        table.push(allow!(
+            SYS_pread64,
+            and![eq!("fd" 0, fd => "the run queue's")]
+        ));
+    }
     #[cfg(target_arch = "x86_64")]
     table.extend([
         // mio's Poll::poll on x86_64.

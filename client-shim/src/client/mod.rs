@@ -103,7 +103,7 @@ pub struct Client {
 }
 
 /// The longest a reply is awaited by polling before sleeping: vsmmud's
-/// default cap, KVM's `halt_poll_ns`. A reply from a vsmmud that was
+/// default cap, KVM's x86 `halt_poll_ns`. A reply from a vsmmud that was
 /// asleep takes its wakeup (30-40 µs on a virtual machine) and more; with
 /// a 50 µs cap this side often slept too, and paid a second wakeup
 /// (docs/design.md, "Adaptive polling").
@@ -393,7 +393,8 @@ impl Client {
 
     /// VSMMU_GET_STATS as the server sent it: its JSON object, with any
     /// counter a newer server has that [`Stats`] does not (the C ABI
-    /// passes it on as is). Checked to be a JSON object of counters.
+    /// passes it on as is). Checked to be a JSON object of counters
+    /// ([`Stats::check_json`]).
     pub fn stats_json(&mut self) -> Result<Vec<u8>> {
         let req = StatsRequest {
             argsz: 1 << 16,
@@ -401,7 +402,7 @@ impl Client {
         };
         let mut r = self.request(Command::VsmmuGetStats, req.as_bytes(), &[])?;
         let json = r.split_off(8.min(r.len()));
-        Stats::from_json(&json).map_err(|e| ClientError::Protocol(e.to_string()))?;
+        Stats::check_json(&json).map_err(ClientError::Protocol)?;
         Ok(json)
     }
 

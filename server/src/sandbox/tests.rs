@@ -10,9 +10,12 @@ use nix::unistd::{fork, ForkResult};
 
 const MODES: [SeccompMode; 3] = [SeccompMode::Kill, SeccompMode::Trap, SeccompMode::Log];
 const RULE_SETS: [Option<HostKind>; 3] = [Some(HostKind::Sim), Some(HostKind::Iommufd), None];
+/// The run queue probe's descriptor in the filters built here (the one
+/// fd `pread64` is allowed on); the filter test uses a live one.
+const PROBE_FD: RawFd = 987;
 
 fn program(mode: SeccompMode, host: HostKind) -> BpfProgram {
-    build(Thread::Serving, mode, Some(host))
+    build(Thread::Serving, mode, Some(host), Some(PROBE_FD))
         .expect("build")
         .expect("a filter")
 }
@@ -59,16 +62,20 @@ fn exited(st: WaitStatus, code: c_int) -> bool {
 #[test]
 fn filters_build_for_every_mode_and_backend() {
     for host in RULE_SETS {
-        assert!(build(Thread::Serving, SeccompMode::Off, host)
-            .unwrap()
-            .is_none());
+        assert!(
+            build(Thread::Serving, SeccompMode::Off, host, Some(PROBE_FD))
+                .unwrap()
+                .is_none()
+        );
         let rets = [
             libc::SECCOMP_RET_KILL_PROCESS,
             libc::SECCOMP_RET_TRAP,
             libc::SECCOMP_RET_LOG,
         ];
         for (mode, ret) in MODES.into_iter().zip(rets) {
-            let prog = build(Thread::Serving, mode, host).unwrap().unwrap();
+            let prog = build(Thread::Serving, mode, host, Some(PROBE_FD))
+                .unwrap()
+                .unwrap();
             assert!(
                 prog.len() > 40 && prog.len() < 4096,
                 "{mode:?} {host:?}: {}",
@@ -89,7 +96,7 @@ fn filters_build_for_every_mode_and_backend() {
         .iter()
         .any(ioctl));
     assert!(!program(SeccompMode::Kill, HostKind::Sim).iter().any(ioctl));
-    let both = build(Thread::Serving, SeccompMode::Kill, None)
+    let both = build(Thread::Serving, SeccompMode::Kill, None, Some(PROBE_FD))
         .unwrap()
         .unwrap();
     assert!(both.iter().any(ioctl));
@@ -137,13 +144,13 @@ fn arguments(a: &Allowed) -> String {
 /// [`apply_for`] keeps for one backend.
 fn expected_doc_rows() -> BTreeMap<&'static str, String> {
     let names = |host| -> BTreeSet<&str> {
-        rule_table(Thread::Serving, Some(host), 1)
+        rule_table(Thread::Serving, Some(host), 1, Some(PROBE_FD))
             .iter()
             .map(Allowed::name)
             .collect()
     };
     let (sim, iommufd) = (names(HostKind::Sim), names(HostKind::Iommufd));
-    rule_table(Thread::Serving, None, 1)
+    rule_table(Thread::Serving, None, 1, Some(PROBE_FD))
         .iter()
         .map(|a| {
             let only = match (sim.contains(a.name()), iommufd.contains(a.name())) {
@@ -212,7 +219,7 @@ fn check_doc_table(what: &str, rows: &[Vec<String>]) {
 fn rule_table_has_no_duplicates() {
     for host in RULE_SETS {
         let mut seen = BTreeSet::new();
-        for a in rule_table(Thread::Serving, host, 1) {
+        for a in rule_table(Thread::Serving, host, 1, Some(PROBE_FD)) {
             assert!(seen.insert(a.nr), "{} twice", a.name());
             assert_eq!(syscall_name(a.nr as c_long), a.name());
         }
@@ -269,7 +276,7 @@ fn forbidden_syscalls_kill_the_process() {
     let sim = program(SeccompMode::Kill, HostKind::Sim);
     let iommufd = program(SeccompMode::Kill, HostKind::Iommufd);
     // Each call would be harmless if it ran: the point is that it does not.
-    let cases: [Case<'_>; 23] = [
+    let cases: [Case<'_>; 24] = [
         ("openat /", &sim, || {
             // SAFETY: a raw syscall on a constant path.
             unsafe {
@@ -313,6 +320,11 @@ fn forbidden_syscalls_kill_the_process() {
         ("ptrace", &sim, || {
             // SAFETY: PTRACE_TRACEME takes no pointer.
             unsafe { libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) };
+        }),
+        ("pread64 of a fd not the run queue's", &sim, || {
+            let mut b = [0u8; 8];
+            // SAFETY: reads at most 8 bytes into `b`; refused before that.
+            unsafe { libc::pread(0, b.as_mut_ptr().cast(), 8, 0) };
         }),
         ("memfd_create", &sim, || {
             // SAFETY: a constant name.
@@ -651,7 +663,8 @@ impl Serving {
                 35,
                 libc::unlinkat(libc::AT_FDCWD, c"/nonexistent/s.sock".as_ptr(), 0) == -1
             );
-            // The run queue probe's pread of /proc/loadavg (any fd).
+            // The run queue probe's pread of /proc/loadavg (here the memfd
+            // stands in for it).
             check!(
                 37,
                 libc::pread(self.memfd, eight.as_mut_ptr().cast(), 8, 0) == 8
@@ -693,9 +706,14 @@ fn the_filter_allows_what_serving_needs() {
             listener: listener.as_raw_fd(),
             pair: [a.as_raw_fd(), b.as_raw_fd()],
         };
-        let prog = build(Thread::Serving, SeccompMode::Kill, host)
-            .unwrap()
-            .unwrap();
+        let prog = build(
+            Thread::Serving,
+            SeccompMode::Kill,
+            host,
+            Some(serving.memfd),
+        )
+        .unwrap()
+        .unwrap();
         let st = in_child(|| {
             if install(SeccompMode::Kill, &prog).is_err() {
                 return 100;

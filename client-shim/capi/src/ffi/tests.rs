@@ -162,7 +162,8 @@ fn calls_through_a_socketpair() {
 
 /// A server stand-in whose VSMMU_GET_STATS reply has a counter this
 /// library does not know: the C caller gets the server's JSON byte for
-/// byte, and snprintf-style truncation.
+/// byte, and snprintf-style truncation; a reply that is not an object of
+/// counters is EPROTO.
 #[test]
 fn stats_pass_the_servers_json_through() {
     use std::io::Write;
@@ -173,12 +174,12 @@ fn stats_pass_the_servers_json_through() {
     let (ours, mut theirs) = UnixStream::pair().unwrap();
     let server = std::thread::spawn(move || {
         answer_version(&mut theirs);
-        for _ in 0..2 {
+        for json in [JSON, JSON, "[]"] {
             let h = recv(&mut theirs);
             assert_eq!(h.command, Command::VsmmuGetStats as u16);
-            let mut payload = (8 + JSON.len() as u32).to_le_bytes().to_vec();
+            let mut payload = (8 + json.len() as u32).to_le_bytes().to_vec();
             payload.extend_from_slice(&0u32.to_le_bytes());
-            payload.extend_from_slice(JSON.as_bytes());
+            payload.extend_from_slice(json.as_bytes());
             theirs
                 .write_all(&Message::reply(&h).bytes(&payload).finish())
                 .unwrap();
@@ -201,6 +202,12 @@ fn stats_pass_the_servers_json_through() {
     assert_eq!(n, JSON.len() as i32);
     assert_eq!(&small[..10], &JSON.as_bytes()[..10]);
     assert_eq!(small[10], 0);
+    // Not an object of counters: refused, the buffer untouched.
+    let mut untouched = [0x55u8; 16];
+    // SAFETY: as above, 16 bytes.
+    let n = unsafe { vsmmu_get_stats(c, untouched.as_mut_ptr().cast(), untouched.len()) };
+    assert_eq!(n, -libc::EPROTO);
+    assert_eq!(untouched, [0x55u8; 16]);
     server.join().unwrap();
     // SAFETY: `c` is live and not used again.
     unsafe { vsmmu_close(c) };
