@@ -221,31 +221,18 @@ fn passes(
     r: &mut report::Report,
     pass: &str,
 ) -> anyhow::Result<()> {
+    type Run = fn(&Path, &Plan, &mut report::Report) -> anyhow::Result<()>;
     let n = parts.len();
     for (i, part) in parts.iter().enumerate() {
-        let step = format!("[{pass} {}/{n}]", i + 1);
-        match part {
-            Part::Propagation => {
-                eprintln!("{step} host-event propagation");
-                propagation::run(bin, plan, r)
-                    .with_context(|| format!("propagation benchmark ({pass})"))?;
-            }
-            Part::Mmio => {
-                eprintln!("{step} MMIO round trip");
-                mmio::run(bin, plan, r)
-                    .with_context(|| format!("MMIO round-trip benchmark ({pass})"))?;
-            }
-            Part::Cmdq => {
-                eprintln!("{step} command queue floods");
-                cmdq::run(bin, plan, r)
-                    .with_context(|| format!("command queue benchmark ({pass})"))?;
-            }
-            Part::Footprint => {
-                eprintln!("{step} idle footprint and startup");
-                footprint::run(bin, plan, r)
-                    .with_context(|| format!("footprint benchmark ({pass})"))?;
-            }
-        }
+        // What the progress line says, what an error names, the benchmark.
+        let (doing, what, run): (&str, &str, Run) = match part {
+            Part::Propagation => ("host-event propagation", "propagation", propagation::run),
+            Part::Mmio => ("MMIO round trip", "MMIO round-trip", mmio::run),
+            Part::Cmdq => ("command queue floods", "command queue", cmdq::run),
+            Part::Footprint => ("idle footprint and startup", "footprint", footprint::run),
+        };
+        eprintln!("[{pass} {}/{n}] {doing}", i + 1);
+        run(bin, plan, r).with_context(|| format!("{what} benchmark ({pass})"))?;
     }
     Ok(())
 }

@@ -101,6 +101,13 @@ pub(crate) fn block_signals() -> Result<SignalFd, LoopError> {
         .map_err(LoopError::Signal)
 }
 
+/// How long a wait for the client polls: the main window, or after a
+/// message that completed a CMD_SYNC the longer of it and the burst
+/// window.
+fn poll_window(window: &PollWindow, burst: Option<&PollWindow>) -> Duration {
+    burst.map_or(window.window(), |b| window.window().max(b.window()))
+}
+
 /// Moves the registration `current` (fd, generation) under `token` to
 /// `now`: a new fd or a new generation of the same number re-registers.
 fn follow(
@@ -285,10 +292,8 @@ impl Server {
         loop {
             let poll_for = if overcommitted {
                 Duration::ZERO
-            } else if after_sync {
-                window.window().max(burst.window())
             } else {
-                window.window()
+                poll_window(&window, after_sync.then_some(&burst))
             };
             let polling = waiting_since.is_some_and(|t| t.elapsed() < poll_for);
             let timeout = (more_events || polling).then_some(Duration::ZERO);
@@ -344,7 +349,8 @@ impl Server {
                 waiting_since = None;
                 overcommitted = false;
             } else if served {
-                overcommitted = self.overcommitted(&window, &burst, after_sync);
+                overcommitted =
+                    self.overcommitted(poll_window(&window, after_sync.then_some(&burst)));
                 waiting_since = Some(Instant::now());
             } else if drained {
                 if let Some(t) = waiting_since.as_mut() {
@@ -375,12 +381,11 @@ impl Server {
         self.notify_ack = slot;
     }
 
-    /// Whether the wait that begins now skips polling because the CPUs are
-    /// overcommitted; asked only when it would poll (a sample costs a
-    /// read of `/proc/loadavg`).
-    fn overcommitted(&mut self, window: &PollWindow, burst: &PollWindow, after_sync: bool) -> bool {
-        let would_poll = !window.window().is_zero() || (after_sync && !burst.window().is_zero());
-        if !would_poll || !self.run_queue.overcommitted() {
+    /// Whether the wait that begins now, which would poll for `poll_for`,
+    /// skips polling because the CPUs are overcommitted; asked only when it
+    /// would poll (a sample costs a read of `/proc/loadavg`).
+    fn overcommitted(&mut self, poll_for: Duration) -> bool {
+        if poll_for.is_zero() || !self.run_queue.overcommitted() {
             return false;
         }
         self.device.stats.polls_skipped_busy += 1;
@@ -391,9 +396,7 @@ impl Server {
     /// `window` always, `burst` when the wait followed a CMD_SYNC (and
     /// the loop polled for the longer of the two).
     fn learn(&mut self, window: &mut PollWindow, burst: Option<&mut PollWindow>, waited: Duration) {
-        let polled = burst
-            .as_ref()
-            .map_or(window.window(), |b| window.window().max(b.window()));
+        let polled = poll_window(window, burst.as_deref());
         // A message the burst window's poll caught says nothing about the
         // main window (the loop did not sleep after it ran out).
         if burst.is_none() || waited > polled {

@@ -387,8 +387,7 @@ impl Client {
 
     /// VSMMU_GET_STATS: the server's counters.
     pub fn stats(&mut self) -> Result<Stats> {
-        let json = self.stats_json()?;
-        Stats::from_json(&json).map_err(|e| ClientError::Protocol(e.to_string()))
+        self.stats_reply().map(|(_, stats)| stats)
     }
 
     /// VSMMU_GET_STATS as the server sent it: its JSON object, with any
@@ -396,14 +395,19 @@ impl Client {
     /// passes it on as is). Checked to be a JSON object of counters
     /// ([`Stats::check_json`]).
     pub fn stats_json(&mut self) -> Result<Vec<u8>> {
+        self.stats_reply().map(|(json, _)| json)
+    }
+
+    /// VSMMU_GET_STATS: the reply's JSON, and the counters read from it.
+    fn stats_reply(&mut self) -> Result<(Vec<u8>, Stats)> {
         let req = StatsRequest {
             argsz: 1 << 16,
             flags: 0,
         };
         let mut r = self.request(Command::VsmmuGetStats, req.as_bytes(), &[])?;
         let json = r.split_off(8.min(r.len()));
-        Stats::check_json(&json).map_err(ClientError::Protocol)?;
-        Ok(json)
+        let stats = Stats::check_json(&json).map_err(ClientError::Protocol)?;
+        Ok((json, stats))
     }
 
     /// Closes the connection; waits for a spawned server to exit.

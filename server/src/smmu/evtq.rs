@@ -115,7 +115,7 @@ impl EventQueue {
         // and what the buffer holds, is counted as dropped; nothing
         // reaches guest RAM or the model's registers.
         let mut disabled = Registers::default();
-        self.drain_and_free(&mut disabled, ctx);
+        self.deliver_and_free(&mut disabled, ctx);
     }
 
     /// Frees the vEVENTQ after delivering what it still holds as any read
@@ -123,10 +123,6 @@ impl EventQueue {
     /// last device detached) the guest's queue is still on, and those
     /// records are faults its devices raised.
     pub(crate) fn deliver_and_free(&mut self, regs: &mut Registers, ctx: &mut Ctx<'_>) {
-        self.drain_and_free(regs, ctx);
-    }
-
-    fn drain_and_free(&mut self, regs: &mut Registers, ctx: &mut Ctx<'_>) {
         if self.veventq.is_none() {
             return;
         }

@@ -22,6 +22,7 @@ import json
 import re
 import sys
 import time
+from statistics import median
 
 KEYS = ["randread_iops", "randwrite_iops", "seqread_mbps", "seqwrite_mbps"]
 
@@ -50,12 +51,6 @@ def cell(key, figs):
     if key not in figs:
         return "-"
     return ("%.0f" if "iops" in key else "%.1f") % figs[key]
-
-
-def median(values):
-    v = sorted(values)
-    n = len(v)
-    return v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2
 
 
 def ratios(figs, base):
